@@ -1,0 +1,48 @@
+"""tf_qnets: Quantization Networks (Yang et al., CVPR 2019) for Keras and tfmot.
+
+Importing tf_qnets selects Keras 2 (``tf_keras``), which tensorflow-model-optimization needs.
+
+    import tf_qnets
+    qat = tf_qnets.quantize_model(float_model, w_bits=3, a_bits=3, calibration_data=ds.take(8))
+    qat.compile(optimizer, loss, metrics, jit_compile=True)
+    qat.fit(ds, epochs=10, callbacks=[tf_qnets.TemperatureScheduler(base=10)])
+    qat.evaluate(test_ds)          # hard staircase: what the device computes
+"""
+
+from tf_qnets import _keras  # noqa: F401  (must come first: selects Keras 2)
+from tf_qnets.api import count_quantizers, is_quantized_model, quantize_model
+from tf_qnets.configs import QNetsQuantizeConfig
+from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
+from tf_qnets.levels import LevelSet, activation_levels, weight_levels
+from tf_qnets.quantizer import QNetsQuantizer
+from tf_qnets.schedule import TemperatureScheduler, get_temperatures, set_temperature
+from tf_qnets.scheme import QNetsScheme
+from tf_qnets.scope import load_model, quantize_scope
+from tf_qnets.staircase import hard_staircase, soft_staircase, soft_staircase_reference
+from tf_qnets.wrapper import QNetsWrapper, quantizer_states
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Int8OutputQuantizer",
+    "Int8WeightQuantizer",
+    "LevelSet",
+    "QNetsQuantizeConfig",
+    "QNetsQuantizer",
+    "QNetsScheme",
+    "QNetsWrapper",
+    "TemperatureScheduler",
+    "activation_levels",
+    "count_quantizers",
+    "get_temperatures",
+    "hard_staircase",
+    "is_quantized_model",
+    "load_model",
+    "quantize_model",
+    "quantize_scope",
+    "quantizer_states",
+    "set_temperature",
+    "soft_staircase",
+    "soft_staircase_reference",
+    "weight_levels",
+]

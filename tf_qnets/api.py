@@ -1,0 +1,172 @@
+"""``quantize_model``: one call from a float Keras model to a trainable Quantization Network."""
+
+from tensorflow_model_optimization.python.core.quantization.keras import quantize as tfmot_quantize
+from tensorflow_model_optimization.python.core.quantization.keras import quantize_annotate
+from tensorflow_model_optimization.python.core.quantization.keras import quantize_wrapper
+
+from tf_qnets._keras import keras, require_keras2_model
+from tf_qnets.init import (
+    calibrate_activation_quantizers,
+    calibration_batches,
+    initialize_weight_quantizers,
+)
+from tf_qnets.quantizer import QNetsQuantizer
+from tf_qnets.scheme import QNetsScheme, plan_quantization
+from tf_qnets.scope import quantize_scope
+from tf_qnets.wrapper import QNetsWrapper
+
+__all__ = ["quantize_model"]
+
+
+def _check_model_structure(model):
+    require_keras2_model(model)
+    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise TypeError(
+            f"`model` is a subclassed model ({type(model).__name__}); tf_qnets needs a Sequential "
+            "or Functional model whose layers it can see. Rewrite `call` as a Functional model: "
+            "`inputs = keras.Input(shape); outputs = ...layers...; keras.Model(inputs, outputs)`.")
+    if not model.built:
+        raise ValueError(
+            "`model` is not built; give the first layer an `input_shape` or call "
+            "`model.build(input_shape)` first.")
+    for layer in model.layers:
+        if isinstance(layer, (quantize_wrapper.QuantizeWrapper, quantize_annotate.QuantizeAnnotate)):
+            raise ValueError(
+                f"`model` is already quantized or annotated (layer {layer.name!r} is a "
+                f"{type(layer).__name__}); pass the original float model.")
+
+
+def _copy_model(model):
+    """A structural copy with the same weights; the user's layers are never touched."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _annotate(model, plans):
+    def annotate(layer):
+        fresh = layer.__class__.from_config(layer.get_config())
+        if layer.name in plans:
+            return quantize_annotate.QuantizeAnnotate(fresh, quantize_config=plans[layer.name].config)
+        return fresh
+
+    annotated = keras.models.clone_model(model, clone_function=annotate)
+    annotated.set_weights(model.get_weights())
+    return annotated
+
+
+def _use_qnets_wrappers(model):
+    """Swap tfmot's QuantizeWrapperV2 for QNetsWrapper (same inner layers and weights)."""
+
+    def swap(layer):
+        if isinstance(layer, quantize_wrapper.QuantizeWrapperV2) and not isinstance(layer, QNetsWrapper):
+            config = type(layer.quantize_config).from_config(layer.quantize_config.get_config())
+            # tfmot's call replaced the kernel attribute by its quantized tensor; restore it,
+            # keeping the inner layer's weight order (kernel, bias) that a reload would build.
+            inner = layer.layer
+            canonical = list(inner.trainable_weights)
+            for variable, _, _ in layer._weight_vars:
+                setattr(inner, config.weight_attr, variable)
+                canonical.append(variable)
+            ordered = [v for v in layer._trainable_weights if any(v is c for c in canonical)]
+            ordered = [v for i, v in enumerate(ordered) if not any(v is u for u in ordered[:i])]
+            inner._trainable_weights[:] = ordered
+            return QNetsWrapper(layer.layer, config, name=layer.name)
+        return layer
+
+    with quantize_scope():
+        swapped = keras.models.clone_model(model, clone_function=swap)
+    return swapped
+
+
+def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
+                   weight_scheme="pow2", thresholds="kmeans", first_last="float",
+                   per_layer=None, exclude=(), gradient=None, train_thresholds=False,
+                   verbose=1):
+    """Turn a float Keras model into a Quantization Network ready for fine-tuning.
+
+    Each quantized tensor ``x`` (a kernel, or an activation after a ReLU-like layer)
+    is replaced by a staircase with integer levels ``y_0 < ... < y_n``::
+
+        training:  alpha * (sum_i s_i * sigmoid(clip(T (beta x - b_i), -10, 10)) - o)
+        inference: alpha * (sum_i s_i * [beta x > b_i] - o)
+
+    with ``s_i = y_i - y_{i-1}``, ``o = -y_0``; alpha, beta are learned, the thresholds
+    ``b_i`` come from the float model (k-means) and T rises during training
+    (:class:`tf_qnets.TemperatureScheduler`). ``model.evaluate`` and ``predict`` use the
+    hard staircase: what the device computes.
+
+    Args:
+      model: a built tf_keras Sequential or Functional model (not modified).
+      w_bits: weight bit width 1..8 (1: {-1,1}, 2: {-1,0,1}, 3: {-4,-2,-1,0,1,2,4},
+        4..8: symmetric uniform), a sorted sequence of integer levels, or None
+        (float weights).
+      a_bits: activation bit width 1..8 ({0..2^k-1} after non-negative activations, a
+        symmetric signed set otherwise), a sequence of levels, or None (float activations).
+      calibration_data: a tf.data.Dataset of input batches (or (x, y) batches), or an
+        array of inputs; required when activations are quantized (~1000 samples).
+      weight_scheme: ``"pow2"`` (paper) or ``"uniform"`` ({-3..3}) for 3-bit weights.
+      thresholds: ``"kmeans"`` (paper) or ``"uniform"`` (halfway between levels).
+      first_last: ``"float"`` (paper: first and last kernel layers stay float),
+        ``"int8"`` (simulate them as an int8 device computes them) or ``"low_bit"``.
+      per_layer: ``{layer_name: {setting: value}}`` overriding ``w_bits``, ``a_bits``,
+        ``weight_scheme``, ``thresholds``, ``gradient``, ``train_thresholds`` for one
+        layer, or ``{layer_name: None}`` to keep it float.
+      exclude: names of layers to keep float.
+      gradient: ``"exact"`` or ``"wide"``; default ``None`` means ``"wide"`` for binary
+        weights (the authors' release) and ``"exact"`` otherwise.
+      train_thresholds: also learn the thresholds (the paper freezes them).
+      verbose: 0 silent, 1 progress bar while calibrating.
+
+    Returns:
+      A new, uncompiled tf_keras model whose quantized layers are
+      :class:`tf_qnets.QNetsWrapper` s.
+
+    Example::
+
+        qat = tf_qnets.quantize_model(model, w_bits=3, a_bits=3, calibration_data=ds.take(8))
+        qat.compile("sgd", "sparse_categorical_crossentropy", ["accuracy"], jit_compile=True)
+        qat.fit(ds, epochs=10, callbacks=[tf_qnets.TemperatureScheduler(base=10)])
+    """
+    _check_model_structure(model)
+    plans = plan_quantization(
+        model, w_bits, a_bits, weight_scheme=weight_scheme, thresholds=thresholds,
+        first_last=first_last, per_layer=per_layer, exclude=exclude, gradient=gradient,
+        train_thresholds=train_thresholds)
+    needs_calibration = any(
+        plan.config.output_quantizer is not None for plan in plans.values())
+    batches = None
+    if needs_calibration:
+        if calibration_data is None:
+            raise ValueError(
+                "`calibration_data` is required when activations are quantized (a_bits is set or "
+                "first_last='int8'): pass a few batches of typical inputs, e.g. "
+                "`calibration_data=train_ds.take(8)`.")
+        batches = calibration_batches(calibration_data, model)
+
+    copy = _copy_model(model)
+    annotated = _annotate(copy, plans)
+    with quantize_scope():
+        applied = tfmot_quantize.quantize_apply(annotated, scheme=QNetsScheme())
+    qat = _use_qnets_wrappers(applied)
+
+    initialize_weight_quantizers(qat, plans)
+    if batches is not None:
+        calibrate_activation_quantizers(qat, plans, batches, verbose=verbose)
+    return qat
+
+
+def is_quantized_model(model):
+    """True when ``model`` contains tf_qnets quantizers."""
+    return any(
+        isinstance(layer, QNetsWrapper) for layer in getattr(model, "layers", []))
+
+
+def count_quantizers(model):
+    """Number of low-bit (sum-of-sigmoids) quantizers in ``model``."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, QNetsWrapper):
+            for _, _, quantizer, _ in layer.quantizer_states():
+                total += isinstance(quantizer, QNetsQuantizer)
+    return total

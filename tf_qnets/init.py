@@ -1,0 +1,229 @@
+"""Data-driven initialisation of the quantizers from a pretrained float model (method.md Sec. 3).
+
+For a tensor ``x`` with levels ``Y`` (``p = max |y|``, ``q = max |x|``)::
+
+    beta  = (5/4 * p) / q          # the largest level maps to 0.8 * max|x|
+    alpha = 1 / beta
+
+Thresholds ``b_i`` in the beta-scaled domain:
+
+* binary weights {-1, +1}: ``b = 0``; ternary {-1, 0, 1}: ``b = (-0.05, +0.05)``;
+* other sets, ``"kmeans"``: 1-D k-means of ``beta * x`` into ``n + 1`` clusters, sorted
+  centres ``c``, ``b_i = (c_i + c_{i+1}) / 2``; for weights the two thresholds around
+  level 0 are then set to -0.05 and +0.05; 1-bit activations use ``b = 0.05``
+  (the authors' release);
+* ``"uniform"``: halfway between neighbouring levels, ``b_i = (y_{i-1} + y_i) / 2``.
+
+Weights are initialised from the kernel; activations from calibration data, layer
+by layer in topological order, each with the quantizers before it already active
+(hard staircase), as in the paper.
+"""
+
+import numpy as np
+
+from tf_qnets._keras import keras, tf
+from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer, initialize_int8_weight_range
+from tf_qnets.quantizer import QNetsQuantizer
+from tf_qnets.wrapper import QNetsWrapper
+
+__all__ = [
+    "kmeans_1d",
+    "scales_for",
+    "weight_thresholds",
+    "activation_thresholds",
+    "initialize_weight_quantizers",
+    "calibrate_activation_quantizers",
+    "calibration_batches",
+]
+
+ZERO_BAND = 0.05
+MIN_GAP = 1e-3
+MAX_KMEANS_SAMPLES = 200_000
+
+
+def kmeans_1d(values, clusters, iterations=50, seed=0):
+    """Lloyd's k-means on a 1-D sample; returns ``clusters`` sorted centres.
+
+    Initialised at evenly spaced quantiles; an empty cluster keeps its centre.
+    """
+    data = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    if data.size > MAX_KMEANS_SAMPLES:
+        rng = np.random.default_rng(seed)
+        data = np.sort(rng.choice(data, MAX_KMEANS_SAMPLES, replace=False))
+    centres = np.quantile(data, (np.arange(clusters) + 0.5) / clusters)
+    prefix = np.concatenate([[0.0], np.cumsum(data)])
+    for _ in range(iterations):
+        bounds = np.searchsorted(data, (centres[:-1] + centres[1:]) / 2.0)
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [data.size]])
+        counts = ends - starts
+        sums = prefix[ends] - prefix[starts]
+        updated = np.where(counts > 0, sums / np.maximum(counts, 1), centres)
+        updated = np.sort(updated)
+        if np.allclose(updated, centres, rtol=0, atol=1e-9):
+            centres = updated
+            break
+        centres = updated
+    return centres
+
+
+def _strictly_increasing(thresholds):
+    out = np.asarray(thresholds, dtype=np.float64).copy()
+    for i in range(1, out.size):
+        out[i] = max(out[i], out[i - 1] + MIN_GAP)
+    return out
+
+
+def scales_for(levels, max_abs):
+    """``(alpha, beta)`` with ``beta = 1.25 p / q``; ``q = 0`` (a dead tensor) counts as 1."""
+    q = float(max_abs)
+    if not np.isfinite(q) or q <= 0.0:
+        q = 1.0
+    beta = 1.25 * levels.max_abs / q
+    return 1.0 / beta, beta
+
+
+def _kmeans_thresholds(scaled, levels):
+    if np.unique(scaled).size < len(levels):
+        return levels.uniform_thresholds()
+    centres = kmeans_1d(scaled, len(levels))
+    return (centres[:-1] + centres[1:]) / 2.0
+
+
+def weight_thresholds(scaled_kernel, levels, method="kmeans"):
+    """Thresholds for a weight tensor already multiplied by beta (see module docstring)."""
+    values = tuple(levels.levels)
+    if values == (-1, 1):
+        return np.zeros(1)
+    if values == (-1, 0, 1):
+        return np.array([-ZERO_BAND, ZERO_BAND]) if method == "kmeans" else levels.uniform_thresholds()
+    if method == "uniform":
+        return levels.uniform_thresholds()
+    thresholds = _kmeans_thresholds(scaled_kernel, levels)
+    if 0 in values:
+        zero = values.index(0)
+        if zero > 0:
+            thresholds[zero - 1] = -ZERO_BAND
+        if zero < len(values) - 1:
+            thresholds[zero] = ZERO_BAND
+        # Keep the order if clustering put outer thresholds inside the zero band.
+        thresholds[: max(zero - 1, 0)] = np.minimum(thresholds[: max(zero - 1, 0)], -ZERO_BAND - MIN_GAP)
+        thresholds[zero + 1:] = np.maximum(thresholds[zero + 1:], ZERO_BAND + MIN_GAP)
+    return _strictly_increasing(thresholds)
+
+
+def activation_thresholds(scaled_activations, levels, method="kmeans"):
+    """Thresholds for an activation sample already multiplied by beta (see module docstring)."""
+    if method == "uniform":
+        return levels.uniform_thresholds()
+    if tuple(levels.levels) == (0, 1):
+        return np.array([ZERO_BAND])
+    return _strictly_increasing(_kmeans_thresholds(scaled_activations, levels))
+
+
+def _assign(variables, alpha, beta, thresholds):
+    variables["alpha"].assign(alpha)
+    variables["beta"].assign(beta)
+    variables["thresholds"].assign(np.asarray(thresholds, dtype=np.float32))
+
+
+def initialize_weight_quantizers(model, plans):
+    """Initialise every low-bit weight quantizer from its (float, pretrained) kernel."""
+    for layer in model.layers:
+        if not isinstance(layer, QNetsWrapper):
+            continue
+        for weight, quantizer, variables in layer._weight_vars:
+            kernel = weight.numpy()
+            if not np.all(np.isfinite(kernel)):
+                raise ValueError(
+                    f"Layer {layer.layer.name!r}: its {layer._weight_name(weight.name)} contains "
+                    "NaN or Inf values; quantize a model with finite weights.")
+            if isinstance(quantizer, Int8WeightQuantizer):
+                initialize_int8_weight_range(quantizer, variables, kernel)
+                continue
+            alpha, beta = scales_for(quantizer.levels, np.max(np.abs(kernel)))
+            method = plans[layer.layer.name].weight_thresholds
+            _assign(variables, alpha, beta, weight_thresholds(beta * kernel, quantizer.levels, method))
+
+
+def calibration_batches(data, model, argument="calibration_data", max_batches=None):
+    """Collect the model inputs of ``data`` (a tf.data.Dataset, array, or ``(x, y)`` tuple).
+
+    Returns a list of input batches; raises a clear error for empty or mis-shaped data.
+    """
+    if isinstance(data, tf.data.Dataset):
+        batches = []
+        for element in data:
+            if isinstance(element, (tuple, list)) and not (
+                    len(model.inputs) > 1 and len(element) == len(model.inputs)):
+                element = element[0]
+            batches.append(element)
+            if max_batches is not None and len(batches) >= max_batches:
+                break
+    elif isinstance(data, (np.ndarray, tf.Tensor)):
+        array = np.asarray(data)
+        batches = [array[i:i + 32] for i in range(0, len(array), 32)]
+    elif isinstance(data, tuple) and len(data) in (2, 3) and isinstance(data[0], (np.ndarray, tf.Tensor)):
+        return calibration_batches(np.asarray(data[0]), model, argument, max_batches)
+    else:
+        raise TypeError(
+            f"`{argument}` must be a tf.data.Dataset (of x or (x, y) batches), a NumPy array of "
+            f"inputs, or an (x, y) tuple; got {type(data).__name__}.")
+    if not batches:
+        raise ValueError(f"`{argument}` is empty; give a few batches of typical inputs.")
+    expected = model.inputs[0].shape
+    for batch in batches:
+        if isinstance(batch, dict) or (isinstance(batch, (tuple, list)) and len(model.inputs) > 1):
+            continue
+        shape = tuple(np.shape(batch))
+        if len(shape) != len(expected) or any(
+                e is not None and e != s for e, s in zip(expected[1:], shape[1:])):
+            raise ValueError(
+                f"`{argument}` batches have shape {shape}, but the model expects inputs of shape "
+                f"{tuple(expected)} (batch first). Batch the data, e.g. `ds.batch(32)`, and make "
+                "sure it yields model inputs (or (inputs, labels)).")
+        if not np.issubdtype(np.asarray(batch).dtype, np.number):
+            raise TypeError(f"`{argument}` must hold numeric inputs, got dtype {np.asarray(batch).dtype}.")
+    return batches
+
+
+def calibrate_activation_quantizers(model, plans, batches, verbose=0):
+    """Initialise activation quantizers layer by layer from calibration batches."""
+    targets = []
+    for layer in model.layers:
+        if not isinstance(layer, QNetsWrapper):
+            continue
+        quantizers = layer._output_quantizers or []
+        if quantizers and isinstance(quantizers[0], (QNetsQuantizer, Int8OutputQuantizer)):
+            targets.append((layer, quantizers[0], layer._output_quantizer_vars))
+    if not targets:
+        return
+    probe = keras.Model(model.inputs, [layer.output for layer, _, _ in targets])
+    for _, quantizer, _ in targets:
+        quantizer.bypass = True
+    progress = keras.utils.Progbar(len(targets), unit_name="layer") if verbose else None
+    try:
+        for index, (layer, quantizer, variables) in enumerate(targets):
+            samples = []
+            for batch in batches:
+                outputs = probe(batch, training=False)
+                outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+                samples.append(np.asarray(outputs[index]).ravel())
+            sample = np.concatenate(samples)
+            if not np.all(np.isfinite(sample)):
+                raise ValueError(
+                    f"Layer {layer.layer.name!r}: calibration produced NaN/Inf activations; "
+                    "check the calibration data and the model's weights.")
+            if isinstance(quantizer, Int8OutputQuantizer):
+                quantizer.initialize_range(variables, sample)
+            else:
+                alpha, beta = scales_for(quantizer.levels, np.max(np.abs(sample)))
+                method = plans[layer.layer.name].output_thresholds
+                _assign(variables, alpha, beta,
+                        activation_thresholds(beta * sample, quantizer.levels, method))
+            quantizer.bypass = False
+            if progress is not None:
+                progress.update(index + 1)
+    finally:
+        for _, quantizer, _ in targets:
+            quantizer.bypass = False

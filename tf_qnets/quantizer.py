@@ -1,0 +1,112 @@
+"""The tfmot ``Quantizer`` of Quantization Networks: learned scales, thresholds and a temperature.
+
+Forward (see :mod:`tf_qnets.staircase` for the gradients)::
+
+    training:   y = alpha * ( sum_i s_i * sigmoid(clip(T * (beta * x - b_i), -10, 10)) - o )
+    inference:  y = alpha * ( sum_i s_i * [beta * x > b_i] - o )          = alpha * level
+
+Variables, created on the wrapping layer by :meth:`QNetsQuantizer.build`
+(one scalar each per quantized tensor, as in the paper's layer-wise setting):
+
+* ``alpha`` (trainable): output scale; the deployed step size.
+* ``beta`` (trainable): input scale.
+* ``thresholds`` (``[n]``; frozen unless ``train_thresholds=True``, as in the paper).
+* ``temperature`` (not trainable): set by :class:`tf_qnets.TemperatureScheduler`;
+  being a variable it is saved with the model and changing it does not retrace.
+
+Example::
+
+    >>> from tf_qnets import QNetsQuantizer
+    >>> q = QNetsQuantizer(levels=(-1, 0, 1), role="weights")
+    >>> q.levels.steps, q.levels.offset
+    ((1, 1), 1)
+
+Reference: Yang et al., "Quantization Networks", CVPR 2019 (arXiv:1911.09464).
+"""
+
+from tensorflow_model_optimization.python.core.quantization.keras import quantizers as tfmot_quantizers
+
+from tf_qnets._keras import keras, tf
+from tf_qnets.levels import LevelSet
+from tf_qnets.staircase import GRADIENTS, hard_staircase, soft_staircase
+
+__all__ = ["QNetsQuantizer", "ROLES"]
+
+ROLES = ("weights", "activations")
+
+
+@keras.utils.register_keras_serializable(package="tf_qnets")
+class QNetsQuantizer(tfmot_quantizers.Quantizer):
+    """Sum-of-sigmoids quantizer for one tensor (a kernel or an activation).
+
+    Args:
+      levels: sorted distinct integer levels, e.g. ``(-4, -2, -1, 0, 1, 2, 4)``.
+      role: ``"weights"`` or ``"activations"`` (used by the temperature schedule and
+        the initialisation).
+      gradient: ``"exact"`` (derivative of the soft form) or ``"wide"`` (the authors'
+        binary-weight backward: sigmoid derivative at T = 1, times T).
+      train_thresholds: learn the thresholds ``b_i`` too (the paper freezes them).
+    """
+
+    def __init__(self, levels, role="weights", gradient="exact", train_thresholds=False):
+        self.levels = levels if isinstance(levels, LevelSet) else LevelSet(tuple(levels))
+        if role not in ROLES:
+            raise ValueError(f"`role` must be one of {ROLES}, got {role!r}.")
+        if gradient not in GRADIENTS:
+            raise ValueError(f"`gradient` must be one of {GRADIENTS}, got {gradient!r}.")
+        if not isinstance(train_thresholds, bool):
+            raise TypeError(f"`train_thresholds` must be a bool, got {train_thresholds!r}.")
+        self.role = role
+        self.gradient = gradient
+        self.train_thresholds = train_thresholds
+        # Calibration reads the unquantized tensor by switching this on (eager only).
+        self.bypass = False
+
+    def build(self, tensor_shape, name, layer):
+        initial = self.levels.uniform_thresholds()
+        return {
+            "alpha": layer.add_weight(
+                f"{name}_alpha", shape=(), initializer=keras.initializers.Constant(1.0),
+                trainable=True),
+            "beta": layer.add_weight(
+                f"{name}_beta", shape=(), initializer=keras.initializers.Constant(1.0),
+                trainable=True),
+            "thresholds": layer.add_weight(
+                f"{name}_thresholds", shape=(self.levels.num_steps,),
+                initializer=keras.initializers.Constant(initial.tolist()),
+                trainable=self.train_thresholds),
+            "temperature": layer.add_weight(
+                f"{name}_temperature", shape=(), initializer=keras.initializers.Constant(1.0),
+                trainable=False),
+        }
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        if self.bypass:
+            return inputs
+        alpha = tf.cast(weights["alpha"], inputs.dtype)
+        beta = tf.cast(weights["beta"], inputs.dtype)
+        thresholds = tf.cast(weights["thresholds"], inputs.dtype)
+        if training:
+            temperature = tf.cast(weights["temperature"], inputs.dtype)
+            return soft_staircase(inputs, alpha, beta, thresholds, temperature, self.levels,
+                                  gradient=self.gradient,
+                                  train_thresholds=self.train_thresholds)
+        return hard_staircase(inputs, alpha, beta, thresholds, self.levels)
+
+    def get_config(self):
+        return {
+            "levels": list(self.levels.levels),
+            "role": self.role,
+            "gradient": self.gradient,
+            "train_thresholds": self.train_thresholds,
+        }
+
+    def __eq__(self, other):
+        return isinstance(other, QNetsQuantizer) and self.get_config() == other.get_config()
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __repr__(self):
+        return (f"QNetsQuantizer(levels={self.levels.levels}, role={self.role!r}, "
+                f"gradient={self.gradient!r}, train_thresholds={self.train_thresholds})")

@@ -1,0 +1,126 @@
+"""``TemperatureScheduler``: anneal the soft staircase into the hard one during training.
+
+Default schedule (the authors' release): ``T = base * (epoch + 1)`` for epoch 0, 1, ...
+(the paper writes ``T = base * epoch``; base 10 for AlexNet, 5 for ResNet). With
+``per_step=True`` the epoch is fractional, ``epoch + step / steps_per_epoch``, so T
+rises smoothly. ``schedule`` replaces the formula by any ``f(epoch) -> T``.
+Weight temperatures are capped at ``weight_cap`` (2000 in the release), all at ``cap``.
+
+The temperatures are non-trainable variables of the model: they are saved with it,
+assigning them never retraces the train function, and a run resumed with
+``keras.callbacks.BackupAndRestore`` continues from the right T.
+
+Example::
+
+    qat.fit(ds, epochs=10, callbacks=[tf_qnets.TemperatureScheduler(base=10)])
+"""
+
+import math
+import numbers
+
+from tf_qnets._keras import keras
+from tf_qnets.quantizer import QNetsQuantizer
+from tf_qnets.wrapper import quantizer_states
+
+__all__ = ["TemperatureScheduler", "set_temperature", "get_temperatures"]
+
+
+def _temperature_variables(model, role=None):
+    found = []
+    for _, _, _, quantizer, variables in quantizer_states(model):
+        if isinstance(quantizer, QNetsQuantizer) and (role is None or quantizer.role == role):
+            found.append(variables["temperature"])
+    return found
+
+
+def _validated_temperature(value, argument):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{argument}` must be a positive number, got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"`{argument}` must be a finite temperature > 0, got {value}.")
+    return value
+
+
+def set_temperature(model, weights=None, activations=None):
+    """Assign the temperature of every weight and/or activation quantizer of ``model``."""
+    for role, value in (("weights", weights), ("activations", activations)):
+        if value is None:
+            continue
+        value = _validated_temperature(value, f"{role} temperature")
+        for variable in _temperature_variables(model, role):
+            variable.assign(value)
+
+
+def get_temperatures(model):
+    """``{variable name: T}`` for every quantizer of ``model``."""
+    return {v.name: float(v.numpy()) for v in _temperature_variables(model)}
+
+
+class TemperatureScheduler(keras.callbacks.Callback):
+    """Raise the quantizers' temperature during ``fit``.
+
+    Args:
+      base: slope of the default schedule ``T = base * (epoch + 1)``.
+      schedule: optional ``f(epoch) -> T`` used instead (``epoch`` is fractional with
+        ``per_step=True``).
+      per_step: update T every training step instead of every epoch.
+      cap: upper bound on every temperature (None: no bound).
+      weight_cap: upper bound on weight temperatures (2000, as in the authors' release).
+      verbose: 1 prints T at each epoch start.
+    """
+
+    def __init__(self, base=10.0, schedule=None, per_step=False, cap=None, weight_cap=2000.0,
+                 verbose=0):
+        super().__init__()
+        self.base = _validated_temperature(base, "base")
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"`schedule` must be a callable epoch -> temperature, got {schedule!r}.")
+        self.schedule = schedule
+        self.per_step = bool(per_step)
+        self.cap = None if cap is None else _validated_temperature(cap, "cap")
+        self.weight_cap = None if weight_cap is None else _validated_temperature(weight_cap, "weight_cap")
+        self.verbose = verbose
+        self._epoch = 0
+
+    def temperature_at(self, epoch):
+        """The (uncapped) activation temperature at a possibly fractional epoch."""
+        if self.schedule is not None:
+            return _validated_temperature(self.schedule(epoch), "schedule(epoch)")
+        return self.base * (epoch + 1.0)
+
+    def _apply(self, epoch):
+        value = self.temperature_at(epoch)
+        if self.cap is not None:
+            value = min(value, self.cap)
+        weight_value = value if self.weight_cap is None else min(value, self.weight_cap)
+        set_temperature(self.model, weights=weight_value, activations=value)
+        return value
+
+    def on_train_begin(self, logs=None):
+        if not _temperature_variables(self.model):
+            raise ValueError(
+                "TemperatureScheduler: the model has no tf_qnets quantizers; use it with a model "
+                "returned by tf_qnets.quantize_model().")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        value = self._apply(float(epoch))
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: temperature T = {value:g}")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self.per_step:
+            return
+        steps = (self.params or {}).get("steps") or 0
+        fraction = batch / steps if steps else 0.0
+        self._apply(self._epoch + fraction)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            variables = _temperature_variables(self.model, "activations") or _temperature_variables(self.model)
+            logs["temperature"] = float(variables[0].numpy())
+
+    def get_config(self):
+        return {"base": self.base, "per_step": self.per_step, "cap": self.cap,
+                "weight_cap": self.weight_cap, "verbose": self.verbose}
