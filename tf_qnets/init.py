@@ -198,17 +198,15 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
             targets.append((layer, quantizers[0], layer._output_quantizer_vars))
     if not targets:
         return
-    probe = keras.Model(model.inputs, [layer.output for layer, _, _ in targets])
     for _, quantizer, _ in targets:
         quantizer.bypass = True
     progress = keras.utils.Progbar(len(targets), unit_name="layer") if verbose else None
     try:
         for index, (layer, quantizer, variables) in enumerate(targets):
-            samples = []
-            for batch in batches:
-                outputs = probe(batch, training=False)
-                outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-                samples.append(np.asarray(outputs[index]).ravel())
+            # A graph of the model up to this layer, traced now: quantizers before it are
+            # active, this one (and later ones) are bypassed. The bypass flag is read at trace time.
+            probe = tf.function(keras.Model(model.inputs, layer.output))
+            samples = [np.asarray(probe(batch, training=False)).ravel() for batch in batches]
             sample = np.concatenate(samples)
             if not np.all(np.isfinite(sample)):
                 raise ValueError(

@@ -1,0 +1,223 @@
+"""Fashion-MNIST end to end: float model -> Quantization Network -> int8 TFLite on the standalone runtime.
+
+Run (does its own set-up on a fresh machine)::
+
+    bash scripts/example.sh --quick              # about two minutes on 2 cores
+    bash scripts/example.sh --bits W3A3 W2A2     # the full run
+
+Steps: load Fashion-MNIST (tensorflow-datasets, Debian's dataset-fashion-mnist or
+``--data-dir``), train a float CNN (cached in ``--output-dir`` so a rerun reuses it),
+``tf_qnets.quantize_model`` it for each ``--bits`` setting, fine-tune with the
+temperature schedule, evaluate the hard model, export an integer TFLite file, run it
+in the standalone LiteRT runtime (a process without TensorFlow), print a table and
+draw pictures: the learned staircases over their weight / activation histograms, and
+accuracy against bit width.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+import tf_qnets  # noqa: E402
+from tf_qnets._keras import keras, tf  # noqa: E402
+from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
+
+from fashion_mnist_model import build_cnn, preprocess  # noqa: E402
+
+_BITS = re.compile(r"^W(\d)(?:A(\d))?$")
+
+
+def parse_bits(text):
+    """'W3A3' -> (3, 3); 'W3' -> (3, None)."""
+    match = _BITS.match(text.upper())
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"bad --bits value {text!r}: use W<weight bits>[A<activation bits>], e.g. W3A3 or W2")
+    w_bits = int(match.group(1))
+    a_bits = int(match.group(2)) if match.group(2) else None
+    if not 1 <= w_bits <= 8 or (a_bits is not None and not 1 <= a_bits <= 8):
+        raise argparse.ArgumentTypeError(f"bit widths in {text!r} must be from 1 to 8")
+    return w_bits, a_bits
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bits", nargs="+", type=parse_bits, default=None,
+                        help="settings to quantize, e.g. W3A3 W2A2 W3 (default: W3A3)")
+    parser.add_argument("--float-epochs", type=int, default=None, help="float training epochs")
+    parser.add_argument("--qat-epochs", type=int, default=None, help="fine-tuning epochs per setting")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--temperature-base", type=float, default=10.0)
+    parser.add_argument("--thresholds", choices=("kmeans", "uniform"), default="kmeans")
+    parser.add_argument("--first-last", choices=("float", "int8", "low_bit"), default="int8",
+                        help="int8 (default) simulates the first/last layers as the device runs them")
+    parser.add_argument("--output-dir", default="outputs/fashion_mnist")
+    parser.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST IDX files")
+    parser.add_argument("--quick", action="store_true",
+                        help="small subset and one epoch each: about two minutes on 2 cores")
+    parser.add_argument("--no-plots", action="store_true", help="skip the pictures")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.bits = args.bits or [(3, 3)]
+    if args.float_epochs is None:
+        args.float_epochs = 1 if args.quick else 8
+    if args.qat_epochs is None:
+        args.qat_epochs = 1 if args.quick else 4
+    return args
+
+
+def load_data(args):
+    try:
+        (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data_dir)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    if args.quick:
+        x_train, y_train = x_train[:10000], y_train[:10000]
+        x_test, y_test = x_test[:2000], y_test[:2000]
+    return (preprocess(x_train), y_train.astype("int32")), (preprocess(x_test), y_test.astype("int32"))
+
+
+def datasets(train, batch_size, seed):
+    x, y = train
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def compile_model(model, learning_rate, jit_compile=True):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+
+
+def float_model(args, train, test):
+    """Train the float CNN, or reuse the one cached for the same settings."""
+    path = os.path.join(args.output_dir, "float_model.keras")
+    meta_path = path + ".json"
+    width = 16 if args.quick else 32
+    meta = {"epochs": args.float_epochs, "width": width, "seed": args.seed}
+    if os.path.exists(path) and os.path.exists(meta_path):
+        with open(meta_path) as handle:
+            if json.load(handle) == meta:
+                print(f"[float] reusing {path}")
+                model = keras.models.load_model(path)
+                return model
+    print(f"[float] training {args.float_epochs} epoch(s)")
+    keras.utils.set_random_seed(args.seed)
+    model = build_cnn(width=width)
+    compile_model(model, 1e-3, jit_compile=False)
+    model.fit(datasets(train, args.batch_size, args.seed), epochs=args.float_epochs, verbose=2)
+    model.save(path)
+    with open(meta_path, "w") as handle:
+        json.dump(meta, handle)
+    return model
+
+
+def quantize_and_train(float_net, args, train, w_bits, a_bits):
+    calibration = tf.data.Dataset.from_tensor_slices(train[0][:1024]).batch(128)
+    qat = tf_qnets.quantize_model(
+        float_net, w_bits=w_bits, a_bits=a_bits, calibration_data=calibration,
+        thresholds=args.thresholds, first_last=args.first_last)
+    compile_model(qat, 1e-4, jit_compile=True)
+    qat.fit(datasets(train, args.batch_size, args.seed), epochs=args.qat_epochs, verbose=2,
+            callbacks=[tf_qnets.TemperatureScheduler(base=args.temperature_base, verbose=1)])
+    return qat
+
+
+def accuracy(model, test):
+    return float(model.evaluate(test[0], test[1], batch_size=256, verbose=0)[1])
+
+
+def export_and_check(qat, args, name, train, test):
+    from tf_qnets.export import export_tflite, verify_tflite
+
+    path = os.path.join(args.output_dir, f"{name}.tflite")
+    representative = tf.data.Dataset.from_tensor_slices(train[0][:512]).batch(32)
+    report = export_tflite(qat, path, representative_data=representative)
+    print(report)
+    verification = verify_tflite(qat, path, (test[0], test[1]))
+    print(verification)
+    return path, report, verification
+
+
+def run_in_standalone_runtime(path, test):
+    """Accuracy of the .tflite file in a fresh process that never imports TensorFlow."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        np.save(os.path.join(folder, "x.npy"), test[0])
+        np.save(os.path.join(folder, "y.npy"), test[1])
+        code = (
+            "import sys, numpy as np\n"
+            "from tf_qnets.runtime import load_interpreter, run_batches\n"
+            f"x = np.load({os.path.join(folder, 'x.npy')!r}); y = np.load({os.path.join(folder, 'y.npy')!r})\n"
+            f"logits = run_batches(load_interpreter({path!r}), x)\n"
+            "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
+            "print(float(np.mean(np.argmax(logits, -1) == y)))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"standalone runtime failed:\n{done.stderr[-2000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.output_dir, exist_ok=True)
+    start = time.time()
+    train, test = load_data(args)
+    print(f"[data] train {train[0].shape}, test {test[0].shape}")
+    float_net = float_model(args, train, test)
+    compile_model(float_net, 1e-3, jit_compile=False)
+    float_acc = accuracy(float_net, test)
+    print(f"[float] test accuracy {float_acc:.4f}")
+
+    rows = []
+    for w_bits, a_bits in args.bits:
+        name = f"W{w_bits}" + (f"A{a_bits}" if a_bits else "")
+        print(f"\n[{name}] quantize_model + fine-tune {args.qat_epochs} epoch(s)")
+        qat = quantize_and_train(float_net, args, train, w_bits, a_bits)
+        hard_acc = accuracy(qat, test)
+        print(f"[{name}] hard-staircase test accuracy {hard_acc:.4f}")
+        path, report, verification = export_and_check(qat, args, name, train, test)
+        runtime_acc = run_in_standalone_runtime(path, test)
+        rows.append({
+            "setting": name, "keras_hard": hard_acc, "tflite": runtime_acc,
+            "agreement": verification.agreement, "bytes": os.path.getsize(path),
+        })
+        if not args.no_plots:
+            from plots import plot_staircases
+
+            picture = os.path.join(args.output_dir, f"{name}_staircases.png")
+            plot_staircases(qat, train[0][:256], picture)
+            print(f"[{name}] staircases drawn in {picture}")
+
+    print(f"\nFashion-MNIST, first/last layers: {args.first_last}, thresholds: {args.thresholds}")
+    print(f"{'setting':<8} {'Keras acc':>9} {'TFLite acc':>10} {'agreement':>9} {'size':>9}")
+    print(f"{'float':<8} {float_acc:>9.4f} {'':>10} {'':>9} {'':>9}")
+    for row in rows:
+        print(f"{row['setting']:<8} {row['keras_hard']:>9.4f} {row['tflite']:>10.4f} "
+              f"{row['agreement']:>9.4f} {row['bytes'] / 1024:>7.1f}kB")
+    if not args.no_plots:
+        from plots import plot_accuracy
+
+        picture = os.path.join(args.output_dir, "accuracy_vs_bits.png")
+        plot_accuracy(float_acc, rows, picture)
+        print(f"accuracy against bit width drawn in {picture}")
+    with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
+        json.dump({"float": float_acc, "quantized": rows}, handle, indent=2)
+    print(f"done in {time.time() - start:.0f} s; outputs in {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

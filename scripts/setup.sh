@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine: Python packages and the Fashion-MNIST data.
+# Used by scripts/example.sh, scripts/test.sh and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+export DEBIAN_FRONTEND=noninteractive
+
+if ! ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Debian package dataset-fashion-mnist"
+    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "[setup] Fashion-MNIST not found; run 'sudo apt-get install dataset-fashion-mnist'"
+    echo "        or pass --data-dir with the four IDX files to the example." >&2
+  fi
+fi
+
+if ! "$PYTHON" -c "import tf_qnets, tf_keras, tensorflow_model_optimization, ai_edge_litert, pytest, hypothesis" >/dev/null 2>&1; then
+  echo "[setup] installing Python packages (TensorFlow 2.21, tf-keras, tfmot 0.8.1, ai-edge-litert)"
+  "$PYTHON" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,examples]"
+fi
