@@ -20,6 +20,7 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "ai-edge-litert"],
         "litert": ["ai-edge-litert"],
         "examples": ["matplotlib"],
+        "tensorboard": ["tensorboard"],
     },
     entry_points={"console_scripts": ["tf-qnets=tf_qnets.cli:main"]},
     license="Apache-2.0",

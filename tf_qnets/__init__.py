@@ -10,6 +10,7 @@ Importing tf_qnets selects Keras 2 (``tf_keras``), which tensorflow-model-optimi
 """
 
 from tf_qnets import _keras  # noqa: F401  (must come first: selects Keras 2)
+from tf_qnets.aliases import get_quantizer, quantizer_aliases
 from tf_qnets.api import count_quantizers, is_quantized_model, quantize_model
 from tf_qnets.configs import QNetsQuantizeConfig
 from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
@@ -19,6 +20,8 @@ from tf_qnets.schedule import TemperatureScheduler, get_temperatures, set_temper
 from tf_qnets.scheme import QNetsScheme
 from tf_qnets.scope import load_model, quantize_scope
 from tf_qnets.staircase import hard_staircase, soft_staircase, soft_staircase_reference
+from tf_qnets.summary import summary  # noqa: E402  (the function; the module stays importable)
+from tf_qnets.tensorboard import QuantizerTensorBoard
 from tf_qnets.wrapper import QNetsWrapper, quantizer_states
 
 __version__ = "0.1.0"
@@ -31,18 +34,22 @@ __all__ = [
     "QNetsQuantizer",
     "QNetsScheme",
     "QNetsWrapper",
+    "QuantizerTensorBoard",
     "TemperatureScheduler",
     "activation_levels",
     "count_quantizers",
+    "get_quantizer",
     "get_temperatures",
     "hard_staircase",
     "is_quantized_model",
     "load_model",
     "quantize_model",
     "quantize_scope",
+    "quantizer_aliases",
     "quantizer_states",
     "set_temperature",
     "soft_staircase",
     "soft_staircase_reference",
+    "summary",
     "weight_levels",
 ]
