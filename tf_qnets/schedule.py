@@ -57,6 +57,7 @@ def get_temperatures(model):
     return {v.name: float(v.numpy()) for v in _temperature_variables(model)}
 
 
+@keras.utils.register_keras_serializable(package="tf_qnets")
 class TemperatureScheduler(keras.callbacks.Callback):
     """Raise the quantizers' temperature during ``fit``.
 
@@ -124,3 +125,8 @@ class TemperatureScheduler(keras.callbacks.Callback):
     def get_config(self):
         return {"base": self.base, "per_step": self.per_step, "cap": self.cap,
                 "weight_cap": self.weight_cap, "verbose": self.verbose}
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild from :meth:`get_config` (a custom ``schedule`` callable is not part of it)."""
+        return cls(**config)

@@ -1,0 +1,250 @@
+"""``QuantizerTensorBoard``: watch the staircases anneal in TensorBoard.
+
+For every low-bit quantizer (:class:`tf_qnets.QNetsQuantizer`) of the model being
+trained, the callback writes four scalars to ``<log_dir>/quantizers``:
+
+==================================  =====================================================
+tag                                 value
+==================================  =====================================================
+``temperature/<layer>/<tensor>``    ``T``, as set by :class:`tf_qnets.TemperatureScheduler`
+``alpha/<layer>/<tensor>``          the output scale (the deployed step size)
+``beta/<layer>/<tensor>``           the input scale
+``saturation/<layer>/<tensor>``     fraction of elements whose staircase is already hard
+==================================  =====================================================
+
+``<tensor>`` is ``kernel`` (or ``depthwise_kernel``) for weights and ``output`` for
+activations. The saturation of a tensor ``x`` with thresholds ``b_1..b_n`` is::
+
+    saturation = mean over elements of  [ min_i |T * (beta * x - b_i)| >= 10 ]
+
+i.e. the share of elements for which every sigmoid argument sits at the clamp
+(``+-10``, see :mod:`tf_qnets.staircase`): there the soft staircase equals the
+hard one up to ``sigmoid(-10) ~ 4.5e-5`` of a step and passes no gradient to ``x``.
+It rises towards 1 as ``T`` grows.
+
+* Weights: computed from the kernel itself.
+* Activations: computed only when ``data`` is given, a small fixed batch of model
+  inputs (e.g. 32 samples; a NumPy array or tensor). The network runs in inference
+  mode (hard staircases upstream, BatchNormalization moving statistics), and each
+  activation quantizer's input is read with that quantizer bypassed. Without ``data``
+  the activation quantizers' saturation is not logged (their T, alpha, beta are).
+
+tfmot's 8-bit quantizers (``first_last="int8"``) have no temperature and are skipped.
+
+Example::
+
+    qat.fit(ds, epochs=10, callbacks=[
+        tf_qnets.TemperatureScheduler(base=10),
+        tf_qnets.QuantizerTensorBoard("logs", data=x_train[:32]),
+    ])
+    # then: tensorboard --logdir logs     (pip install tensorboard to view)
+
+The events are written with ``tf.summary.write`` and scalar metadata, so training
+does not need the ``tensorboard`` package; viewing them does.
+
+Reference: Yang et al., "Quantization Networks", CVPR 2019 (arXiv:1911.09464).
+"""
+
+import numbers
+import os
+
+import numpy as np
+
+from tf_qnets._keras import keras, tf
+from tf_qnets.quantizer import QNetsQuantizer
+from tf_qnets.staircase import CLAMP
+from tf_qnets.wrapper import QNetsWrapper, quantizer_states
+
+__all__ = ["QuantizerTensorBoard", "saturation"]
+
+RUN_NAME = "quantizers"
+
+
+def _scalar_metadata():
+    """Metadata that marks a summary as a TensorBoard scalar (the ``scalars`` plugin)."""
+    return tf.compat.v1.SummaryMetadata(
+        plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=1)  # DATA_CLASS_SCALAR
+
+
+def saturation(x, beta, thresholds, temperature):
+    """Fraction of the elements of ``x`` whose every sigmoid argument is clamped.
+
+    ``mean([min_i |T (beta x - b_i)| >= 10])``, computed with a search in the sorted
+    thresholds (the nearest threshold decides), in NumPy float64.
+    """
+    u = float(beta) * np.asarray(x, dtype=np.float64).ravel()
+    if u.size == 0:
+        return 1.0
+    b = np.sort(np.asarray(thresholds, dtype=np.float64).ravel())
+    index = np.searchsorted(b, u)
+    above = b[np.minimum(index, b.size - 1)]
+    below = b[np.maximum(index - 1, 0)]
+    nearest = np.minimum(np.abs(u - above), np.abs(u - below))
+    return float(np.mean(float(temperature) * nearest >= CLAMP))
+
+
+def _validated_update_freq(update_freq):
+    if update_freq == "epoch":
+        return update_freq
+    if (isinstance(update_freq, numbers.Integral) and not isinstance(update_freq, bool)
+            and update_freq >= 1):
+        return int(update_freq)
+    raise ValueError(
+        f"`update_freq` must be 'epoch' or a positive int (log every that many training "
+        f"batches), got {update_freq!r}.")
+
+
+@keras.utils.register_keras_serializable(package="tf_qnets")
+class QuantizerTensorBoard(keras.callbacks.Callback):
+    """Log temperature, alpha, beta and saturation of every quantizer to TensorBoard.
+
+    Args:
+      log_dir: folder for the event files (written under ``<log_dir>/quantizers``, so
+        the same ``log_dir`` can be shared with ``keras.callbacks.TensorBoard``).
+      update_freq: ``"epoch"`` (log at the end of each epoch, step = epoch index) or
+        an int ``N`` (log every ``N`` training batches, step = the optimizer's iteration
+        count, which continues across ``fit`` calls).
+      data: optional fixed batch of model inputs for the activations' saturation
+        (not part of ``get_config``).
+    """
+
+    def __init__(self, log_dir, update_freq="epoch", data=None):
+        super().__init__()
+        if not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError(f"`log_dir` must be a folder path (str), got {log_dir!r}.")
+        self.log_dir = os.fspath(log_dir)
+        self.update_freq = _validated_update_freq(update_freq)
+        if data is not None:
+            if isinstance(data, tf.data.Dataset):
+                raise TypeError(
+                    "`data` must be one fixed batch of model inputs (a NumPy array or tensor, e.g. "
+                    "`x_train[:32]`), not a tf.data.Dataset; take one with "
+                    "`next(iter(ds))[0]`.")
+            data = np.asarray(data)
+            if not np.issubdtype(data.dtype, np.number) or data.ndim == 0:
+                raise TypeError(
+                    f"`data` must be a numeric batch of model inputs, got dtype {data.dtype} "
+                    f"and shape {data.shape}.")
+        self.data = data
+        self._writer = None
+        self._targets = []
+        self._probe = None
+        self._batches_seen = 0
+
+    # --- setup -------------------------------------------------------------------------
+
+    def _collect_targets(self):
+        targets = []
+        for wrapper, role, tensor_name, quantizer, variables in quantizer_states(self.model):
+            if not isinstance(quantizer, QNetsQuantizer):
+                continue
+            kernel = None
+            if role == "weights":
+                kernel = next(weight for weight, owner, _ in wrapper._weight_vars if owner is quantizer)
+            targets.append((wrapper, role, tensor_name, quantizer, variables, kernel))
+        return targets
+
+    def _build_probe(self):
+        """A model returning the input of every wrapper with an activation quantizer."""
+        wrappers = [t[0] for t in self._targets if t[1] == "output"]
+        if self.data is None or not wrappers:
+            return None
+        expected = tuple(self.model.inputs[0].shape[1:])
+        got = tuple(self.data.shape[1:])
+        if len(self.model.inputs) != 1 or len(expected) != len(got) or any(
+                e is not None and e != g for e, g in zip(expected, got)):
+            raise ValueError(
+                f"QuantizerTensorBoard: `data` has shape {self.data.shape}, but the model expects "
+                f"one input of shape {(None,) + expected} (batch first).")
+        # Node 0 is the call inside the quantized model (later calls may reuse the layers).
+        return keras.Model(self.model.inputs, [wrapper.get_input_at(0) for wrapper in wrappers])
+
+    def on_train_begin(self, logs=None):
+        self._targets = self._collect_targets()
+        if not self._targets:
+            raise ValueError(
+                "QuantizerTensorBoard: the model has no tf_qnets low-bit quantizers; use it with a "
+                "model returned by tf_qnets.quantize_model().")
+        self._probe = self._build_probe()
+        self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, RUN_NAME))
+        self._batches_seen = 0
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._probe = None
+
+    # --- logging -----------------------------------------------------------------------
+
+    def _activation_inputs(self):
+        """Each activation quantizer's input on ``data``: {id(quantizer): array}."""
+        if self._probe is None:
+            return {}
+        data = tf.convert_to_tensor(self.data, dtype=self.model.inputs[0].dtype)
+        wrapper_inputs = self._probe(data, training=False)
+        if not isinstance(wrapper_inputs, (list, tuple)):
+            wrapper_inputs = [wrapper_inputs]
+        found = {}
+        outputs = [t for t in self._targets if t[1] == "output"]
+        for (wrapper, _, _, quantizer, _, _), inputs in zip(outputs, wrapper_inputs):
+            quantizer.bypass = True
+            try:
+                found[id(quantizer)] = np.asarray(wrapper(inputs, training=False))
+            finally:
+                quantizer.bypass = False
+        return found
+
+    def values(self):
+        """``{tag: value}`` for the current state of the model (what the next write logs)."""
+        activations = self._activation_inputs()
+        values = {}
+        for wrapper, role, tensor_name, quantizer, variables, kernel in self._targets:
+            key = f"{wrapper.layer.name}/{tensor_name}"
+            temperature = float(variables["temperature"].numpy())
+            beta = float(variables["beta"].numpy())
+            values[f"temperature/{key}"] = temperature
+            values[f"alpha/{key}"] = float(variables["alpha"].numpy())
+            values[f"beta/{key}"] = beta
+            x = kernel.numpy() if kernel is not None else activations.get(id(quantizer))
+            if x is not None:
+                values[f"saturation/{key}"] = saturation(
+                    x, beta, variables["thresholds"].numpy(), temperature)
+        return values
+
+    def _write(self, step):
+        # tf.summary.write with scalar metadata is what tf.summary.scalar does, without
+        # needing the tensorboard package at training time.
+        metadata = _scalar_metadata()
+        with self._writer.as_default():
+            for tag, value in self.values().items():
+                tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=metadata)
+        self._writer.flush()
+
+    def _train_step(self):
+        """Batches trained so far: the optimizer's counter (continues across ``fit`` calls)."""
+        iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
+        if iterations is None:
+            return self._batches_seen
+        return int(iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches_seen += 1
+        if self.update_freq != "epoch":
+            step = self._train_step()
+            if step % self.update_freq == 0:
+                self._write(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.update_freq == "epoch":
+            self._write(epoch)
+
+    # --- Keras conventions -------------------------------------------------------------
+
+    def get_config(self):
+        return {"log_dir": self.log_dir, "update_freq": self.update_freq}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
