@@ -159,9 +159,9 @@ def run_in_standalone_runtime(path, test):
         np.save(os.path.join(folder, "y.npy"), test[1])
         code = (
             "import sys, numpy as np\n"
-            "from tf_qnets.runtime import load_interpreter, run_batches\n"
+            "from tf_qnets.runtime import load_interpreter, predict\n"
             f"x = np.load({os.path.join(folder, 'x.npy')!r}); y = np.load({os.path.join(folder, 'y.npy')!r})\n"
-            f"logits = run_batches(load_interpreter({path!r}), x)\n"
+            f"logits = predict(load_interpreter({path!r}), x)\n"
             "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
             "print(float(np.mean(np.argmax(logits, -1) == y)))\n"
         )

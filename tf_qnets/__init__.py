@@ -13,6 +13,7 @@ from tf_qnets import _keras  # noqa: F401  (must come first: selects Keras 2)
 from tf_qnets.aliases import get_quantizer, quantizer_aliases
 from tf_qnets.api import count_quantizers, is_quantized_model, quantize_model
 from tf_qnets.configs import QNetsQuantizeConfig
+from tf_qnets.export import export_tflite, inspect_tflite, verify_tflite
 from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.levels import LevelSet, activation_levels, weight_levels
 from tf_qnets.quantizer import QNetsQuantizer
@@ -38,9 +39,11 @@ __all__ = [
     "TemperatureScheduler",
     "activation_levels",
     "count_quantizers",
+    "export_tflite",
     "get_quantizer",
     "get_temperatures",
     "hard_staircase",
+    "inspect_tflite",
     "is_quantized_model",
     "load_model",
     "quantize_model",
@@ -51,5 +54,6 @@ __all__ = [
     "soft_staircase",
     "soft_staircase_reference",
     "summary",
+    "verify_tflite",
     "weight_levels",
 ]

@@ -1,0 +1,305 @@
+"""Integer TFLite export: stored codes, integer-only builtin ops, INT4 packing, staircases, fidelity.
+
+Every expectation is computed independently with numpy from the quantizers' variables
+(alpha, beta, thresholds) and the BatchNormalization statistics, never by the exporter.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import tf_qnets  # noqa: E402
+from tf_qnets._keras import keras, tf  # noqa: E402
+from tf_qnets.export import export_tflite, inspect_tflite, verify_tflite  # noqa: E402
+from tf_qnets.export.activations import lower_staircase  # noqa: E402
+from tf_qnets.export.convert import convert_function  # noqa: E402
+from tf_qnets.export.inspect import read_model, schema, tensor_values  # noqa: E402
+from tf_qnets.levels import activation_levels  # noqa: E402
+from tf_qnets.runtime import load_interpreter, predict  # noqa: E402
+
+W3_LEVELS = (-4, -2, -1, 0, 1, 2, 4)
+
+
+def tiny_cnn(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="r1")(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", use_bias=False, name="c2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.ReLU(name="r2")(x)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c3")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(3, name="logits")(x)
+    return keras.Model(inputs, outputs)
+
+
+def images(n, seed=0):
+    """Inputs on the k/255 grid, like 8-bit images."""
+    return (np.random.default_rng(seed).integers(0, 256, (n, 8, 8, 1)) / 255.0).astype("float32")
+
+
+def qat_model(thresholds, w_bits=3, a_bits=3):
+    model = tiny_cnn()
+    x = images(64, seed=1)
+    model.compile("adam", "mse")
+    model.fit(x, np.random.default_rng(2).normal(size=(64, 3)), epochs=2, verbose=0)
+    # Non-trivial BN statistics (one negative gamma) so that folding is exercised.
+    for bn in ("bn1", "bn2"):
+        layer = model.get_layer(bn)
+        gamma, beta, mean, var = layer.get_weights()
+        gamma[0] = -0.7 * abs(gamma[0]) - 0.1
+        layer.set_weights([gamma, beta + 0.05, mean + 0.02, var * 1.5])
+    qat = tf_qnets.quantize_model(model, w_bits, a_bits, calibration_data=x, thresholds=thresholds,
+                                  first_last="int8", verbose=0)
+    for variable in qat.weights:  # trained-looking scales: alpha * beta != 1
+        if variable.name.endswith("_alpha:0"):
+            variable.assign(variable * 1.07)
+    return qat
+
+
+@pytest.fixture(scope="module")
+def uniform_model():
+    return qat_model("uniform")
+
+
+@pytest.fixture(scope="module")
+def kmeans_model():
+    return qat_model("kmeans", w_bits=2, a_bits=2)
+
+
+@pytest.fixture(scope="module")
+def exported(uniform_model, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("export") / "uniform.tflite")
+    return export_tflite(uniform_model, path, images(64, seed=3))
+
+
+# ----------------------------------------------------------------- reference maths (numpy)
+def kernel_of(wrapper):
+    (kernel,) = [w for w in wrapper.weights if w.name.endswith("/kernel:0")]
+    return kernel.numpy()
+
+
+def reference_codes(wrapper):
+    """Codes of a low-bit kernel: -o + sum_i s_i [beta w > b_i], decided in float32."""
+    (_, _, quantizer, variables), = [s for s in wrapper.quantizer_states() if s[0] == "weights"]
+    kernel = kernel_of(wrapper).astype(np.float32)
+    u = np.float32(variables["beta"].numpy()) * kernel
+    levels = np.asarray(quantizer.levels.levels)
+    thresholds = np.sort(variables["thresholds"].numpy())
+    return levels[np.searchsorted(thresholds, u, side="left")]
+
+
+def bn_sign(model, name):
+    gamma = model.get_layer(name).gamma.numpy()
+    return np.where(gamma < 0, -1, 1)
+
+
+def stored_kernels(path):
+    """{layer name: stored integer kernel (output channel first)} read from the flatbuffer."""
+    data, model = read_model(path)
+    tfl = schema()
+    graph = model.Subgraphs(0)
+    found = {}
+    for t in range(graph.TensorsLength()):
+        tensor = graph.Tensors(t)
+        name = tensor.Name().decode()
+        if "pinned_kernel" in name:
+            layer = name.split(";")[-1].split("/")[0].replace("quant_", "")
+            found[layer] = tensor_values(model, tfl, data, tensor)
+    return found
+
+
+def numpy_staircase(x, alpha, beta, thresholds, levels):
+    steps = np.diff(np.asarray(levels))
+    u = np.float32(beta) * x.astype(np.float32)
+    total = np.full(x.shape, float(levels[0]))
+    for b_i, s_i in zip(thresholds, steps):
+        total += s_i * (u > np.float32(b_i))
+    return alpha * total
+
+
+# ----------------------------------------------------------------- requirement 2: exact codes
+def test_stored_codes_are_exactly_the_trained_levels_with_bn_folded(uniform_model, exported):
+    kernels = stored_kernels(exported.path)
+    for layer, bn in (("c2", "bn2"), ("c3", None)):
+        wrapper = uniform_model.get_layer(f"quant_{layer}")
+        expected = reference_codes(wrapper)                       # (h, w, in, out)
+        if bn is not None:
+            expected = expected * bn_sign(uniform_model, bn)      # folded BN flips the sign
+        stored = kernels[layer]                                   # (out, h, w, in)
+        np.testing.assert_array_equal(stored, np.moveaxis(expected, -1, 0))
+        assert set(np.unique(stored)) <= set(W3_LEVELS)
+
+
+def test_every_low_bit_weight_tensor_holds_only_levels(exported):
+    low_bit = [w for w in exported.inspection.weights if w.dtype == "INT4"]
+    assert len(low_bit) == 2
+    for weight in low_bit:
+        assert set(weight.codes) <= set(W3_LEVELS)
+        assert len(weight.codes) >= 5
+
+
+def test_int8_first_and_last_layers_keep_keras_int8_codes(uniform_model, exported):
+    """The first conv stores the codes of its trained tfmot FakeQuant (scaled by the folded BN)."""
+    wrapper = uniform_model.get_layer("quant_c1")
+    (_, _, _, variables), = [s for s in wrapper.quantizer_states() if s[0] == "weights"]
+    kernel = kernel_of(wrapper)
+    bound = np.maximum(np.abs(variables["min_var"].numpy()), variables["max_var"].numpy())
+    expected = np.round(kernel / (bound / 127.0)) * bn_sign(uniform_model, "bn1")
+    stored = stored_kernels(exported.path)["c1"]
+    assert np.max(np.abs(stored - np.moveaxis(expected, -1, 0))) <= 1
+
+
+# ----------------------------------------------------------------- requirement 1: integer builtins
+def _op_tensor_types(path):
+    data, model = read_model(path)
+    tfl = schema()
+    names = {v: k for k, v in vars(tfl.TensorType).items() if not k.startswith("_")}
+    ops = {v: k for k, v in vars(tfl.BuiltinOperator).items() if not k.startswith("_")}
+    graph = model.Subgraphs(0)
+    result = []
+    for o in range(graph.OperatorsLength()):
+        op = graph.Operators(o)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        name = ops[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
+        indices = [op.Inputs(i) for i in range(op.InputsLength())] + [
+            op.Outputs(i) for i in range(op.OutputsLength())]
+        result.append((name, {names[graph.Tensors(i).Type()] for i in indices if i >= 0}))
+    return result
+
+
+@pytest.mark.parametrize("fixture", ["uniform_model", "kmeans_model"])
+def test_only_builtin_integer_ops_with_float_at_the_edges(fixture, request, tmp_path):
+    path = str(tmp_path / "m.tflite")
+    export_tflite(request.getfixturevalue(fixture), path, images(32))
+    ops = _op_tensor_types(path)
+    assert ops[0][0] == "QUANTIZE" and ops[-1][0] == "DEQUANTIZE"
+    for name, types in ops[1:-1]:
+        assert name not in ("CUSTOM", "FLEX", "GREATER", "CAST"), name
+        assert types <= {"INT8", "INT4", "INT32"}, (name, types)
+    assert all(name != "CUSTOM" for name, _ in ops)
+
+
+def test_kmeans_thresholds_lower_to_sub_minimum_staircase(kmeans_model, tmp_path):
+    report = export_tflite(kmeans_model, str(tmp_path / "k.tflite"), images(32))
+    names = {name for name, _, _ in report.ops}
+    assert {"SUB", "MINIMUM", "ADD"} <= names
+    assert not names & {"GREATER", "CAST", "LESS"}
+
+
+def test_int8_io_has_no_float_tensor(uniform_model, tmp_path):
+    path = str(tmp_path / "io.tflite")
+    report = export_tflite(uniform_model, path, images(32), int8_io=True)
+    assert "FLOAT32" not in report.tensor_dtypes
+    assert report.inspection.inputs[0][1] == "INT8" and report.inspection.outputs[0][1] == "INT8"
+    # The runtime helper quantizes the input and dequantizes the output.
+    x = images(16, seed=5)
+    keras_out = uniform_model(x, training=False).numpy()
+    tflite_out = predict(load_interpreter(path), x)
+    assert np.mean(keras_out.argmax(1) == tflite_out.argmax(1)) >= 0.9
+
+
+# ----------------------------------------------------------------- requirement 4: INT4 storage
+def test_int4_packing_shrinks_the_file(uniform_model, tmp_path):
+    int8 = export_tflite(uniform_model, str(tmp_path / "a.tflite"), images(32), int4_weights=False)
+    int4 = export_tflite(uniform_model, str(tmp_path / "b.tflite"), images(32), int4_weights="auto")
+    assert {w.dtype for w in int8.inspection.weights} == {"INT8"}
+    assert sum(w.dtype == "INT4" for w in int4.inspection.weights) == 2
+    # c2 (6*3*3*4 = 216 codes) and c3 (324 codes) lose half a byte per code.
+    assert int8.size_bytes - int4.size_bytes >= (216 + 324) // 2
+    assert int4.size_ratio == pytest.approx(int4.size_bytes / int4.float_size_bytes)
+    assert "ratio" in str(int4) and "INT4" in str(int4)
+
+
+def test_int4_weights_true_rejects_levels_beyond_seven(tmp_path):
+    qat = qat_model("uniform", w_bits=5, a_bits=3)
+    with pytest.raises(ValueError, match="int4_weights"):
+        export_tflite(qat, str(tmp_path / "x.tflite"), images(16), int4_weights=True)
+
+
+# ----------------------------------------------------------------- requirement 3: staircases
+def _convert_staircase(alpha, beta, thresholds, levels, low, high):
+    function = tf.function(
+        lambda x: lower_staircase(
+            tf.quantization.fake_quant_with_min_max_args(x, low, high), alpha, beta, thresholds,
+            levels),
+        input_signature=[tf.TensorSpec([None, 64], tf.float32)], autograph=False)
+    return convert_function(function.get_concrete_function())
+
+
+def test_uniform_staircase_is_exact_in_tflite():
+    levels = activation_levels(3)
+    alpha, beta = 0.37, 2.9
+    data = _convert_staircase(alpha, beta, levels.uniform_thresholds(), levels, -1.0, 4.0)
+    # Inputs on the input's int8 grid, so that the input quantization itself is exact.
+    x = (-1.0 + np.random.default_rng(0).integers(0, 256, (32, 64)) * (5.0 / 255)).astype("float32")
+    y = predict(load_interpreter(data), x)
+    reference = numpy_staircase(x, alpha, beta, levels.uniform_thresholds(), levels.levels)
+    assert np.max(np.abs(y - reference)) < 1e-3 * alpha
+    assert set(np.round(y / alpha).astype(int).ravel()) <= set(levels.levels)
+
+
+def test_nonuniform_staircase_matches_away_from_thresholds():
+    levels = activation_levels(2)
+    alpha, beta = 0.8, 1.3
+    thresholds = np.array([0.3, 1.1, 2.6])
+    data = _convert_staircase(alpha, beta, thresholds, levels, 0.0, 3.0)
+    x = (np.random.default_rng(1).integers(0, 256, (64, 64)) * (3.0 / 255)).astype("float32")
+    y = predict(load_interpreter(data), x)
+    reference = numpy_staircase(x, alpha, beta, thresholds, levels.levels)
+    # Output values are levels; decisions may differ only within one grid step of a threshold.
+    assert set(np.round(y / alpha).astype(int).ravel()) <= set(levels.levels)
+    grid_step = (thresholds[-1] / beta) / 254.0
+    near = np.min(np.abs(x[..., None] - thresholds / beta), axis=-1) < 2 * grid_step
+    np.testing.assert_allclose(y[~near], reference[~near], atol=1e-3 * alpha)
+    assert np.mean(np.abs(y - reference) > 1e-3) < 0.02
+
+
+# ----------------------------------------------------------------- requirement 5: verification
+def test_verify_reports_agreement_accuracies_and_logit_difference(uniform_model, exported):
+    x = images(48, seed=7)
+    y = np.random.default_rng(8).integers(0, 3, 48)
+    report = verify_tflite(uniform_model, exported.path, (x, y))
+    keras_out = uniform_model(x, training=False).numpy()
+    tflite_out = predict(load_interpreter(exported.path), x)
+    assert report.samples == 48
+    assert report.agreement == pytest.approx(np.mean(keras_out.argmax(1) == tflite_out.argmax(1)))
+    assert report.keras_accuracy == pytest.approx(np.mean(keras_out.argmax(1) == y))
+    assert report.tflite_accuracy == pytest.approx(np.mean(tflite_out.argmax(1) == y))
+    assert report.max_abs_diff == pytest.approx(np.max(np.abs(keras_out - tflite_out)), rel=1e-5)
+    assert report.agreement >= 0.9
+    # Logits differ by a few output quantization steps at most.
+    assert report.max_abs_diff < 0.1 * np.max(np.abs(keras_out))
+
+
+def test_verify_without_labels_gives_agreement_only(uniform_model, exported):
+    report = verify_tflite(uniform_model, exported.path, images(16))
+    assert report.keras_accuracy is None and report.tflite_accuracy is None
+    assert "agreement" in str(report)
+
+
+def test_export_report_lists_ops_dtypes_size_and_verification(uniform_model, tmp_path):
+    x = images(32)
+    report = export_tflite(uniform_model, str(tmp_path / "r.tflite"), x,
+                           verify_data=(x, np.zeros(32, int)))
+    text = str(report)
+    assert str(os.path.getsize(report.path)) in text
+    assert report.size_bytes == os.path.getsize(report.path)
+    assert "CONV_2D" in text and "INT8" in text and "agreement" in text
+    assert report.verification.samples == 32
+
+
+def test_inspect_lists_ops_dtypes_and_codes(exported):
+    report = inspect_tflite(exported.path)
+    assert report.size_bytes == os.path.getsize(exported.path)
+    assert {name for name, _, _ in report.ops} >= {"QUANTIZE", "CONV_2D", "DEQUANTIZE"}
+    assert report.tensor_dtypes["INT4"] == 2
+    text = str(report)
+    assert "[-4, -2, -1, 0, 1, 2, 4]" in text or "-4" in text
+

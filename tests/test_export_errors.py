@@ -1,0 +1,142 @@
+"""Clear errors for bad export input, and atomic writes (issue 3, requirement 8)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import tf_qnets  # noqa: E402
+from tf_qnets._keras import keras  # noqa: E402
+from tf_qnets.export import ExportError, export_tflite, inspect_tflite  # noqa: E402
+from tf_qnets.export import exporter  # noqa: E402
+
+
+def float_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.layers.Conv2D(3, 3, activation="relu", input_shape=(6, 6, 1), name="c1"),
+        keras.layers.Conv2D(4, 3, activation="relu", name="c2"),
+        keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(2, name="out"),
+    ])
+
+
+@pytest.fixture(scope="module")
+def qat():
+    x = np.random.default_rng(0).uniform(0, 1, (16, 6, 6, 1)).astype("float32")
+    return tf_qnets.quantize_model(float_model(), 2, 2, calibration_data=x, first_last="int8",
+                                   verbose=0)
+
+
+def data(n=8, shape=(6, 6, 1), dtype="float32"):
+    return np.random.default_rng(1).uniform(0, 1, (n,) + shape).astype(dtype)
+
+
+def test_model_not_from_quantize_model_is_rejected(tmp_path):
+    with pytest.raises(TypeError, match="quantize_model"):
+        export_tflite(float_model(), str(tmp_path / "m.tflite"), data())
+
+
+def test_non_model_is_rejected(tmp_path):
+    with pytest.raises(TypeError, match="qat_model"):
+        export_tflite("model.keras", str(tmp_path / "m.tflite"), data())
+
+
+def test_representative_data_of_wrong_shape_is_rejected(qat, tmp_path):
+    with pytest.raises(ValueError, match="representative_data.*shape"):
+        export_tflite(qat, str(tmp_path / "m.tflite"), data(shape=(5, 6, 1)))
+
+
+def test_representative_data_of_wrong_dtype_is_rejected(qat, tmp_path):
+    text = np.full((4, 6, 6, 1), "a")
+    with pytest.raises(TypeError, match="representative_data"):
+        export_tflite(qat, str(tmp_path / "m.tflite"), text)
+
+
+def test_missing_representative_data_is_rejected(qat, tmp_path):
+    with pytest.raises(ValueError, match="representative_data"):
+        export_tflite(qat, str(tmp_path / "m.tflite"), None)
+
+
+def test_bad_int4_option_is_rejected(qat, tmp_path):
+    with pytest.raises(ValueError, match="int4_weights"):
+        export_tflite(qat, str(tmp_path / "m.tflite"), data(), int4_weights="yes")
+
+
+def test_unwritable_path_is_rejected_before_converting(qat, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export_tflite(qat, str(tmp_path / "missing" / "m.tflite"), data())
+    with pytest.raises(IsADirectoryError, match="folder"):
+        export_tflite(qat, str(tmp_path), data())
+
+
+def test_read_only_folder_is_rejected(qat, tmp_path, monkeypatch):
+    # Root ignores permission bits, so simulate a read-only folder at the os.access level.
+    from tf_qnets.export import convert
+
+    monkeypatch.setattr(convert.os, "access", lambda path, mode: False)
+    with pytest.raises(PermissionError, match="not writable"):
+        export_tflite(qat, str(tmp_path / "m.tflite"), data())
+
+
+def test_failed_conversion_keeps_the_old_file_and_leaves_no_partial_file(qat, tmp_path, monkeypatch):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"old contents")
+
+    def broken(*args, **kwargs):
+        raise ExportError("TFLite conversion failed: simulated")
+
+    monkeypatch.setattr(exporter, "convert_function", broken)
+    with pytest.raises(ExportError, match="simulated"):
+        export_tflite(qat, str(path), data())
+    assert path.read_bytes() == b"old contents"
+    assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
+
+
+def test_failed_write_removes_the_temporary_file(tmp_path, monkeypatch):
+    from tf_qnets.export import convert
+
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"old")
+
+    def failing_replace(source, destination):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(convert.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="simulated"):
+        convert.write_atomic(str(target), b"new bytes")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["m.tflite"]
+
+
+def test_successful_export_replaces_the_old_file(qat, tmp_path):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"old contents")
+    report = export_tflite(qat, str(path), data())
+    assert path.read_bytes()[4:8] == b"TFL3"
+    assert report.size_bytes == path.stat().st_size
+    assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
+
+
+@pytest.mark.parametrize("contents", [b"", b"not a model at all", b"\x1c\x00\x00\x00TFL3" + b"\x00" * 5])
+def test_inspect_rejects_a_corrupt_file(tmp_path, contents):
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(contents)
+    with pytest.raises(ValueError, match="corrupt|not a TFLite"):
+        inspect_tflite(str(path))
+
+
+def test_inspect_rejects_a_truncated_model(qat, tmp_path):
+    good = tmp_path / "good.tflite"
+    export_tflite(qat, str(good), data())
+    truncated = tmp_path / "cut.tflite"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError, match="corrupt"):
+        inspect_tflite(str(truncated))
+
+
+def test_inspect_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        inspect_tflite(str(tmp_path / "none.tflite"))

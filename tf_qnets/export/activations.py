@@ -1,0 +1,136 @@
+"""Integer lowering of a hard activation staircase ``y = alpha * (-o + sum_i s_i [beta x > b_i])``.
+
+Everything here is built from TFLite int8 builtins (fake-quant ranges fix every
+tensor's scale, so no float op survives conversion).
+
+**Uniform** thresholds (unit steps, ``b_i`` halfway between levels ``y_0 .. y_n``):
+the staircase is rounding, ``y = alpha * clip(round(beta x), y_0, y_n)``, so::
+
+    q  = FakeQuant8(clip(x, y_0/beta, y_n/beta), scale 1/beta)    # code = round(beta x)
+    y  = FakeQuant8(q * (alpha beta), scale alpha / m)            # code m * level
+
+with ``m`` the largest integer keeping ``m y`` in the int8 window (36 for levels 0..7):
+the values are exactly ``alpha * level`` and the next layer's int32 bias is quantized
+``m`` times more finely than with scale ``alpha`` (see :func:`_output_range`).
+
+**Non-uniform** thresholds (k-means or learned): ``x`` is put on a fine int8 grid of step
+``d`` covering ``[min(0, t_1), t_n]`` (``t_i = b_i / beta``), each threshold is snapped
+to the largest grid point ``tau_i <= t_i`` (on the grid ``x > t_i`` iff ``x - tau_i >= d``)::
+
+    h_i = minimum(relu(x_q - tau_i), d)                           # 0 or d      (SUB, MINIMUM)
+    y   = -alpha o + sum_i (alpha s_i / d) * h_i                  # MUL, ADD at scale alpha/m
+
+A decision can differ from float Keras only where ``beta x`` lies within one grid step
+of a threshold. Comparison ops (GREATER + CAST) are avoided: they bring float ops back.
+
+Example (in a ``tf.function`` traced for conversion)::
+
+    y = lower_staircase(x, alpha=0.5, beta=2.0, thresholds=[0.5, 1.5, 2.5], levels=activation_levels(2))
+"""
+
+import numpy as np
+
+from tf_qnets._keras import tf
+
+__all__ = ["is_uniform_staircase", "lower_staircase", "code_range", "code_multiplier", "fake_quant"]
+
+UNIFORM_TOLERANCE = 1e-5
+
+
+def fake_quant(x, lo, hi):
+    """8-bit, wide-range per-tensor FakeQuant."""
+    return tf.quantization.fake_quant_with_min_max_args(x, float(lo), float(hi), num_bits=8)
+
+
+def code_range(levels):
+    """The int8 code window ``[c_min, c_min + 255]`` that holds every level (unsigned or signed)."""
+    c_min = 0 if levels.levels[0] >= 0 else -128
+    if levels.levels[-1] > c_min + 255 or levels.levels[0] < c_min:
+        raise ValueError(f"Activation levels {levels.levels} do not fit an int8 code window.")
+    return c_min, c_min + 255
+
+
+def is_uniform_staircase(thresholds, levels):
+    """True when steps are all 1 and ``b_i = y_{i-1} + 1/2`` (within 1e-5)."""
+    if set(levels.steps) != {1}:
+        return False
+    return bool(np.allclose(np.asarray(thresholds, np.float64), levels.uniform_thresholds(),
+                            rtol=0.0, atol=UNIFORM_TOLERANCE))
+
+
+def _check_scales(alpha, beta, name):
+    if not (np.isfinite(alpha) and np.isfinite(beta) and alpha > 0 and beta > 0):
+        raise ValueError(
+            f"Quantizer {name!r}: alpha={alpha} and beta={beta} must be finite and > 0 to export "
+            "an integer staircase.")
+
+
+def code_multiplier(levels):
+    """Largest ``m`` with every ``m * level`` inside the int8 code window."""
+    c_min, c_max = code_range(levels)
+    low, high = levels.levels[0], levels.levels[-1]
+    bounds = [c_max // high if high > 0 else 255, (-c_min) // (-low) if low < 0 else 255]
+    return max(1, min(bounds))
+
+
+def _output_range(alpha, levels):
+    """Fake-quant range of the staircase output: scale ``alpha / m``, level ``y`` stored as ``m y``.
+
+    The finer scale does not change any value (``alpha y`` is on the grid); it makes the
+    next layer's accumulator unit ``(alpha / m) * weight scale`` ``m`` times finer, so the
+    int32 bias (quantized in that unit) shifts the next staircase's decisions ``m`` times less.
+    """
+    c_min, c_max = code_range(levels)
+    m = code_multiplier(levels)
+    return c_min * alpha / m, c_max * alpha / m
+
+
+def _uniform(x, alpha, beta, levels):
+    c_min, c_max = code_range(levels)
+    lo, hi = c_min / beta, c_max / beta
+    x = fake_quant(x, lo, hi)
+    x = tf.minimum(tf.maximum(x, levels.levels[0] / beta), levels.levels[-1] / beta)
+    x = fake_quant(x, lo, hi)
+    return fake_quant(x * np.float32(alpha * beta), *_output_range(alpha, levels))
+
+
+def _grid(lo, hi):
+    """TensorFlow's nudged 8-bit grid for ``[lo, hi]``: ``(nudged_lo, step)``."""
+    step = (hi - lo) / 255.0
+    zero_point = round(min(max(-lo / step, 0.0), 255.0))
+    return -zero_point * step, step
+
+
+def _nonuniform(x, alpha, beta, thresholds, levels):
+    order = np.argsort(thresholds, kind="stable")
+    t = np.asarray(thresholds, np.float64)[order] / beta
+    steps = np.asarray(levels.steps)[order]
+    lo = min(0.0, t[0])
+    hi = max(t[-1], 0.0)
+    span = hi - lo if hi > lo else 1.0
+    lo, hi = lo - (span / 254.0 if lo < 0 else 0.0), hi + span / 254.0
+    grid_lo, d = _grid(lo, hi)
+    grid_hi = grid_lo + 255.0 * d
+    out_lo, out_hi = _output_range(alpha, levels)
+    x = fake_quant(x, grid_lo, grid_hi)
+    y = None
+    for t_i, s_i in zip(t, steps):
+        tau = grid_lo + np.floor((t_i - grid_lo) / d + 1e-6) * d
+        v = fake_quant(x - np.float32(tau), grid_lo - tau, grid_hi - tau)
+        h = tf.minimum(tf.nn.relu(v), np.float32(d))
+        h = fake_quant(h, grid_lo - tau, grid_hi - tau)
+        term = fake_quant(h * np.float32(alpha * s_i / d), out_lo, out_hi)
+        y = term if y is None else fake_quant(y + term, out_lo, out_hi)
+    if levels.offset:
+        y = fake_quant(y - np.float32(alpha * levels.offset), out_lo, out_hi)
+    return y
+
+
+def lower_staircase(x, alpha, beta, thresholds, levels, name="activation"):
+    """The int8-exact graph of a hard activation staircase (see the module docstring)."""
+    alpha, beta = float(alpha), float(beta)
+    _check_scales(alpha, beta, name)
+    thresholds = np.asarray(thresholds, np.float64)
+    if is_uniform_staircase(thresholds, levels):
+        return _uniform(x, alpha, beta, levels)
+    return _nonuniform(x, alpha, beta, thresholds, levels)

@@ -1,0 +1,152 @@
+"""``export_tflite``: a trained tf_qnets model to an integer TFLite file whose codes are the levels.
+
+Steps: check the arguments; build the export graph (:mod:`tf_qnets.export.graph`: BN
+folded, weight codes pinned, activation staircases lowered to int8 builtins) and
+calibrate the remaining ranges on ``representative_data``; convert
+(:mod:`tf_qnets.export.convert`); check that only standard builtin integer ops are used
+(:mod:`tf_qnets.export.ops_check`); write the file atomically; optionally verify it
+against the Keras model (:func:`tf_qnets.export.verify_tflite`).
+
+Example::
+
+    report = tf_qnets.export_tflite(qat, "model.tflite", representative_data=ds.take(16),
+                                    verify_data=(x_test, y_test))
+    print(report)
+"""
+
+import dataclasses
+
+import numpy as np
+
+from tf_qnets._keras import require_keras2_model
+from tf_qnets.api import is_quantized_model
+from tf_qnets.export.convert import ExportError, check_writable, convert_function, write_atomic
+from tf_qnets.export.graph import ExportGraph, concrete_function
+from tf_qnets.export.inspect import inspect_tflite
+from tf_qnets.export.ops_check import find_problems
+from tf_qnets.export.verify import verify_tflite
+from tf_qnets.init import calibration_batches
+
+__all__ = ["ExportReport", "export_tflite", "INT4_CHOICES", "MAX_REPRESENTATIVE_BATCHES"]
+
+INT4_CHOICES = ("auto", True, False)
+MAX_REPRESENTATIVE_BATCHES = 200
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What :func:`export_tflite` wrote."""
+
+    path: str
+    size_bytes: int
+    float_size_bytes: int
+    inspection: object          # InspectReport of the written file
+    verification: object = None  # VerificationReport when verify_data was given
+
+    @property
+    def size_ratio(self):
+        """File size divided by the size of the same network converted in float32."""
+        return self.size_bytes / self.float_size_bytes
+
+    @property
+    def ops(self):
+        return self.inspection.ops
+
+    @property
+    def tensor_dtypes(self):
+        return self.inspection.tensor_dtypes
+
+    def __str__(self):
+        op_text = ", ".join(f"{name} x{count}" for name, _, count in self.ops)
+        dtype_text = ", ".join(f"{k} {v}" for k, v in sorted(self.tensor_dtypes.items()))
+        int4 = sum(w.dtype == "INT4" for w in self.inspection.weights)
+        lines = [
+            f"wrote {self.path}",
+            f"size: {self.size_bytes} bytes; float32 TFLite {self.float_size_bytes} bytes; "
+            f"ratio {self.size_ratio:.3f} ({int4} of {len(self.inspection.weights)} weight "
+            "tensors stored as INT4)",
+            f"ops: {op_text}",
+            f"tensor dtypes: {dtype_text}",
+            "io: " + ", ".join(f"{kind} {dtype}" for kind, items in
+                               (("input", self.inspection.inputs), ("output", self.inspection.outputs))
+                               for _, dtype, _ in items),
+        ]
+        if self.verification is not None:
+            lines.append(f"verification: {self.verification}")
+        return "\n".join(lines)
+
+
+def _check_model(qat_model):
+    require_keras2_model(qat_model, "qat_model")
+    if not is_quantized_model(qat_model):
+        raise TypeError(
+            "`qat_model` was not produced by tf_qnets.quantize_model (it has no QNetsWrapper "
+            "layers); quantize and fine-tune it first, then export.")
+    if len(qat_model.inputs) != 1 or len(qat_model.outputs) != 1:
+        raise ValueError(
+            f"`qat_model` has {len(qat_model.inputs)} inputs and {len(qat_model.outputs)} outputs; "
+            "export supports models with one input and one output.")
+
+
+def _representative_batches(data, model):
+    if data is None:
+        raise ValueError(
+            "`representative_data` is required: a few batches of typical inputs (e.g. "
+            "`train_ds.take(16)` or an array of ~500 samples) to calibrate the int8 ranges.")
+    batches = calibration_batches(data, model, argument="representative_data",
+                                  max_batches=MAX_REPRESENTATIVE_BATCHES)
+    for batch in batches:
+        dtype = np.asarray(batch).dtype
+        if dtype.kind not in "iuf":
+            raise TypeError(
+                f"`representative_data` must hold real numbers (int or float), got dtype {dtype}.")
+    return batches
+
+
+def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_weights="auto",
+                  verify_data=None):
+    """Export a :func:`tf_qnets.quantize_model` result to an integer TFLite file.
+
+    Args:
+      qat_model: the (fine-tuned) model returned by ``tf_qnets.quantize_model``.
+      path: the .tflite file to write (atomically; an existing file is replaced only on success).
+      representative_data: typical inputs (Dataset of x or (x, y) batches, or an array) that
+        calibrate the ranges the model does not fix itself (input, unfolded BN, Add, pooling).
+      int8_io: int8 input and output tensors instead of float32 with QUANTIZE/DEQUANTIZE.
+      int4_weights: ``"auto"`` stores low-bit weights with levels in -7..7 as packed INT4;
+        ``True`` requires it for every low-bit layer; ``False`` keeps int8 storage.
+      verify_data: optional inputs or (inputs, labels) to compare the file with the model.
+
+    Returns:
+      :class:`ExportReport` (``print`` it for ops, dtypes, size, ratio and agreement).
+
+    Raises:
+      TypeError / ValueError: bad model, data or options (messages name the argument).
+      PermissionError / FileNotFoundError: the path cannot be written.
+      ExportError: the converter failed or produced non-builtin / float ops.
+    """
+    _check_model(qat_model)
+    path = check_writable(path)
+    if int4_weights not in INT4_CHOICES or isinstance(int4_weights, int) and not isinstance(
+            int4_weights, bool):
+        raise ValueError(f"`int4_weights` must be one of {INT4_CHOICES}, got {int4_weights!r}.")
+    if not isinstance(int8_io, bool):
+        raise TypeError(f"`int8_io` must be a bool, got {int8_io!r}.")
+    batches = _representative_batches(representative_data, qat_model)
+
+    graph = ExportGraph(qat_model, int4_weights=int4_weights)
+    graph.calibrate(batches)
+    data = convert_function(concrete_function(graph), int8_io=int8_io)
+    problems = find_problems(data)
+    if problems:
+        raise ExportError("The converted model is not pure builtin int8: " + "; ".join(problems))
+    graph.quantize = False
+    float_size = len(convert_function(concrete_function(graph), quantize=False))
+    graph.quantize = True
+
+    write_atomic(path, data)
+    report = ExportReport(path=path, size_bytes=len(data), float_size_bytes=float_size,
+                          inspection=inspect_tflite(path))
+    if verify_data is not None:
+        report.verification = verify_tflite(qat_model, path, verify_data)
+    return report
