@@ -12,7 +12,9 @@ Thresholds ``b_i`` in the beta-scaled domain:
   centres ``c``, ``b_i = (c_i + c_{i+1}) / 2``; for weights the two thresholds around
   level 0 are then set to -0.05 and +0.05; 1-bit activations use ``b = 0.05``
   (the authors' release);
-* ``"uniform"``: halfway between neighbouring levels, ``b_i = (y_{i-1} + y_i) / 2``.
+* ``"uniform"``: halfway between neighbouring levels, ``b_i = (y_{i-1} + y_i) / 2``;
+  for uniform level sets the scale then minimises the quantization MSE on the tensor
+  (:func:`mse_scales`) instead of the max rule, which at 2 bits would zero most values.
 
 Weights are initialised from the kernel; activations from calibration data, layer
 by layer in topological order, each with the quantizers before it already active
@@ -29,6 +31,7 @@ from tf_qnets.wrapper import QNetsWrapper
 __all__ = [
     "kmeans_1d",
     "scales_for",
+    "mse_scales",
     "weight_thresholds",
     "activation_thresholds",
     "initialize_weight_quantizers",
@@ -81,6 +84,33 @@ def scales_for(levels, max_abs):
         q = 1.0
     beta = 1.25 * levels.max_abs / q
     return 1.0 / beta, beta
+
+
+def mse_scales(values, levels, candidates=64, seed=0):
+    """``(alpha, beta)`` of the uniform staircase that minimises ``E[(x - Q(x))^2]`` on a sample.
+
+    ``Q(x) = s * y_j`` with ``j`` the number of midpoints ``(y_{i-1} + y_i) / 2`` below
+    ``x / s``; the step ``s = alpha = 1 / beta`` is searched over
+    ``s = r * max|x| / p`` for ``r`` in (0, 1.25]. Used for ``thresholds="uniform"``,
+    where the paper's max-based scale would send most of a long-tailed tensor (ReLU
+    outputs, weights) to the zero level at 2 bits.
+    """
+    data = np.asarray(values, dtype=np.float64).ravel()
+    if data.size > MAX_KMEANS_SAMPLES:
+        data = np.random.default_rng(seed).choice(data, MAX_KMEANS_SAMPLES, replace=False)
+    top = float(np.max(np.abs(data))) if data.size else 0.0
+    if not np.isfinite(top) or top <= 0.0:
+        return scales_for(levels, top)
+    y = np.asarray(levels.levels, dtype=np.float64)
+    midpoints = levels.uniform_thresholds()
+    best_step, best_error = None, np.inf
+    for ratio in np.linspace(1.25 / candidates, 1.25, candidates):
+        step = ratio * top / levels.max_abs
+        quantized = step * y[np.searchsorted(midpoints, data / step, side="left")]
+        error = float(np.mean((data - quantized) ** 2))
+        if error < best_error:
+            best_step, best_error = step, error
+    return best_step, 1.0 / best_step
 
 
 def _kmeans_thresholds(scaled, levels):
@@ -141,8 +171,11 @@ def initialize_weight_quantizers(model, plans):
             if isinstance(quantizer, Int8WeightQuantizer):
                 initialize_int8_weight_range(quantizer, variables, kernel)
                 continue
-            alpha, beta = scales_for(quantizer.levels, np.max(np.abs(kernel)))
             method = plans[layer.layer.name].weight_thresholds
+            if method == "uniform" and quantizer.levels.is_uniform:
+                alpha, beta = mse_scales(kernel, quantizer.levels)
+            else:
+                alpha, beta = scales_for(quantizer.levels, np.max(np.abs(kernel)))
             _assign(variables, alpha, beta, weight_thresholds(beta * kernel, quantizer.levels, method))
 
 
@@ -215,8 +248,11 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
             if isinstance(quantizer, Int8OutputQuantizer):
                 quantizer.initialize_range(variables, sample)
             else:
-                alpha, beta = scales_for(quantizer.levels, np.max(np.abs(sample)))
                 method = plans[layer.layer.name].output_thresholds
+                if method == "uniform" and quantizer.levels.is_uniform:
+                    alpha, beta = mse_scales(sample, quantizer.levels)
+                else:
+                    alpha, beta = scales_for(quantizer.levels, np.max(np.abs(sample)))
                 _assign(variables, alpha, beta,
                         activation_thresholds(beta * sample, quantizer.levels, method))
             quantizer.bypass = False
