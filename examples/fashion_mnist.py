@@ -55,7 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--qat-epochs", type=int, default=None, help="fine-tuning epochs per setting")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--temperature-base", type=float, default=10.0)
-    parser.add_argument("--thresholds", choices=("kmeans", "uniform"), default="kmeans")
+    parser.add_argument("--thresholds", choices=("auto", "kmeans", "uniform"), default="auto")
     parser.add_argument("--first-last", choices=("float", "int8", "low_bit"), default="int8",
                         help="int8 (default) simulates the first/last layers as the device runs them")
     parser.add_argument("--output-dir", default="outputs/fashion_mnist")

@@ -1,10 +1,12 @@
 """``quantize_model``: one call from a float Keras model to a trainable Quantization Network."""
 
+import numpy as np
 from tensorflow_model_optimization.python.core.quantization.keras import quantize as tfmot_quantize
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_annotate
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_wrapper
 
-from tf_qnets._keras import keras, require_keras2_model
+from tf_qnets._keras import keras, require_keras2_model, tf
+from tf_qnets.distribute import broadcast_from_first_replica
 from tf_qnets.init import (
     calibrate_activation_quantizers,
     calibration_batches,
@@ -34,6 +36,18 @@ def _check_model_structure(model):
             raise ValueError(
                 f"`model` is already quantized or annotated (layer {layer.name!r} is a "
                 f"{type(layer).__name__}); pass the original float model.")
+
+
+def _check_finite_weights(model, plans):
+    """NaN/Inf in a layer to quantize would silently give NaN scales; refuse it up front."""
+    for name in plans:
+        for weight in model.get_layer(name).weights:
+            if not np.all(np.isfinite(weight.numpy())):
+                short = weight.name.split("/")[-1].split(":")[0]
+                raise ValueError(
+                    f"Layer {name!r}: its {short} contains NaN or Inf values; `model` must have "
+                    "finite weights (fix or retrain it, or keep the layer float with "
+                    f"`exclude=[{name!r}]`).")
 
 
 def _copy_model(model):
@@ -80,7 +94,7 @@ def _use_qnets_wrappers(model):
 
 
 def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
-                   weight_scheme="pow2", thresholds="kmeans", first_last="float",
+                   weight_scheme="pow2", thresholds="auto", first_last="float",
                    per_layer=None, exclude=(), gradient=None, train_thresholds=False,
                    verbose=1):
     """Turn a float Keras model into a Quantization Network ready for fine-tuning.
@@ -106,7 +120,14 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
       calibration_data: a tf.data.Dataset of input batches (or (x, y) batches), or an
         array of inputs; required when activations are quantized (~1000 samples).
       weight_scheme: ``"pow2"`` (paper) or ``"uniform"`` ({-3..3}) for 3-bit weights.
-      thresholds: ``"kmeans"`` (paper) or ``"uniform"`` (halfway between levels).
+      thresholds: how thresholds are initialised. ``"auto"`` (default): k-means for
+        weights (the paper) and, for activations, halfway between levels with the scale
+        that minimises the quantization error on the calibration data; ``"kmeans"``
+        (the paper's rule everywhere) or ``"uniform"`` (halfway between levels, MSE
+        scale, everywhere). Why "auto": on a Fashion-MNIST CNN (float 80.3%), the hard
+        W3A3 model right after initialisation scored 9.4% with k-means activation
+        thresholds and 71.2% with uniform ones; uniform activation thresholds also lower
+        to exact int8 requantization and keep training cost flat at 8 bits.
       first_last: ``"float"`` (paper: first and last kernel layers stay float),
         ``"int8"`` (simulate them as an int8 device computes them) or ``"low_bit"``.
       per_layer: ``{layer_name: {setting: value}}`` overriding ``w_bits``, ``a_bits``,
@@ -133,6 +154,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
         model, w_bits, a_bits, weight_scheme=weight_scheme, thresholds=thresholds,
         first_last=first_last, per_layer=per_layer, exclude=exclude, gradient=gradient,
         train_thresholds=train_thresholds)
+    _check_finite_weights(model, plans)
     needs_calibration = any(
         plan.config.output_quantizer is not None for plan in plans.values())
     batches = None
@@ -153,6 +175,9 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
     initialize_weight_quantizers(qat, plans)
     if batches is not None:
         calibrate_activation_quantizers(qat, plans, batches, verbose=verbose)
+    if tf.distribute.has_strategy():
+        # Under a strategy, every replica (on every worker) starts from replica 0's values.
+        broadcast_from_first_replica(qat)
     return qat
 
 

@@ -28,7 +28,7 @@ from tensorflow_model_optimization.python.core.quantization.keras import quantiz
 
 from tf_qnets._keras import keras, tf
 from tf_qnets.levels import LevelSet
-from tf_qnets.staircase import GRADIENTS, hard_staircase, soft_staircase
+from tf_qnets.staircase import GRADIENTS, IMPLEMENTATIONS, hard_staircase, soft_staircase
 
 __all__ = ["QNetsQuantizer", "ROLES"]
 
@@ -46,9 +46,14 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
       gradient: ``"exact"`` (derivative of the soft form) or ``"wide"`` (the authors'
         binary-weight backward: sigmoid derivative at T = 1, times T).
       train_thresholds: learn the thresholds ``b_i`` too (the paper freezes them).
+      implementation: ``"xla"`` (default, CPU and GPU: the soft staircase's elementwise
+        passes are XLA-compiled on their own, the model's other layers keep their regular
+        kernels; works with or without ``jit_compile`` and under ``MirroredStrategy``) or
+        ``"graph"`` (plain TensorFlow ops, for platforms without XLA).
     """
 
-    def __init__(self, levels, role="weights", gradient="exact", train_thresholds=False):
+    def __init__(self, levels, role="weights", gradient="exact", train_thresholds=False,
+                 implementation="xla"):
         self.levels = levels if isinstance(levels, LevelSet) else LevelSet(tuple(levels))
         if role not in ROLES:
             raise ValueError(f"`role` must be one of {ROLES}, got {role!r}.")
@@ -56,6 +61,10 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
             raise ValueError(f"`gradient` must be one of {GRADIENTS}, got {gradient!r}.")
         if not isinstance(train_thresholds, bool):
             raise TypeError(f"`train_thresholds` must be a bool, got {train_thresholds!r}.")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"`implementation` must be one of {IMPLEMENTATIONS}, got {implementation!r}.")
+        self.implementation = implementation
         self.role = role
         self.gradient = gradient
         self.train_thresholds = train_thresholds
@@ -90,7 +99,8 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
             temperature = tf.cast(weights["temperature"], inputs.dtype)
             return soft_staircase(inputs, alpha, beta, thresholds, temperature, self.levels,
                                   gradient=self.gradient,
-                                  train_thresholds=self.train_thresholds)
+                                  train_thresholds=self.train_thresholds,
+                                  implementation=self.implementation)
         return hard_staircase(inputs, alpha, beta, thresholds, self.levels)
 
     def get_config(self):
@@ -99,6 +109,7 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
             "role": self.role,
             "gradient": self.gradient,
             "train_thresholds": self.train_thresholds,
+            "implementation": self.implementation,
         }
 
     def __eq__(self, other):
@@ -109,4 +120,5 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
 
     def __repr__(self):
         return (f"QNetsQuantizer(levels={self.levels.levels}, role={self.role!r}, "
-                f"gradient={self.gradient!r}, train_thresholds={self.train_thresholds})")
+                f"gradient={self.gradient!r}, train_thresholds={self.train_thresholds}, "
+                f"implementation={self.implementation!r})")

@@ -37,7 +37,7 @@ from tf_qnets.staircase import GRADIENTS
 
 __all__ = ["QNetsScheme", "LayerPlan", "plan_quantization", "THRESHOLD_INITS", "FIRST_LAST"]
 
-THRESHOLD_INITS = ("kmeans", "uniform")
+THRESHOLD_INITS = ("auto", "kmeans", "uniform")
 FIRST_LAST = ("float", "int8", "low_bit")
 PER_LAYER_KEYS = ("w_bits", "a_bits", "weight_scheme", "thresholds", "gradient",
                   "train_thresholds")
@@ -170,7 +170,7 @@ def _int8_output_quantizer():
 
 
 def plan_quantization(model, w_bits=3, a_bits=None, *, weight_scheme="pow2",
-                      thresholds="kmeans", first_last="float", per_layer=None, exclude=(),
+                      thresholds="auto", first_last="float", per_layer=None, exclude=(),
                       gradient=None, train_thresholds=False):
     """Decide the quantize config of every layer; returns ``{layer_name: LayerPlan}``.
 
@@ -251,8 +251,8 @@ def plan_quantization(model, w_bits=3, a_bits=None, *, weight_scheme="pow2",
             continue
         plans[name] = LayerPlan(
             config=QNetsQuantizeConfig(weight_attr, weight_quantizer, output_quantizer),
-            weight_thresholds=layer_thresholds,
-            output_thresholds=layer_thresholds,
+            weight_thresholds="kmeans" if layer_thresholds == "auto" else layer_thresholds,
+            output_thresholds="uniform" if layer_thresholds == "auto" else layer_thresholds,
         )
     if not plans:
         raise ValueError(

@@ -30,7 +30,13 @@ contribute the constant ``s_i * sigmoid(+-10)`` and no gradient. With sorted
 thresholds and smallest gap ``g``, only the ``K = floor(10 / (T g)) + 1`` nearest
 thresholds on each side of ``beta * x`` need a sigmoid; the rest is a prefix sum.
 :func:`soft_staircase` therefore costs ``O(log n + K)`` per element instead of
-``O(n)``, and its backward keeps only the inputs (no per-threshold tensor).
+``O(n)`` for large level sets (more than ``PLAIN_MAX`` thresholds: a branch-free
+bisection finds the window, ``K <= STATIC_WIDTH`` is unrolled, wider windows loop).
+Small level sets (up to 4 bits) sum their few sigmoids directly, which needs no
+per-element table lookup. By default both passes are compiled with XLA on their own
+(``implementation="xla"``): one fused loop over the elements each, while the rest
+of the model keeps TensorFlow's regular kernels. The backward pass keeps only
+``x`` and the output (no per-threshold tensor) and recomputes the sigmoids.
 :func:`soft_staircase_reference` is the plain sum, kept for tests and export.
 
 Every tensor keeps the rank of ``x`` (a 5-D broadcast ``x[..., None] - b``
@@ -54,6 +60,7 @@ import tensorflow as tf
 __all__ = [
     "CLAMP",
     "GRADIENTS",
+    "IMPLEMENTATIONS",
     "hard_staircase",
     "soft_staircase",
     "soft_staircase_reference",
@@ -61,12 +68,18 @@ __all__ = [
 
 CLAMP = 10.0
 GRADIENTS = ("exact", "wide")
+IMPLEMENTATIONS = ("xla", "graph")
+# Level sets with at most this many thresholds sum every sigmoid (cheaper than a search).
+PLAIN_MAX = 15
+# Window half-width evaluated without a loop; wider windows (small T) use a while_loop.
+STATIC_WIDTH = 2
 _SIG_HI = 1.0 / (1.0 + math.exp(-CLAMP))
 _SIG_LO = 1.0 / (1.0 + math.exp(CLAMP))
 
 
 def _as_float(value, dtype):
-    return tf.cast(tf.convert_to_tensor(value), dtype)
+    # dtype_hint: a Python float becomes ``dtype`` directly, not float32 first.
+    return tf.cast(tf.convert_to_tensor(value, dtype_hint=dtype), dtype)
 
 
 def _sorted_table(thresholds, levels, dtype):
@@ -104,7 +117,8 @@ def _window_half_width(b, n, temperature):
     else:
         gap = tf.constant(np.inf, dtype)
     width = tf.math.floor(CLAMP / (temperature * gap)) + 1.0
-    width = tf.where(tf.math.is_nan(width), float(n), tf.minimum(width, float(n)))
+    n_float = tf.constant(n, dtype)
+    width = tf.where(tf.math.is_nan(width), n_float, tf.minimum(width, n_float))
     return tf.cast(tf.maximum(width, 1.0), tf.int32)
 
 
@@ -147,82 +161,188 @@ def soft_staircase_reference(x, alpha, beta, thresholds, temperature, levels):
     return alpha * (total - float(levels.offset))
 
 
-def _window_sums(u, b, s, n, temperature, j, width, with_derivative, derivative_temperature):
-    """Sum over the window ``[j - K, j + K)`` of ``s_i sigma_i`` (and of ``s_i d_i``).
+def _sigmoid_terms(diff, s_i, temperature, slope_temperature, need_codes, need_slope):
+    """``s_i sigma_i`` (clamped, at T) and ``s_i d_i`` (at the slope temperature) of one threshold."""
+    codes = slope = None
+    z = temperature * diff
+    sigma = tf.sigmoid(tf.clip_by_value(z, -CLAMP, CLAMP))
+    if need_codes:
+        codes = s_i * sigma
+    if need_slope:
+        if slope_temperature is not temperature:
+            z = slope_temperature * diff
+            sigma = tf.sigmoid(tf.clip_by_value(z, -CLAMP, CLAMP))
+        slope = tf.where(tf.abs(z) <= CLAMP, s_i * sigma * (1.0 - sigma), tf.zeros_like(sigma))
+    return codes, slope
 
-    The window is wide enough that every threshold outside it has a clamped
-    argument; ``sum_derivative`` is zeros unless ``with_derivative``.
-    """
-    zero = tf.zeros_like(u)
 
-    def body(k, sum_sigma, sum_derivative):
+def _plain_sums(u, thresholds, levels, temperature, slope_temperature, need_codes, need_slope):
+    """Every threshold, unrolled; each ``b_i`` is a scalar (no per-element gather)."""
+    codes = slope = tf.zeros_like(u)
+    for i, s_i in enumerate(levels.steps):
+        c, d = _sigmoid_terms(u - thresholds[i], float(s_i), temperature, slope_temperature,
+                              need_codes, need_slope)
+        codes = codes + c if need_codes else codes
+        slope = slope + d if need_slope else slope
+    return codes, slope
+
+
+def _window_sums(u, table, levels, temperature, slope_temperature, need_codes, need_slope):
+    """The window decomposition: sigmoids of the ``K`` nearest thresholds on each side of
+    ``beta x``, the clamped rest as prefix sums times ``sigmoid(+-10)``."""
+    b, s, prefix, _ = table
+    n = levels.num_steps
+    uniform = float(levels.steps[0]) if levels.is_uniform else None
+    j = _count_below(u, b, n)
+    window_temperature = slope_temperature if not need_codes else temperature
+    width = _window_half_width(b, n, window_temperature)
+    if need_codes and need_slope and slope_temperature is not temperature:
+        width = tf.maximum(width, _window_half_width(b, n, slope_temperature))
+
+    def step_height(index, valid):
+        if uniform is not None:
+            return tf.where(valid, tf.fill(tf.shape(index), tf.constant(uniform, u.dtype)),
+                            tf.zeros_like(u))
+        return tf.where(valid, tf.gather(s, tf.clip_by_value(index, 0, n - 1)), tf.zeros_like(u))
+
+    def add_terms(k, codes, slope):
         for index in (j - 1 - k, j + k):
             valid = (index >= 0) & (index < n)
-            safe = tf.clip_by_value(index, 0, n - 1)
-            b_i = tf.gather(b, safe)
-            s_i = tf.where(valid, tf.gather(s, safe), 0.0)
-            diff = u - b_i
-            z = tf.clip_by_value(temperature * diff, -CLAMP, CLAMP)
-            sum_sigma += s_i * tf.sigmoid(z)
-            if with_derivative:
-                zd = derivative_temperature * diff
-                sd = tf.sigmoid(tf.clip_by_value(zd, -CLAMP, CLAMP))
-                inside = tf.abs(zd) <= CLAMP
-                sum_derivative += tf.where(inside, s_i * sd * (1.0 - sd), 0.0)
-        return k + 1, sum_sigma, sum_derivative
+            b_i = tf.gather(b, tf.clip_by_value(index, 0, n - 1))
+            c, d = _sigmoid_terms(u - b_i, step_height(index, valid), temperature,
+                                  slope_temperature, need_codes, need_slope)
+            codes = codes + c if need_codes else codes
+            slope = slope + d if need_slope else slope
+        return codes, slope
 
-    _, sum_sigma, sum_derivative = tf.while_loop(
-        lambda k, *_: k < width, body, (tf.constant(0), zero, zero),
-        maximum_iterations=n,
-    )
-    return sum_sigma, sum_derivative
+    def unrolled():
+        codes = slope = tf.zeros_like(u)
+        for k in range(STATIC_WIDTH):
+            codes, slope = add_terms(k, codes, slope)
+        return codes, slope
+
+    def looped():
+        def body(k, codes, slope):
+            return (k + 1,) + add_terms(k, codes, slope)
+
+        zero = tf.zeros_like(u)
+        _, codes, slope = tf.while_loop(
+            lambda k, *_: k < width, body, (tf.constant(0), zero, zero), maximum_iterations=n)
+        return codes, slope
+
+    if STATIC_WIDTH >= n:
+        codes, slope = unrolled()
+        used = tf.constant(STATIC_WIDTH)
+    else:
+        codes, slope = tf.cond(width <= STATIC_WIDTH, unrolled, looped)
+        used = tf.maximum(width, STATIC_WIDTH)
+    if need_codes:
+        def prefix_at(index):
+            index = tf.clip_by_value(index, 0, n)
+            if uniform is not None:
+                return uniform * tf.cast(index, u.dtype)
+            return tf.gather(prefix, index)
+
+        below = prefix_at(j - used)
+        above = prefix[n] - prefix_at(j + used)
+        codes = below * _SIG_HI + above * _SIG_LO + codes
+    return codes, slope
 
 
-def _threshold_gradient(u, b, s, n, j, width, weight, derivative_temperature):
-    """``sum over elements of weight * s_i d_i`` per sorted threshold index (shape [n])."""
+def _sums(x, beta, thresholds, temperature, slope_temperature, levels, need_codes, need_slope):
+    """``(sum_i s_i sigma_i - o, sum_i s_i d_i)``, by the cheaper of the two schemes."""
+    u = beta * x
+    if levels.num_steps <= PLAIN_MAX:
+        codes, slope = _plain_sums(u, thresholds, levels, temperature, slope_temperature,
+                                   need_codes, need_slope)
+    else:
+        table = _sorted_table(thresholds, levels, x.dtype)
+        codes, slope = _window_sums(u, table, levels, temperature, slope_temperature,
+                                    need_codes, need_slope)
+    return codes - float(levels.offset), slope
+
+
+def _threshold_gradient(x, upstream, beta, thresholds, slope_temperature, levels):
+    """``sum over elements of upstream * s_i d_i`` for every threshold (original order)."""
+    n = levels.num_steps
+    u = beta * x
+    if n <= PLAIN_MAX:
+        parts = []
+        for i, s_i in enumerate(levels.steps):
+            _, d = _sigmoid_terms(u - thresholds[i], float(s_i), slope_temperature,
+                                  slope_temperature, False, True)
+            parts.append(tf.reduce_sum(upstream * d))
+        return tf.stack(parts)
+    b, s, _, order = _sorted_table(thresholds, levels, x.dtype)
     flat_u = tf.reshape(u, [-1])
-    flat_w = tf.reshape(weight, [-1])
-    flat_j = tf.reshape(j, [-1])
+    flat_w = tf.reshape(upstream, [-1])
+    flat_j = tf.reshape(_count_below(u, b, n), [-1])
+    width = _window_half_width(b, n, slope_temperature)
 
     def body(k, acc):
         for index in (flat_j - 1 - k, flat_j + k):
             valid = (index >= 0) & (index < n)
             safe = tf.clip_by_value(index, 0, n - 1)
-            zd = derivative_temperature * (flat_u - tf.gather(b, safe))
-            sd = tf.sigmoid(tf.clip_by_value(zd, -CLAMP, CLAMP))
-            keep = valid & (tf.abs(zd) <= CLAMP)
-            contribution = tf.where(keep, flat_w * tf.gather(s, safe) * sd * (1.0 - sd), 0.0)
-            acc += tf.math.unsorted_segment_sum(contribution, safe, n)
+            _, d = _sigmoid_terms(flat_u - tf.gather(b, safe), tf.gather(s, safe),
+                                  slope_temperature, slope_temperature, False, True)
+            acc += tf.math.unsorted_segment_sum(
+                tf.where(valid, flat_w * d, tf.zeros_like(d)), safe, n)
         return k + 1, acc
 
-    _, acc = tf.while_loop(
-        lambda k, _: k < width, body, (tf.constant(0), tf.zeros([n], u.dtype)),
-        maximum_iterations=n,
-    )
-    return acc
+    _, per_sorted = tf.while_loop(
+        lambda k, _: k < width, body, (tf.constant(0), tf.zeros([n], x.dtype)),
+        maximum_iterations=n)
+    return tf.math.unsorted_segment_sum(per_sorted, order, n)
 
 
-def _soft_codes(x, beta, thresholds, temperature, levels, derivative_temperature,
-                with_derivative):
-    """``sum_i s_i sigma_i - o`` through the window decomposition (and ``sum_i s_i d_i``)."""
-    n = levels.num_steps
-    b, s, prefix, order = _sorted_table(thresholds, levels, x.dtype)
-    u = beta * x
-    j = _count_below(u, b, n)
-    width = _window_half_width(b, n, temperature)
-    if with_derivative:
-        width = tf.maximum(width, _window_half_width(b, n, derivative_temperature))
-    below = tf.gather(prefix, tf.clip_by_value(j - width, 0, n))
-    above = prefix[n] - tf.gather(prefix, tf.clip_by_value(j + width, 0, n))
-    window, sum_derivative = _window_sums(
-        u, b, s, n, temperature, j, width, with_derivative, derivative_temperature)
-    codes = below * _SIG_HI + above * _SIG_LO + window - float(levels.offset)
-    return codes, (sum_derivative, b, s, order, u, j, width)
+class _Kernels:
+    """The forward and backward elementwise passes of one level set, optionally XLA-compiled.
+
+    ``forward(x, alpha, beta, b, T) = alpha * (sum_i s_i sigma_i - o)``;
+    ``backward(x, upstream, alpha, beta, b, T) = upstream * alpha * T * sum_i s_i d_i``.
+    Each is one fused loop over the elements under XLA; the reductions for ``alpha`` and
+    ``beta`` stay outside, so that XLA never evaluates the sigmoids twice.
+    """
+
+    def __init__(self, levels, wide, compiled):
+        self.levels = levels
+        self.wide = wide
+        wrap = tf.function(jit_compile=True, autograph=False) if compiled else (lambda f: f)
+        self._compiled_forward = wrap(self._forward)
+        self._compiled_backward = wrap(self._backward)
+
+    # The custom gradient differentiates; stop_gradient keeps a recording tape from asking
+    # TensorFlow for a (non-XLA-compilable) gradient of the compiled function itself.
+    def forward(self, *args):
+        return self._compiled_forward(*[tf.stop_gradient(a) for a in args])
+
+    def backward(self, *args):
+        return self._compiled_backward(*[tf.stop_gradient(a) for a in args])
+
+    def _forward(self, x, alpha, beta, thresholds, temperature):
+        codes, _ = _sums(x, beta, thresholds, temperature, temperature, self.levels, True, False)
+        return alpha * codes
+
+    def _backward(self, x, upstream, alpha, beta, thresholds, temperature):
+        slope_temperature = tf.ones_like(temperature) if self.wide else temperature
+        _, slope = _sums(x, beta, thresholds, temperature, slope_temperature, self.levels,
+                         False, True)
+        return upstream * (alpha * temperature) * slope
+
+
+_KERNELS = {}
+
+
+def _kernels(levels, wide, implementation):
+    key = (levels.levels, wide, implementation)
+    if key not in _KERNELS:
+        _KERNELS[key] = _Kernels(levels, wide, compiled=implementation == "xla")
+    return _KERNELS[key]
 
 
 def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="exact",
-                   train_thresholds=False):
-    """Soft staircase (see the module docstring), in ``O(log n + K)`` per element.
+                   train_thresholds=False, implementation="xla"):
+    """Soft staircase (see the module docstring) in ``O(log n + K)`` per element.
 
     Args:
       x: input tensor (any shape, float).
@@ -234,41 +354,61 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
         authors' choice for binary weights).
       train_thresholds: compute the gradient for ``thresholds`` (frozen by
         default, as in the paper; a zero gradient is returned otherwise).
+      implementation: ``"xla"`` (default: the elementwise passes are compiled with
+        XLA on their own, so the rest of the model keeps its regular kernels; also
+        fine inside a ``jit_compile=True`` model) or ``"graph"`` (plain TensorFlow
+        ops, for platforms without XLA).
 
     Returns ``alpha * (sum_i s_i sigmoid(clip(T (beta x - b_i))) - o)``, equal to
-    :func:`soft_staircase_reference` within float32 rounding.
+    :func:`soft_staircase_reference` within float32 rounding. The backward pass keeps
+    ``x`` and the output ``y`` (which the next layer keeps anyway) and recomputes the
+    sigmoids; ``dy/dalpha`` is read off ``y / alpha`` (recomputed when ``alpha = 0``).
+
+    Example::
+
+        >>> from tf_qnets.levels import activation_levels
+        >>> y = soft_staircase(tf.constant([0.2, 1.4]), 1.0, 1.0, [0.5, 1.5, 2.5], 50.0,
+        ...                    activation_levels(2))
+        >>> [round(float(v), 4) for v in y]
+        [0.0001, 1.0067]
     """
     if gradient not in GRADIENTS:
         raise ValueError(f"`gradient` must be one of {GRADIENTS}, got {gradient!r}.")
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"`implementation` must be one of {IMPLEMENTATIONS}, got {implementation!r}.")
     x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        raise TypeError(f"`x` must be a float tensor, got dtype {x.dtype.name}.")
     dtype = x.dtype
     n = levels.num_steps
-    wide = gradient == "wide"
+    kernels = _kernels(levels, gradient == "wide", implementation)
 
     @tf.custom_gradient
     def _soft(x, alpha, beta, thresholds, temperature):
-        codes, _ = _soft_codes(x, beta, thresholds, temperature, levels, temperature, False)
+        y = kernels.forward(x, alpha, beta, thresholds, temperature)
 
         def grad(upstream):
-            # Recomputed from the inputs: nothing of x's size is kept from the forward pass.
-            derivative_temperature = tf.ones_like(temperature) if wide else temperature
-            codes, parts = _soft_codes(
-                x, beta, thresholds, temperature, levels, derivative_temperature, True)
-            sum_derivative, b, s, order, u, j, width = parts
-            slope = alpha * temperature * sum_derivative
-            d_x = upstream * slope * beta
-            d_beta = tf.reduce_sum(upstream * slope * x)
-            d_alpha = tf.reduce_sum(upstream * codes)
+            # Recomputed from x: nothing of x's size is kept from the forward pass but y.
+            g = kernels.backward(x, upstream, alpha, beta, thresholds, temperature)
+            d_x = g * beta
+            d_beta = tf.reduce_sum(g * x)
+            d_alpha = tf.cond(
+                tf.not_equal(alpha, 0.0),
+                lambda: tf.reduce_sum(upstream * y) / alpha,
+                lambda: tf.reduce_sum(
+                    upstream * kernels.forward(x, tf.ones_like(alpha), beta, thresholds,
+                                               temperature)))
             if train_thresholds:
-                per_sorted = _threshold_gradient(
-                    u, b, s, n, j, width, upstream, derivative_temperature)
-                d_b = -alpha * temperature * tf.math.unsorted_segment_sum(per_sorted, order, n)
+                slope_temperature = tf.ones_like(temperature) if gradient == "wide" else temperature
+                d_b = -alpha * temperature * _threshold_gradient(
+                    x, upstream, beta, thresholds, slope_temperature, levels)
             else:
                 d_b = tf.zeros([n], dtype)
             return (d_x, tf.reshape(d_alpha, tf.shape(alpha)), tf.reshape(d_beta, tf.shape(beta)),
                     tf.reshape(d_b, tf.shape(thresholds)), tf.zeros_like(temperature))
 
-        return alpha * codes, grad
+        return y, grad
 
     return _soft(
         x,

@@ -1,0 +1,96 @@
+"""Shared fixtures: small float models (tf_keras) and seeded random data.
+
+Every model here is tiny so that a test module runs in seconds on two CPU cores.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import tf_qnets  # noqa: E402,F401  (selects Keras 2 before anything else imports TensorFlow)
+from tf_qnets._keras import keras  # noqa: E402
+
+
+def build_sequential(seed=0, num_classes=4):
+    """Conv2D(fused relu) - Conv2D - BN - ReLU - MaxPool - DepthwiseConv2D - ReLU - Flatten - Dense - Dense."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu", input_shape=(8, 8, 2),
+                            name="conv_first"),
+        keras.layers.Conv2D(6, 3, padding="same", name="conv_mid"),
+        keras.layers.BatchNormalization(name="bn_mid"),
+        keras.layers.ReLU(name="relu_mid"),
+        keras.layers.MaxPooling2D(name="pool"),
+        keras.layers.DepthwiseConv2D(3, padding="same", name="dwconv"),
+        keras.layers.ReLU(name="relu_dw"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(8, activation="relu", name="dense_mid"),
+        keras.layers.Dense(num_classes, name="dense_last"),
+    ], name="small_sequential")
+
+
+def build_residual(seed=0, num_classes=3):
+    """A Functional model with a residual Add, a Concatenate, Conv1D and GlobalAveragePooling1D."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((16, 3), name="signal")
+    x = keras.layers.Conv1D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    y = keras.layers.Conv1D(8, 3, padding="same", activation="relu", name="block_conv1")(x)
+    y = keras.layers.Conv1D(8, 3, padding="same", name="block_conv2")(y)
+    y = keras.layers.BatchNormalization(name="block_bn")(y)
+    y = keras.layers.Add(name="residual_add")([x, y])
+    y = keras.layers.ReLU(name="block_relu")(y)
+    z = keras.layers.Concatenate(name="concat")([x, y])
+    z = keras.layers.MaxPooling1D(name="pool")(z)
+    z = keras.layers.GlobalAveragePooling1D(name="gap")(z)
+    z = keras.layers.Dense(6, activation="relu", name="head_hidden")(z)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head_out")(z)
+    return keras.Model(inputs, outputs, name="small_residual")
+
+
+@pytest.fixture
+def sequential_model():
+    return build_sequential()
+
+
+@pytest.fixture
+def residual_model():
+    return build_residual()
+
+
+@pytest.fixture
+def make_sequential():
+    """The builder itself, for tests that need several copies or other seeds."""
+    return build_sequential
+
+
+@pytest.fixture
+def make_residual():
+    return build_residual
+
+
+@pytest.fixture
+def image_batch():
+    return np.random.default_rng(0).normal(size=(32, 8, 8, 2)).astype("float32")
+
+
+@pytest.fixture
+def signal_batch():
+    return np.random.default_rng(1).normal(size=(32, 16, 3)).astype("float32")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    """Layer names restart per test, so messages and `per_layer` names are predictable."""
+    keras.backend.clear_session()
+    yield
+
