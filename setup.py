@@ -17,7 +17,7 @@ setup(
         "numpy",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "ai-edge-litert"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "ai-edge-litert"],
         "litert": ["ai-edge-litert"],
         "examples": ["matplotlib"],
         "tensorboard": ["tensorboard"],

@@ -31,6 +31,7 @@ from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
 
 from fashion_mnist_model import build_cnn, preprocess  # noqa: E402
 
+VERBOSE = 1 if sys.stdout.isatty() else 2   # progress bars on a terminal, a line per epoch in logs
 _BITS = re.compile(r"^W(\d)(?:A(\d))?$")
 
 
@@ -63,6 +64,13 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="small subset and one epoch each: about two minutes on 2 cores")
     parser.add_argument("--no-plots", action="store_true", help="skip the pictures")
+    parser.add_argument("--train-samples", type=int, default=None,
+                        help="use only the first N training images (default: all; 10000 with --quick)")
+    parser.add_argument("--test-samples", type=int, default=None,
+                        help="use only the first N test images (default: all; 2000 with --quick)")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="compile the whole train step with XLA (on CPU the quantizers' own "
+                             "XLA kernels without it are faster)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.bits = args.bits or [(3, 3)]
@@ -78,9 +86,10 @@ def load_data(args):
         (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data_dir)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"error: {error}")
-    if args.quick:
-        x_train, y_train = x_train[:10000], y_train[:10000]
-        x_test, y_test = x_test[:2000], y_test[:2000]
+    train_samples = args.train_samples or (10000 if args.quick else None)
+    test_samples = args.test_samples or (2000 if args.quick else None)
+    x_train, y_train = x_train[:train_samples], y_train[:train_samples]
+    x_test, y_test = x_test[:test_samples], y_test[:test_samples]
     return (preprocess(x_train), y_train.astype("int32")), (preprocess(x_test), y_test.astype("int32"))
 
 
@@ -90,7 +99,7 @@ def datasets(train, batch_size, seed):
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def compile_model(model, learning_rate, jit_compile=True):
+def compile_model(model, learning_rate, jit_compile=False):
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -104,7 +113,8 @@ def float_model(args, train, test):
     path = os.path.join(args.output_dir, "float_model.keras")
     meta_path = path + ".json"
     width = 16 if args.quick else 32
-    meta = {"epochs": args.float_epochs, "width": width, "seed": args.seed}
+    meta = {"epochs": args.float_epochs, "width": width, "seed": args.seed,
+            "train_samples": len(train[0])}
     if os.path.exists(path) and os.path.exists(meta_path):
         with open(meta_path) as handle:
             if json.load(handle) == meta:
@@ -115,7 +125,7 @@ def float_model(args, train, test):
     keras.utils.set_random_seed(args.seed)
     model = build_cnn(width=width)
     compile_model(model, 1e-3, jit_compile=False)
-    model.fit(datasets(train, args.batch_size, args.seed), epochs=args.float_epochs, verbose=2)
+    model.fit(datasets(train, args.batch_size, args.seed), epochs=args.float_epochs, verbose=VERBOSE)
     model.save(path)
     with open(meta_path, "w") as handle:
         json.dump(meta, handle)
@@ -127,8 +137,8 @@ def quantize_and_train(float_net, args, train, w_bits, a_bits):
     qat = tf_qnets.quantize_model(
         float_net, w_bits=w_bits, a_bits=a_bits, calibration_data=calibration,
         thresholds=args.thresholds, first_last=args.first_last)
-    compile_model(qat, 1e-4, jit_compile=True)
-    qat.fit(datasets(train, args.batch_size, args.seed), epochs=args.qat_epochs, verbose=2,
+    compile_model(qat, 1e-4, jit_compile=args.jit_compile)
+    qat.fit(datasets(train, args.batch_size, args.seed), epochs=args.qat_epochs, verbose=VERBOSE,
             callbacks=[tf_qnets.TemperatureScheduler(base=args.temperature_base, verbose=1)])
     return qat
 
@@ -157,18 +167,26 @@ def run_in_standalone_runtime(path, test):
     with tempfile.TemporaryDirectory() as folder:
         np.save(os.path.join(folder, "x.npy"), test[0])
         np.save(os.path.join(folder, "y.npy"), test[1])
+        # Load tf_qnets/runtime.py as a plain file: importing the tf_qnets package would
+        # import TensorFlow, and a phone-like process has only the LiteRT runtime.
+        import tf_qnets.runtime as runtime_module
+
         code = (
-            "import sys, numpy as np\n"
-            "from tf_qnets.runtime import load_interpreter, predict\n"
+            "import importlib.util, sys, numpy as np\n"
+            f"spec = importlib.util.spec_from_file_location('runtime', {runtime_module.__file__!r})\n"
+            "runtime = importlib.util.module_from_spec(spec); spec.loader.exec_module(runtime)\n"
             f"x = np.load({os.path.join(folder, 'x.npy')!r}); y = np.load({os.path.join(folder, 'y.npy')!r})\n"
-            f"logits = predict(load_interpreter({path!r}), x)\n"
+            f"logits = runtime.predict(runtime.load_interpreter({path!r}), x)\n"
             "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
+            "print(runtime.interpreter_module().__name__)\n"
             "print(float(np.mean(np.argmax(logits, -1) == y)))\n"
         )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"standalone runtime failed:\n{done.stderr[-2000:]}")
-    return float(done.stdout.strip().splitlines()[-1])
+    backend, accuracy = done.stdout.strip().splitlines()[-2:]
+    print(f"[runtime] {backend} (no TensorFlow in that process): accuracy {float(accuracy):.4f}")
+    return float(accuracy)
 
 
 def main(argv=None):

@@ -17,7 +17,7 @@ if ! ls /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>
   fi
 fi
 
-if ! "$PYTHON" -c "import tf_qnets, tf_keras, tensorflow_model_optimization, ai_edge_litert, pytest, hypothesis" >/dev/null 2>&1; then
+if ! "$PYTHON" -c "import tf_qnets, tf_keras, tensorflow_model_optimization, ai_edge_litert, pytest, xdist, hypothesis, matplotlib" >/dev/null 2>&1; then
   echo "[setup] installing Python packages (TensorFlow 2.21, tf-keras, tfmot 0.8.1, ai-edge-litert)"
   "$PYTHON" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,examples]"
 fi
