@@ -356,3 +356,17 @@ def test_wide_gradient_reaches_inputs_the_exact_one_ignores():
         grads[option] = float(tape.gradient(y, x).numpy()[0])
     assert grads["exact"] == 0.0
     np.testing.assert_allclose(grads["wide"], 100.0 * 2 * np_sigmoid(0.5) * (1 - np_sigmoid(0.5)))
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_infinite_inputs_give_finite_scale_gradients(bad):
+    levels = weight_levels(3)
+    x = tf.constant([bad, 0.3, -0.2], tf.float32)
+    alpha, beta = tf.constant(0.5), tf.constant(2.0)
+    thresholds = tf.constant(levels.uniform_thresholds(), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch([alpha, beta])
+        y = soft_staircase(x, alpha, beta, thresholds, 10.0, levels)
+        loss = tf.reduce_sum(y)
+    d_alpha, d_beta = tape.gradient(loss, [alpha, beta])
+    assert np.isfinite(d_alpha.numpy()) and np.isfinite(d_beta.numpy())

@@ -50,6 +50,11 @@ Example::
     >>> ls = weight_levels(2)                       # {-1, 0, 1}
     >>> hard_staircase(tf.constant([-0.3, 0.01, 0.2]), 0.5, 1.0, [-0.05, 0.05], ls).numpy()
     array([-0.5,  0. ,  0.5], dtype=float32)
+
+Non-finite inputs (a defined contract, pinned by tests/test_properties.py): NaN in gives
+NaN out in both forms, so a broken input is visible rather than silently mapped to a level;
+``+inf``/``-inf`` give the top/bottom of the staircase (the hard levels, or the clamped
+ends of the soft form). Their gradients are zero and leave the scales' gradients finite.
 """
 
 import math
@@ -392,7 +397,7 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
             # Recomputed from x: nothing of x's size is kept from the forward pass but y.
             g = kernels.backward(x, upstream, alpha, beta, thresholds, temperature)
             d_x = g * beta
-            d_beta = tf.reduce_sum(g * x)
+            d_beta = tf.reduce_sum(tf.math.multiply_no_nan(x, g))   # 0 * inf = 0 here
             d_alpha = tf.cond(
                 tf.not_equal(alpha, 0.0),
                 lambda: tf.reduce_sum(upstream * y) / alpha,
