@@ -21,6 +21,7 @@ setup(
         "litert": ["ai-edge-litert"],
         "examples": ["matplotlib"],
         "tensorboard": ["tensorboard"],
+        "imagenet": ["tensorflow-datasets>=4.9"],
     },
     entry_points={"console_scripts": ["tf-qnets=tf_qnets.cli:main"]},
     license="Apache-2.0",

@@ -13,6 +13,7 @@ from tf_qnets import _keras  # noqa: F401  (must come first: selects Keras 2)
 from tf_qnets.aliases import get_quantizer, quantizer_aliases
 from tf_qnets.api import count_quantizers, is_quantized_model, quantize_model
 from tf_qnets.configs import QNetsQuantizeConfig
+from tf_qnets.distribute import broadcast_from_first_replica, jit_compile_supported, replica_values
 from tf_qnets.export import export_tflite, inspect_tflite, verify_tflite
 from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.levels import LevelSet, activation_levels, weight_levels
@@ -38,6 +39,7 @@ __all__ = [
     "QuantizerTensorBoard",
     "TemperatureScheduler",
     "activation_levels",
+    "broadcast_from_first_replica",
     "count_quantizers",
     "export_tflite",
     "get_quantizer",
@@ -45,11 +47,13 @@ __all__ = [
     "hard_staircase",
     "inspect_tflite",
     "is_quantized_model",
+    "jit_compile_supported",
     "load_model",
     "quantize_model",
     "quantize_scope",
     "quantizer_aliases",
     "quantizer_states",
+    "replica_values",
     "set_temperature",
     "soft_staircase",
     "soft_staircase_reference",
