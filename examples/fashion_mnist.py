@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import tf_qnets  # noqa: E402
 from tf_qnets._keras import keras, tf  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
+from tf_qnets.distribute import jit_compile_supported  # noqa: E402
 
 from fashion_mnist_model import build_cnn, preprocess  # noqa: E402
 
@@ -72,6 +73,9 @@ def parse_args(argv=None):
                         help="compile the whole train step with XLA (on CPU the quantizers' own "
                              "XLA kernels without it are faster)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategy", choices=("one", "mirrored", "multiworker"), default="one",
+                        help="one device, every local GPU (MirroredStrategy), or the TF_CONFIG "
+                             "cluster (MultiWorkerMirroredStrategy); see docs/distribute.md")
     args = parser.parse_args(argv)
     args.bits = args.bits or [(3, 3)]
     if args.float_epochs is None:
@@ -79,6 +83,28 @@ def parse_args(argv=None):
     if args.qat_epochs is None:
         args.qat_epochs = 1 if args.quick else 4
     return args
+
+
+def make_strategy(name):
+    """The tf.distribute strategy for --strategy; created before any other TensorFlow work."""
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            sys.exit("error: --strategy multiworker needs TF_CONFIG (the cluster and this worker)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    """True on the worker that writes files (the only one without a cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return (resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().jobs)
 
 
 def load_data(args):
@@ -96,7 +122,9 @@ def load_data(args):
 def datasets(train, batch_size, seed):
     x, y = train
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()   # each worker reads its share of every global batch
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def compile_model(model, learning_rate, jit_compile=False):
@@ -108,7 +136,7 @@ def compile_model(model, learning_rate, jit_compile=False):
     )
 
 
-def float_model(args, train, test):
+def float_model(args, train, test, strategy=None):
     """Train the float CNN, or reuse the one cached for the same settings."""
     path = os.path.join(args.output_dir, "float_model.keras")
     meta_path = path + ".json"
@@ -123,21 +151,26 @@ def float_model(args, train, test):
                 return model
     print(f"[float] training {args.float_epochs} epoch(s)")
     keras.utils.set_random_seed(args.seed)
-    model = build_cnn(width=width)
-    compile_model(model, 1e-3, jit_compile=False)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = build_cnn(width=width)
+        compile_model(model, 1e-3, jit_compile=False)
     model.fit(datasets(train, args.batch_size, args.seed), epochs=args.float_epochs, verbose=VERBOSE)
-    model.save(path)
-    with open(meta_path, "w") as handle:
-        json.dump(meta, handle)
+    if is_chief(strategy):
+        model.save(path)
+        with open(meta_path, "w") as handle:
+            json.dump(meta, handle)
     return model
 
 
-def quantize_and_train(float_net, args, train, w_bits, a_bits):
+def quantize_and_train(float_net, args, train, w_bits, a_bits, strategy=None):
     calibration = tf.data.Dataset.from_tensor_slices(train[0][:1024]).batch(128)
-    qat = tf_qnets.quantize_model(
-        float_net, w_bits=w_bits, a_bits=a_bits, calibration_data=calibration,
-        thresholds=args.thresholds, first_last=args.first_last)
-    compile_model(qat, 1e-4, jit_compile=args.jit_compile)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        qat = tf_qnets.quantize_model(
+            float_net, w_bits=w_bits, a_bits=a_bits, calibration_data=calibration,
+            thresholds=args.thresholds, first_last=args.first_last)
+        compile_model(qat, 1e-4, jit_compile=args.jit_compile and jit_compile_supported(strategy))
     qat.fit(datasets(train, args.batch_size, args.seed), epochs=args.qat_epochs, verbose=VERBOSE,
             callbacks=[tf_qnets.TemperatureScheduler(base=args.temperature_base, verbose=1)])
     return qat
@@ -191,11 +224,13 @@ def run_in_standalone_runtime(path, test):
 
 def main(argv=None):
     args = parse_args(argv)
+    strategy = make_strategy(args.strategy)
+    chief = is_chief(strategy)
     os.makedirs(args.output_dir, exist_ok=True)
     start = time.time()
     train, test = load_data(args)
     print(f"[data] train {train[0].shape}, test {test[0].shape}")
-    float_net = float_model(args, train, test)
+    float_net = float_model(args, train, test, strategy)
     compile_model(float_net, 1e-3, jit_compile=False)
     float_acc = accuracy(float_net, test)
     print(f"[float] test accuracy {float_acc:.4f}")
@@ -204,9 +239,11 @@ def main(argv=None):
     for w_bits, a_bits in args.bits:
         name = f"W{w_bits}" + (f"A{a_bits}" if a_bits else "")
         print(f"\n[{name}] quantize_model + fine-tune {args.qat_epochs} epoch(s)")
-        qat = quantize_and_train(float_net, args, train, w_bits, a_bits)
+        qat = quantize_and_train(float_net, args, train, w_bits, a_bits, strategy)
         hard_acc = accuracy(qat, test)
         print(f"[{name}] hard-staircase test accuracy {hard_acc:.4f}")
+        if not chief:
+            continue
         path, report, verification = export_and_check(qat, args, name, train, test)
         runtime_acc = run_in_standalone_runtime(path, test)
         rows.append({
@@ -220,6 +257,8 @@ def main(argv=None):
             plot_staircases(qat, train[0][:256], picture)
             print(f"[{name}] staircases drawn in {picture}")
 
+    if not chief:
+        return
     print(f"\nFashion-MNIST, first/last layers: {args.first_last}, thresholds: {args.thresholds}")
     print(f"{'setting':<8} {'Keras acc':>9} {'TFLite acc':>10} {'agreement':>9} {'size':>9}")
     print(f"{'float':<8} {float_acc:>9.4f} {'':>10} {'':>9} {'':>9}")
