@@ -14,10 +14,11 @@ import pytest  # noqa: E402
 import tf_qnets  # noqa: E402
 from tf_qnets._keras import keras, tf  # noqa: E402
 from tf_qnets.export import export_tflite, inspect_tflite, verify_tflite  # noqa: E402
-from tf_qnets.export.activations import lower_staircase  # noqa: E402
+from tf_qnets.export.activations import fake_quant, lower_staircase, lower_staircase_direct  # noqa: E402
+from tf_qnets.export.diagnose import staircase_flips  # noqa: E402
 from tf_qnets.export.convert import convert_function  # noqa: E402
 from tf_qnets.export.inspect import read_model, schema, tensor_values  # noqa: E402
-from tf_qnets.levels import activation_levels  # noqa: E402
+from tf_qnets.levels import activation_levels, weight_levels  # noqa: E402
 from tf_qnets.runtime import load_interpreter, predict  # noqa: E402
 
 W3_LEVELS = (-4, -2, -1, 0, 1, 2, 4)
@@ -186,11 +187,13 @@ def test_only_builtin_integer_ops_with_float_at_the_edges(fixture, request, tmp_
     assert all(name != "CUSTOM" for name, _ in ops)
 
 
-def test_kmeans_thresholds_lower_to_sub_minimum_staircase(kmeans_model, tmp_path):
+def test_kmeans_thresholds_lower_to_per_threshold_layer_copies(kmeans_model, tmp_path):
     report = export_tflite(kmeans_model, str(tmp_path / "k.tflite"), images(32))
-    names = {name for name, _, _ in report.ops}
-    assert {"SUB", "MINIMUM", "ADD"} <= names
-    assert not names & {"GREATER", "CAST", "LESS"}
+    counts = {name: count for name, _, count in report.ops}
+    assert {"MINIMUM", "ADD"} <= set(counts)
+    assert not set(counts) & {"GREATER", "CAST", "LESS"}
+    # Three A2 thresholds: c1, c2, c3 each emitted once per threshold, plus the last layer.
+    assert counts["CONV_2D"] == 3 * 3 + 1
 
 
 def test_int8_io_has_no_float_tensor(uniform_model, tmp_path):
@@ -261,6 +264,86 @@ def test_nonuniform_staircase_matches_away_from_thresholds():
     assert np.mean(np.abs(y - reference) > 1e-3) < 0.02
 
 
+def test_direct_staircase_with_signed_levels_keeps_partial_sums_in_range():
+    levels = weight_levels(3)  # -4..4 in powers of two: offset 4, steps 2, 1, 1, 1, 1, 2
+    alpha, beta = 0.3, 1.7
+    thresholds = np.array([-3.1, -1.4, -0.6, 0.45, 1.5, 2.9])
+    step = 8.0 / 255
+
+    def staircase(x):
+        x = fake_quant(x, -4.0, 4.0)  # the input on its own int8 grid, step 8/255
+
+        def shifted(t, gain):  # one step or more exactly when x > t (x and t on the grid)
+            return gain * (x - np.float32(t - step / 2))
+
+        return lower_staircase_direct(shifted, False, alpha, beta, thresholds, levels, step=step)
+
+    function = tf.function(staircase, input_signature=[tf.TensorSpec([None, 64], tf.float32)],
+                           autograph=False)
+    data = convert_function(function.get_concrete_function())
+    x = (-4.0 + np.random.default_rng(3).integers(0, 256, (32, 64)) * step).astype("float32")
+    y = predict(load_interpreter(data, kernels="reference"), x)
+    reference = numpy_staircase(x, alpha, beta, thresholds, levels.levels)
+    near = np.min(np.abs(x[..., None] - thresholds / beta), axis=-1) < step
+    np.testing.assert_allclose(y[~near], reference[~near], atol=1e-3 * alpha)
+    assert np.round(y / alpha).min() == -4 and np.round(y / alpha).max() == 4
+
+
+@pytest.mark.parametrize("fixture", ["uniform_model", "kmeans_model"])
+def test_activation_codes_in_tflite_equal_the_keras_codes(fixture, request, tmp_path):
+    model = request.getfixturevalue(fixture)
+    path = str(tmp_path / "codes.tflite")
+    export_tflite(model, path, images(32))
+    rows = staircase_flips(model, path, images(64, seed=5))
+    assert [row.layer for row in rows] == ["quant_r1", "quant_r2", "quant_c3"]
+    assert all(row.codes > 0 for row in rows)
+    if fixture == "kmeans_model":
+        assert all(row.flipped == 0.0 for row in rows), rows
+    else:  # one int8 requantization: at most the int32 bias rounding can flip a code
+        assert all(row.flipped < 0.01 for row in rows), rows
+
+
+def test_exact_uniform_gives_keras_codes_everywhere(uniform_model, tmp_path):
+    path = str(tmp_path / "exact.tflite")
+    report = export_tflite(uniform_model, path, images(32), exact_uniform=True)
+    rows = staircase_flips(uniform_model, path, images(64, seed=5))
+    assert all(row.flipped == 0.0 for row in rows), rows
+    counts = {name: count for name, _, count in report.ops}
+    assert counts["CONV_2D"] == 3 * 7 + 1  # seven A3 thresholds per layer, plus the last layer
+    with pytest.raises(TypeError, match="exact_uniform"):
+        export_tflite(uniform_model, path, images(32), exact_uniform="yes")
+
+
+def test_pooled_dense_logits_match_keras_within_one_output_step(kmeans_model, tmp_path):
+    """GlobalAveragePooling + Dense is one convolution: no int8 rounding of the mean, so with
+    exact activation codes the logits differ from Keras by at most one output step."""
+    path = str(tmp_path / "logits.tflite")
+    export_tflite(kmeans_model, path, images(32))
+    x = images(64, seed=6)
+    keras_out = kmeans_model(x, training=False).numpy()
+    interpreter = load_interpreter(path, kernels="reference")
+    tflite_out = predict(interpreter, x)
+    scale = interpreter.get_output_details()[0]["quantization"][0] or next(
+        d["quantization"][0] for d in interpreter.get_tensor_details()
+        if d["name"].startswith("BiasAdd") and d["quantization"][0])
+    assert np.max(np.abs(keras_out - tflite_out)) <= 1.01 * scale
+    assert "MEAN" not in {name for name, _, _ in inspect_tflite(path).ops}
+
+
+def test_flip_diagnosis_sees_a_changed_threshold(kmeans_model, tmp_path):
+    path = str(tmp_path / "codes.tflite")
+    export_tflite(kmeans_model, path, images(32))
+    variable = next(v for v in kmeans_model.weights if "r2" in v.name and "thresholds" in v.name)
+    saved = variable.numpy()
+    try:
+        variable.assign(saved + 0.3)
+        rows = {row.layer: row for row in staircase_flips(kmeans_model, path, images(64, seed=5))}
+    finally:
+        variable.assign(saved)
+    assert rows["quant_r1"].flipped == 0.0
+    assert rows["quant_r2"].flipped > 0.0
+
+
 # ----------------------------------------------------------------- requirement 5: verification
 def test_verify_reports_agreement_accuracies_and_logit_difference(uniform_model, exported):
     x = images(48, seed=7)
@@ -276,6 +359,18 @@ def test_verify_reports_agreement_accuracies_and_logit_difference(uniform_model,
     assert report.agreement >= 0.9
     # Logits differ by a few output quantization steps at most.
     assert report.max_abs_diff < 0.1 * np.max(np.abs(keras_out))
+
+
+def test_verify_with_both_kernel_sets(uniform_model, exported):
+    x = images(32, seed=9)
+    report = verify_tflite(uniform_model, exported.path, x, kernels="both")
+    keras_top = uniform_model(x, training=False).numpy().argmax(1)
+    reference_top = predict(load_interpreter(exported.path, kernels="reference"), x).argmax(1)
+    assert report.kernels == "default" and report.reference.kernels == "reference"
+    assert report.reference.agreement == pytest.approx(np.mean(keras_top == reference_top))
+    assert "reference kernels" in str(report)
+    with pytest.raises(ValueError, match="kernels"):
+        verify_tflite(uniform_model, exported.path, x, kernels="xnnpack")
 
 
 def test_verify_without_labels_gives_agreement_only(uniform_model, exported):

@@ -21,9 +21,10 @@ import os
 
 import numpy as np
 
-__all__ = ["interpreter_module", "load_interpreter", "predict", "BACKENDS"]
+__all__ = ["interpreter_module", "load_interpreter", "predict", "BACKENDS", "KERNELS"]
 
 BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+KERNELS = ("default", "reference")
 
 
 def interpreter_module():
@@ -38,16 +39,27 @@ def interpreter_module():
         "`tflite-runtime`.")
 
 
-def load_interpreter(model, num_threads=None, builtin_only=False):
+def load_interpreter(model, num_threads=None, builtin_only=False, kernels="default",
+                     preserve_all_tensors=False):
     """An allocated Interpreter for ``model`` (a path or the file's bytes).
 
     ``builtin_only=True`` uses the plain builtin op resolver without default delegates,
     which fails for any op or op version outside the standard runtime.
+    ``kernels="reference"`` runs TFLite's reference kernels (no XNNPACK delegate): the
+    integer arithmetic the TFLite specification defines, which the XNNPACK delegate
+    (``"default"``) may round differently. ``preserve_all_tensors`` keeps intermediate
+    tensors readable after ``invoke`` (debugging; only outside delegated parts).
     """
+    if kernels not in KERNELS:
+        raise ValueError(f"`kernels` must be one of {KERNELS}, got {kernels!r}.")
     module = interpreter_module()
     kwargs = {"num_threads": num_threads}
     if builtin_only:
         kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if kernels == "reference":
+        kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_REF
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
     if isinstance(model, (bytes, bytearray)):
         interpreter = module.Interpreter(model_content=bytes(model), **kwargs)
     else:

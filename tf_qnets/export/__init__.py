@@ -7,10 +7,12 @@
 
 Modules: ``weights`` (pinned codes, BN folding), ``activations`` (int8 staircases),
 ``graph`` (the export graph), ``convert`` (conversion, atomic write), ``ops_check``
-(builtin integer ops only), ``inspect`` (read a .tflite), ``verify`` (Keras vs TFLite).
+(builtin integer ops only), ``inspect`` (read a .tflite), ``verify`` (Keras vs TFLite),
+``diagnose`` (per-layer activation codes that differ between Keras and TFLite).
 """
 
 from tf_qnets.export.convert import ExportError
+from tf_qnets.export.diagnose import LayerFlips, staircase_flips
 from tf_qnets.export.exporter import ExportReport, export_tflite
 from tf_qnets.export.inspect import InspectReport, WeightTensor, inspect_tflite
 from tf_qnets.export.ops_check import check_builtin_int8, find_problems
@@ -20,11 +22,13 @@ __all__ = [
     "ExportError",
     "ExportReport",
     "InspectReport",
+    "LayerFlips",
     "VerificationReport",
     "WeightTensor",
     "check_builtin_int8",
     "export_tflite",
     "find_problems",
     "inspect_tflite",
+    "staircase_flips",
     "verify_tflite",
 ]

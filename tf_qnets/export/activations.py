@@ -23,6 +23,10 @@ to the largest grid point ``tau_i <= t_i`` (on the grid ``x > t_i`` iff ``x - ta
 A decision can differ from float Keras only where ``beta x`` lies within one grid step
 of a threshold. Comparison ops (GREATER + CAST) are avoided: they bring float ops back.
 
+When the staircase reads a kernel layer directly, the export graph uses
+:func:`lower_staircase_direct` instead (one copy of the layer per threshold, the threshold
+in its int32 bias): every decision is then exact, at the cost of the copies.
+
 Example (in a ``tf.function`` traced for conversion)::
 
     y = lower_staircase(x, alpha=0.5, beta=2.0, thresholds=[0.5, 1.5, 2.5], levels=activation_levels(2))
@@ -32,7 +36,9 @@ import numpy as np
 
 from tf_qnets._keras import tf
 
-__all__ = ["is_uniform_staircase", "lower_staircase", "code_range", "code_multiplier", "fake_quant"]
+__all__ = ["is_uniform_staircase", "lower_staircase", "lower_staircase_direct", "decision_step",
+           "code_range",
+           "code_multiplier", "fake_quant"]
 
 UNIFORM_TOLERANCE = 1e-5
 
@@ -91,7 +97,14 @@ def _uniform(x, alpha, beta, levels):
     x = fake_quant(x, lo, hi)
     x = tf.minimum(tf.maximum(x, levels.levels[0] / beta), levels.levels[-1] / beta)
     x = fake_quant(x, lo, hi)
-    return fake_quant(x * np.float32(alpha * beta), *_output_range(alpha, levels))
+    factor = np.float32(alpha * beta)
+    if factor == 1.0:
+        # The converter drops a multiplication by exactly 1 and then mis-assigns the scales of
+        # the two fake-quantizations around it; doubling first (exact: codes unchanged, scale
+        # doubled) keeps a real MUL that does the requantization.
+        x = fake_quant(x * np.float32(2.0), 2 * lo, 2 * hi)
+        factor = np.float32(0.5)
+    return fake_quant(x * factor, *_output_range(alpha, levels))
 
 
 def _grid(lo, hi):
@@ -123,6 +136,69 @@ def _nonuniform(x, alpha, beta, thresholds, levels):
         y = term if y is None else fake_quant(y + term, out_lo, out_hi)
     if levels.offset:
         y = fake_quant(y - np.float32(alpha * levels.offset), out_lo, out_hi)
+    return y
+
+
+def decision_step(thresholds):
+    """Default grid step of a per-threshold decision window: 1/254 of the largest ``|t_i|``
+    (only the sign of the windowed value is used)."""
+    span = float(np.max(np.abs(thresholds))) if len(thresholds) else 1.0
+    return max(span, 1e-6) / 254.0
+
+
+def lower_staircase_direct(pre_activation, relu, alpha, beta, thresholds, levels, step=None,
+                           name="activation"):
+    """A non-uniform staircase whose decisions are taken on the int32 accumulator.
+
+    ``pre_activation(t, gain)`` builds one copy of the kernel layer (BN folded, no
+    activation, ``v`` its output) whose value ``w``, requantized to the window
+    ``gain * [-128 d, 127 d]`` (``d = step``, zero point 0), is at least one step exactly
+    when ``v > t`` and at most zero otherwise; e.g. ``w = gain * (v - t + d/2)``, exact up
+    to the int32 bias rounding (the export graph uses an exact integer bias instead).
+    Copy ``i`` uses ``gain = 1 + i/64``, which keeps every decision and stops the
+    converter from merging the copies into one float layer. ``relu`` says whether a ReLU
+    comes before the staircase. With ``t_i = b_i / beta`` (sorted)::
+
+        h_i = minimum(relu(w_i), d)            # 0 or d
+        y   = sum_i (alpha s_i / d) h_i - alpha (o - c)
+
+    accumulated from the first term down by the offset first, so every partial sum is a
+    level of the staircase and stays inside the output window. With ``relu``, a
+    threshold below zero is always passed (``relu(v) >= 0 > t_i``): its step joins the
+    constant ``c``. Costs one kernel-layer copy per threshold.
+
+    Example (``conv`` a function of the bias shift and gain)::
+
+        y = lower_staircase_direct(conv, True, 0.5, 2.0, [0.3, 1.1, 2.9], activation_levels(2))
+    """
+    alpha, beta = float(alpha), float(beta)
+    _check_scales(alpha, beta, name)
+    thresholds = np.asarray(thresholds, np.float64)
+    order = np.argsort(thresholds, kind="stable")
+    t = thresholds[order] / beta
+    steps = np.asarray(levels.steps)[order]
+    out_lo, out_hi = _output_range(alpha, levels)
+    d = decision_step(t) if step is None else float(step)
+    constant = -float(levels.offset)
+    y = None
+    for index, (t_i, s_i) in enumerate(zip(t, steps)):
+        if relu and t_i < 0:
+            constant += float(s_i)
+            continue
+        gain = 1.0 + index / 64.0
+        d_i = d * gain
+        w = fake_quant(pre_activation(t_i, gain), -128.0 * d_i, 127.0 * d_i)
+        h = fake_quant(tf.minimum(tf.nn.relu(w), np.float32(d_i)), -128.0 * d_i, 127.0 * d_i)
+        term = fake_quant(h * np.float32(alpha * s_i / d_i), out_lo, out_hi)
+        if y is None:
+            y = term
+            if constant:
+                y = fake_quant(y + np.float32(alpha * constant), out_lo, out_hi)
+        else:
+            y = fake_quant(y + term, out_lo, out_hi)
+    if y is None:  # every threshold below a ReLU: the top level everywhere
+        zero = fake_quant(0.0 * tf.nn.relu(pre_activation(0.0, 1.0)), out_lo, out_hi)
+        y = fake_quant(zero + np.float32(alpha * constant), out_lo, out_hi)
     return y
 
 

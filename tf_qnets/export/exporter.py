@@ -104,7 +104,7 @@ def _representative_batches(data, model):
 
 
 def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_weights="auto",
-                  verify_data=None):
+                  verify_data=None, exact_uniform=False):
     """Export a :func:`tf_qnets.quantize_model` result to an integer TFLite file.
 
     Args:
@@ -116,6 +116,11 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
       int4_weights: ``"auto"`` stores low-bit weights with levels in -7..7 as packed INT4;
         ``True`` requires it for every low-bit layer; ``False`` keeps int8 storage.
       verify_data: optional inputs or (inputs, labels) to compare the file with the model.
+      exact_uniform: also lower uniform staircases to one kernel-layer copy per threshold with
+        exact integer biases (as non-uniform ones always are): every activation code equals
+        the Keras code, at the cost of one layer copy per threshold. ``False`` (default)
+        keeps the single int8 requantization, where the int32 rounding of the folded bias
+        can flip a code whose value lies within half an accumulator unit of a threshold.
 
     Returns:
       :class:`ExportReport` (``print`` it for ops, dtypes, size, ratio and agreement).
@@ -132,9 +137,11 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
         raise ValueError(f"`int4_weights` must be one of {INT4_CHOICES}, got {int4_weights!r}.")
     if not isinstance(int8_io, bool):
         raise TypeError(f"`int8_io` must be a bool, got {int8_io!r}.")
+    if not isinstance(exact_uniform, bool):
+        raise TypeError(f"`exact_uniform` must be a bool, got {exact_uniform!r}.")
     batches = _representative_batches(representative_data, qat_model)
 
-    graph = ExportGraph(qat_model, int4_weights=int4_weights)
+    graph = ExportGraph(qat_model, int4_weights=int4_weights, exact_uniform=exact_uniform)
     graph.calibrate(batches)
     data = convert_function(concrete_function(graph), int8_io=int8_io)
     problems = find_problems(data)

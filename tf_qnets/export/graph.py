@@ -7,7 +7,13 @@ emits TensorFlow ops in which every tensor carries a fake-quantization range:
   a linear kernel layer; the kernel pinned by :mod:`tf_qnets.export.weights` so that
   TFLite stores exactly the trained codes (low-bit layers), the trained int8 codes
   (``first_last="int8"`` layers), or ordinary per-channel int8 (layers Keras kept float);
-* low-bit activation quantizers: :func:`tf_qnets.export.activations.lower_staircase`;
+* low-bit activation quantizers: :func:`tf_qnets.export.activations.lower_staircase`, or,
+  for a non-uniform staircase (any staircase with ``exact_uniform``) reading a kernel layer
+  (through a folded BN and a ReLU), ``lower_staircase_direct``: the kernel layer emitted
+  once per threshold with the threshold as an exact integer number of accumulator units
+  in its bias, so every decision equals the Keras one;
+* ``GlobalAveragePooling2D`` read only by a Dense layer: one VALID convolution with the
+  Dense kernel tiled over the map (same codes), so the mean is never rounded to int8;
 * int8 output quantizers (tfmot): their trained FakeQuant range;
 * every other tensor (the model input, unfolded BN, Add, average pooling, float outputs):
   a range calibrated on the representative data (min/max over it).
@@ -20,7 +26,13 @@ import numpy as np
 
 from tf_qnets._keras import keras, tf
 from tf_qnets.configs import KERNEL_ATTRIBUTES
-from tf_qnets.export.activations import fake_quant, lower_staircase
+from tf_qnets.export.activations import (
+    fake_quant,
+    is_uniform_staircase,
+    lower_staircase,
+    lower_staircase_direct,
+)
+from tf_qnets.export.activations import decision_step as default_decision_step
 from tf_qnets.export.weights import (
     bn_fold_factors,
     pin_float_kernel,
@@ -31,13 +43,20 @@ from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.quantizer import QNetsQuantizer
 from tf_qnets.wrapper import QNetsWrapper
 
-__all__ = ["ExportGraph", "build_export_function", "concrete_function"]
+__all__ = ["ExportGraph", "build_export_function", "concrete_function", "staircase_scope"]
 
 PASS_THROUGH = ("Flatten", "Reshape", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
                 "GaussianDropout", "GaussianNoise", "AlphaDropout", "MaxPooling1D", "MaxPooling2D",
                 "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Permute", "Cropping1D", "Cropping2D",
                 "ZeroPadding1D", "ZeroPadding2D", "ActivityRegularization")
 _RANGE_MARGIN = 1e-6
+# Ops between a fake-quantization and a kernel layer that keep the int8 scale.
+_SCALE_KEEPING_OPS = ("MaxPool", "Reshape", "Identity", "Squeeze", "ExpandDims", "Transpose")
+
+
+def staircase_scope(layer_name):
+    """Name scope of a lowered staircase; its TFLite tensor names contain ``scope + "/"``."""
+    return f"{layer_name}_qnets_staircase"
 
 
 def _inner(layer):
@@ -75,6 +94,31 @@ def _is_linear(layer):
         activation, "__name__", "") == "linear"
 
 
+def _is_plain_relu(layer):
+    """A ``ReLU()`` layer (no slope, cap or threshold) or ``Activation("relu")``."""
+    inner = _inner(layer)
+    if type(inner).__name__ == "ReLU":
+        return not getattr(inner, "negative_slope", 0) and (
+            getattr(inner, "max_value", None) is None and not getattr(inner, "threshold", 0))
+    return type(inner).__name__ == "Activation" and getattr(
+        inner.activation, "__name__", "") == "relu"
+
+
+class _Pooled:
+    """A global average pooling left to the Dense layer after it (see ``_pooled_dense``)."""
+
+    def __init__(self, inputs):
+        self.inputs = inputs
+
+
+class _Deferred:
+    """A kernel layer's output not emitted yet: its staircase builds per-threshold copies."""
+
+    def __init__(self, layer, inputs):
+        self.layer = layer
+        self.inputs = inputs
+
+
 def _quantizers(layer):
     """``(weight quantizer, its variables, output quantizer, its variables)`` of one layer."""
     if not isinstance(layer, QNetsWrapper):
@@ -91,8 +135,9 @@ def _quantizers(layer):
 class ExportGraph:
     """The rewritten model: call :meth:`forward` eagerly to calibrate, then trace it to convert."""
 
-    def __init__(self, model, int4_weights="auto"):
+    def __init__(self, model, int4_weights="auto", exact_uniform=False):
         self.model = model
+        self.exact_uniform = exact_uniform
         self.int4_weights = int4_weights
         self.nodes = _ordered_nodes(model)
         self.ranges = None
@@ -104,12 +149,16 @@ class ExportGraph:
         self.skip_calibration = set()
         self.activations = {}   # kernel layer name -> its activation function
         self.quantize = True    # False: the same network in float (for the size comparison)
+        self.direct = {}        # staircase layer name -> (kernel layer name, relu before it)
+        self.deferred = set()   # kernel layers emitted only inside a direct staircase
+        self.folded_pooling = set()  # global average poolings computed by the Dense after them
+        self._producer = {}
         self._plan()
 
     # ----------------------------------------------------------------- planning
     def _plan(self):
         consumers = _consumers(self.model)
-        producer = {}
+        producer = self._producer
         for node in self.nodes:
             for tensor_id in node.flat_output_ids:
                 producer[tensor_id] = node
@@ -149,6 +198,63 @@ class ExportGraph:
             elif isinstance(output_q, Int8OutputQuantizer) or output_q is not None:
                 self.outputs[node.layer.name] = ("int8", (
                     float(output_v["min_var"].numpy()), float(output_v["max_var"].numpy())))
+        self._plan_direct(readers, consumers)
+        self._plan_pooling(readers, consumers)
+
+    def _plan_pooling(self, readers, consumers):
+        """Global average poolings read only by a Dense layer: folded into it."""
+        for node in self.nodes:
+            inner = _inner(node.layer)
+            if (type(inner).__name__ != "GlobalAveragePooling2D" or getattr(inner, "keepdims", False)
+                    or inner.data_format != "channels_last" or node.layer.name in self.outputs):
+                continue
+            shape = node.layer.input_shape
+            if len(shape) != 4 or shape[1] is None or shape[2] is None:
+                continue
+            tensor_id = node.flat_output_ids[0]
+            users = readers.get(tensor_id, [])
+            if len(users) != 1 or consumers.get(tensor_id, 0) != 1:
+                continue
+            user = users[0].layer
+            if _class(user) == "Dense" and len(users[0].flat_input_ids) == 1 and (
+                    user.name not in self.deferred and user.name not in self.direct):
+                self.folded_pooling.add(node.layer.name)
+
+    def _plan_direct(self, readers, consumers):
+        """Pick the non-uniform staircases computed straight from their kernel layer.
+
+        A staircase qualifies when it sits on a kernel layer with a linear or ReLU activation
+        (case a), or on a plain ReLU reading only a kernel layer with a linear activation,
+        possibly through a folded BatchNormalization (case b). Its kernel layer is then
+        emitted once per threshold with the threshold subtracted in the bias, so each
+        decision is taken on the int32 accumulator (see ``lower_staircase_direct``).
+        """
+        for node in self.nodes:
+            kind, values = self.outputs.get(node.layer.name, (None, None))
+            if kind != "staircase" or (is_uniform_staircase(values[2], values[3])
+                                       and not self.exact_uniform):
+                continue
+            activation = getattr(_inner(node.layer), "activation", None)
+            if _class(node.layer) in KERNEL_ATTRIBUTES:
+                if _is_linear(node.layer):
+                    self.direct[node.layer.name] = (node.layer.name, False)
+                elif getattr(activation, "__name__", "") == "relu":
+                    self.direct[node.layer.name] = (node.layer.name, True)
+                continue
+            if not _is_plain_relu(node.layer) or len(node.flat_input_ids) != 1:
+                continue
+            source = self._producer.get(node.flat_input_ids[0])
+            if source is not None and source.layer.name in self.folded_bn:
+                if consumers.get(source.flat_input_ids[0], 0) != 1:
+                    continue
+                source = self._producer.get(source.flat_input_ids[0])
+            if (source is None or _class(source.layer) not in KERNEL_ATTRIBUTES
+                    or not _is_linear(source.layer) or source.layer.name in self.outputs
+                    or consumers.get(source.flat_output_ids[0], 0) != 1
+                    or consumers.get(node.flat_input_ids[0], 0) != 1):
+                continue
+            self.direct[node.layer.name] = (source.layer.name, True)
+            self.deferred.add(source.layer.name)
 
     def _feeds_only_fused_quantizers(self, node, readers, consumers):
         """True when every reader of a kernel layer's output (looking through a folded BN) is a
@@ -162,12 +268,7 @@ class ExportGraph:
         if not next_nodes or len(next_nodes) != consumers.get(tensor_id, 0):
             return False
         for reader in next_nodes:
-            inner = _inner(reader.layer)
-            relu = type(inner).__name__ == "ReLU" and not getattr(inner, "negative_slope", 0) and (
-                getattr(inner, "max_value", None) is None and not getattr(inner, "threshold", 0))
-            relu = relu or (type(inner).__name__ == "Activation"
-                            and getattr(inner.activation, "__name__", "") == "relu")
-            if not relu or _quantizers(reader.layer)[2] is None:
+            if not _is_plain_relu(reader.layer) or _quantizers(reader.layer)[2] is None:
                 return False
         return True
 
@@ -230,31 +331,42 @@ class ExportGraph:
         self.ranges = dict(self._observed)
 
     # ----------------------------------------------------------------- forward
-    def _kernel_layer(self, layer, x):
+    def _kernel_layer(self, layer, x, bias_shift=0.0, gain=1.0):
+        """The pinned kernel layer without its activation, computing ``gain * (z - bias_shift)``.
+
+        A per-threshold copy (see ``lower_staircase_direct``) subtracts the threshold in the
+        bias; a distinct ``gain`` per copy (kernel, its quantization range and bias all scaled,
+        so the stored codes do not change) keeps the converter from merging the copies into
+        one float convolution followed by float bias additions.
+        """
         pinned = self.pinned[layer.name]
+        bias = ((np.asarray(pinned.bias, np.float64) - bias_shift) * gain).astype(np.float32)
         clone, attr = self._clones[layer.name]
-        lo, hi = pinned.range_min, pinned.range_max
+        lo = (np.asarray(pinned.range_min, np.float64) * gain).astype(np.float32)
+        hi = (np.asarray(pinned.range_max, np.float64) * gain).astype(np.float32)
+        kernel_values = (np.asarray(pinned.kernel, np.float64) * gain).astype(np.float32)
         per_channel = np.ndim(lo) > 0 and not (np.all(lo == lo.flat[0]) and np.all(hi == hi.flat[0]))
         if not per_channel:
             lo, hi = float(np.min(lo)), float(np.max(hi))
-        kernel = tf.constant(pinned.kernel)
+        kernel = tf.constant(kernel_values)
         if not self.quantize:
             setattr(clone, attr, kernel)
-            clone.bias = tf.constant(pinned.bias)
+            clone.bias = tf.constant(bias)
             return clone.call(x)
         name = f"{layer.name}/pinned_kernel"
         if _class(layer) == "Dense" and per_channel and len(x.shape) == 2:
             # TFLite stores FULLY_CONNECTED weights transposed, which a per-channel range on the
             # last axis cannot follow; a 1x1 CONV_2D keeps per-channel int8 weights exact.
             kernel = tf.quantization.fake_quant_with_min_max_vars_per_channel(
-                tf.constant(pinned.kernel[None, None]), lo, hi, num_bits=pinned.num_bits,
+                tf.constant(kernel_values[None, None]), lo, hi, num_bits=pinned.num_bits,
                 narrow_range=True, name=name)
             y = tf.nn.conv2d(tf.reshape(x, [-1, 1, 1, x.shape[-1]]), kernel, strides=1,
                              padding="VALID")
-            y = tf.nn.bias_add(y, tf.constant(pinned.bias))
+            y = tf.nn.bias_add(y, tf.constant(bias))
             return tf.reshape(y, [-1, pinned.kernel.shape[-1]])
         if _class(layer) == "Conv1D":
-            return self._conv1d_as_conv2d(clone, pinned, x, lo, hi, per_channel, name)
+            return self._conv1d_as_conv2d(clone, kernel_values, bias, x, lo, hi, per_channel, name,
+                                          pinned.num_bits)
         if per_channel:
             kernel = tf.quantization.fake_quant_with_min_max_vars_per_channel(
                 kernel, lo, hi, num_bits=pinned.num_bits, narrow_range=True, name=name)
@@ -262,34 +374,41 @@ class ExportGraph:
             kernel = tf.quantization.fake_quant_with_min_max_vars(
                 kernel, lo, hi, num_bits=pinned.num_bits, narrow_range=True, name=name)
         setattr(clone, attr, kernel)
-        clone.bias = tf.constant(pinned.bias)
+        clone.bias = tf.constant(bias)
         return clone.call(x)
 
     @staticmethod
-    def _conv1d_as_conv2d(clone, pinned, x, lo, hi, per_channel, name):
+    def _conv1d_as_conv2d(clone, kernel_values, bias, x, lo, hi, per_channel, name, num_bits):
         """Conv1D written as a height-1 Conv2D: the converter's own Conv1D lowering reshapes a
         per-channel quantized kernel and loses its channel axis."""
         if clone.padding == "causal" or clone.groups != 1 or clone.data_format != "channels_last":
             raise ValueError(
                 f"Layer {clone.name!r}: export supports Conv1D with padding 'same'/'valid', "
                 "groups=1 and channels_last.")
-        kernel = tf.constant(pinned.kernel[None])
+        kernel = tf.constant(kernel_values[None])
         if per_channel:
             kernel = tf.quantization.fake_quant_with_min_max_vars_per_channel(
-                kernel, lo, hi, num_bits=pinned.num_bits, narrow_range=True, name=name)
+                kernel, lo, hi, num_bits=num_bits, narrow_range=True, name=name)
         else:
             kernel = tf.quantization.fake_quant_with_min_max_vars(
-                kernel, lo, hi, num_bits=pinned.num_bits, narrow_range=True, name=name)
+                kernel, lo, hi, num_bits=num_bits, narrow_range=True, name=name)
         y = tf.nn.conv2d(tf.expand_dims(x, 1), kernel, strides=[1, 1, clone.strides[0], 1],
                          padding=clone.padding.upper(),
                          dilations=[1, 1, clone.dilation_rate[0], 1])
-        y = tf.nn.bias_add(y, tf.constant(pinned.bias))
+        y = tf.nn.bias_add(y, tf.constant(bias))
         return tf.squeeze(y, 1)
 
     def _activation(self, layer, x):
-        """The kernel layer's activation; ranges before anything TFLite cannot fuse (softmax, ...)."""
+        """The kernel layer's activation; ranges before anything TFLite cannot fuse (softmax, ...).
+
+        A ReLU before a staircase whose levels start at 0 or above is left out: the lowered
+        staircase clamps below its first level anyway (and the converter mis-handles the pair).
+        """
         activation = self.activations[layer.name]
         name = getattr(activation, "__name__", "")
+        kind, values = self.outputs.get(layer.name, (None, None))
+        if name == "relu" and kind == "staircase" and values[3].levels[0] >= 0:
+            return x
         if name in ("linear", "relu", "relu6"):
             return activation(x)
         return activation(self._calibrated(f"{layer.name}/preactivation", x))
@@ -299,12 +418,89 @@ class ExportGraph:
             return x
         kind, values = self.outputs.get(layer.name, (None, None))
         if kind == "staircase":
-            return lower_staircase(x, *values, name=layer.name)
+            with tf.name_scope(staircase_scope(layer.name)):
+                return lower_staircase(x, *values, name=layer.name)
         if kind == "int8":
             return fake_quant(x, *values)
         if layer.name in self.skip_calibration:
             return x
         return self._calibrated(layer.name, x)
+
+    def _pooled_dense(self, layer, x):
+        """``Dense(GlobalAveragePooling2D(x))`` as one VALID convolution over the whole map.
+
+        The kernel ``W / (H W)`` is tiled over the ``H x W`` positions with its quantization
+        range divided by ``H W`` too, so the stored codes are the Dense layer's own codes and
+        the int32 accumulator holds the exact sum: no int8 rounding of the mean.
+        """
+        pinned = self.pinned[layer.name]
+        height, width = int(x.shape[1]), int(x.shape[2])
+        area = float(height * width)
+        kernel = np.tile(np.asarray(pinned.kernel, np.float64)[None, None] / area,
+                         [height, width, 1, 1]).astype(np.float32)
+        lo = (np.asarray(pinned.range_min, np.float64) / area).astype(np.float32)
+        hi = (np.asarray(pinned.range_max, np.float64) / area).astype(np.float32)
+        kernel = tf.constant(kernel)
+        if self.quantize:
+            name = f"{layer.name}/pinned_kernel"
+            if np.ndim(lo) > 0:
+                kernel = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                    kernel, lo, hi, num_bits=pinned.num_bits, narrow_range=True, name=name)
+            else:
+                kernel = tf.quantization.fake_quant_with_min_max_vars(
+                    kernel, lo, hi, num_bits=pinned.num_bits, narrow_range=True, name=name)
+        y = tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
+        y = tf.nn.bias_add(y, tf.constant(pinned.bias))
+        return tf.reshape(y, [-1, kernel.shape[-1]])
+
+    def _accumulator_units(self, kernel_layer, inputs):
+        """Per-channel value ``S_c`` of one int32 accumulator unit (input scale times weight
+        scale) as the converter will set it, or ``None`` when the input's scale is unknown
+        (eager calibration, or an input not produced by a fake-quantization)."""
+        tensor = inputs
+        while getattr(tensor, "op", None) is not None and tensor.op.type in _SCALE_KEEPING_OPS:
+            tensor = tensor.op.inputs[0]
+        op = getattr(tensor, "op", None)
+        if op is None or op.type != "FakeQuantWithMinMaxArgs" or op.get_attr("num_bits") != 8:
+            return None
+        input_scale = (float(op.get_attr("max")) - float(op.get_attr("min"))) / 255.0
+        pinned = self.pinned[kernel_layer.name]
+        q_max = 2 ** (pinned.num_bits - 1) - 1
+        lo = np.asarray(pinned.range_min, np.float64)
+        hi = np.asarray(pinned.range_max, np.float64)
+        weight_scale = (hi - lo) / (2.0 * q_max)
+        return input_scale * np.broadcast_to(weight_scale, np.shape(pinned.bias))
+
+    def _direct_staircase(self, layer, kernel_layer, inputs):
+        """A staircase computed from per-threshold copies of ``kernel_layer``.
+
+        When the accumulator units ``S_c`` are known, each copy's bias is an exact integer
+        number of units: with ``v_c = S_c acc + b_c`` (``acc`` the integer accumulator),
+        ``v_c > t`` holds exactly when ``acc >= n_c = floor((t - b_c) / S_c) + 1``, so the
+        copy computes ``S_c (acc + 1 - n_c)`` on a grid of step ``d = min_c S_c``: one or
+        more steps exactly when the Keras decision is true. Otherwise the float bias
+        ``b_c - t + d/2`` is used (exact up to the int32 bias rounding).
+        """
+        alpha, beta, thresholds, levels = self.outputs[layer.name][1]
+        relu = self.direct[layer.name][1]
+        units = self._accumulator_units(kernel_layer, inputs)
+        bias = np.asarray(self.pinned[kernel_layer.name].bias, np.float64)
+        if units is not None and np.all(units > 0):
+            step = float(np.min(units))
+
+            def copy(t, gain):
+                first = np.floor((t - bias) / units) + 1.0
+                return self._kernel_layer(kernel_layer, inputs, bias - units * (1.0 - first), gain)
+        else:
+            step = None
+
+            def copy(t, gain):
+                return self._kernel_layer(kernel_layer, inputs, t - decision_step / 2.0, gain)
+        decision_step = step if step is not None else default_decision_step(
+            np.asarray(thresholds, np.float64) / beta)
+        with tf.name_scope(staircase_scope(layer.name)):
+            return lower_staircase_direct(copy, relu, alpha, beta, thresholds, levels,
+                                          step=decision_step, name=layer.name)
 
     def forward(self, inputs):
         """The export computation for one input batch (eager or traced)."""
@@ -314,8 +510,24 @@ class ExportGraph:
         for node in self.nodes:
             layer = node.layer
             cls = _class(layer)
-            if cls in KERNEL_ATTRIBUTES:
-                out = self._output(layer, self._kernel_layer(layer, values[node.flat_input_ids[0]]))
+            if cls in KERNEL_ATTRIBUTES and self.quantize and layer.name in self.direct:
+                out = self._direct_staircase(layer, layer, values[node.flat_input_ids[0]])
+            elif cls in KERNEL_ATTRIBUTES and self.quantize and layer.name in self.deferred:
+                out = _Deferred(layer, values[node.flat_input_ids[0]])
+            elif layer.name in self.folded_pooling and self.quantize:
+                out = _Pooled(values[node.flat_input_ids[0]])
+            elif isinstance(values.get(node.flat_input_ids[0]), _Pooled):
+                x = self._pooled_dense(layer, values[node.flat_input_ids[0]].inputs)
+                out = self._output(layer, self._activation(layer, x))
+            elif isinstance(values.get(node.flat_input_ids[0]), _Deferred):
+                if layer.name in self.folded_bn:
+                    out = values[node.flat_input_ids[0]]
+                else:
+                    deferred = values[node.flat_input_ids[0]]
+                    out = self._direct_staircase(layer, deferred.layer, deferred.inputs)
+            elif cls in KERNEL_ATTRIBUTES:
+                x = self._kernel_layer(layer, values[node.flat_input_ids[0]])
+                out = self._output(layer, self._activation(layer, x))
             elif layer.name in self.folded_bn:
                 out = values[node.flat_input_ids[0]]
             elif cls in PASS_THROUGH:

@@ -52,12 +52,12 @@ def read_model(path):
     else:
         path = os.fspath(path)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"No file at {path!r}.")
+            raise FileNotFoundError(f"`path`: no file at {path!r}.")
         with open(path, "rb") as handle:
             data = handle.read()
     if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
         raise ValueError(
-            f"{path!r} is not a TFLite model (missing the 'TFL3' file identifier); the file is "
+            f"`path` {path!r} is not a TFLite model (missing the 'TFL3' file identifier); the file is "
             "corrupt or of another format.")
     tfl = schema()
     try:
@@ -67,7 +67,7 @@ def read_model(path):
             raise ValueError("no subgraph")
         _walk(model, tfl, data)  # touch every table once so that truncation is detected here
     except Exception as error:  # noqa: BLE001 - any decoding failure means a corrupt file
-        raise ValueError(f"{path!r} is a corrupt TFLite file ({type(error).__name__}: {error}).") from None
+        raise ValueError(f"`path` {path!r} is a corrupt TFLite file ({type(error).__name__}: {error}).") from None
     return data, model
 
 

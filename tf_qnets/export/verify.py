@@ -34,6 +34,8 @@ class VerificationReport:
     keras_accuracy: float = None
     tflite_accuracy: float = None
     max_abs_diff: float = 0.0
+    kernels: str = "default"
+    reference: "VerificationReport" = None  # the reference-kernel run when kernels="both"
 
     @property
     def accuracy_diff(self):
@@ -47,7 +49,10 @@ class VerificationReport:
         if self.keras_accuracy is not None:
             text += (f" | accuracy keras {100 * self.keras_accuracy:.2f}% "
                      f"tflite {100 * self.tflite_accuracy:.2f}%")
-        return text + f" | max |logit diff| {self.max_abs_diff:.4g}"
+        text += f" | max |logit diff| {self.max_abs_diff:.4g}"
+        if self.reference is not None:
+            text += f" || reference kernels: {self.reference}"
+        return text
 
 
 def split_data(data, argument="data"):
@@ -80,8 +85,33 @@ def _top1(outputs):
     return outputs.argmax(-1) if outputs.ndim > 1 and outputs.shape[-1] > 1 else (outputs.ravel() > 0.5)
 
 
-def verify_tflite(qat_model, tflite_path, data, batch_size=256):
-    """Compare ``qat_model`` (hard staircase) with the .tflite file on ``data``; see module docstring."""
+def _compare(keras_out, tflite_out, y, kernels):
+    if keras_out.shape != tflite_out.shape:
+        raise ValueError(
+            f"The Keras model gives outputs of shape {keras_out.shape} but the TFLite file "
+            f"{tflite_out.shape}; was the file exported from this model?")
+    keras_top, tflite_top = _top1(keras_out), _top1(tflite_out)
+    report = VerificationReport(
+        samples=len(keras_out), agreement=float(np.mean(keras_top == tflite_top)),
+        max_abs_diff=float(np.max(np.abs(keras_out - tflite_out))), kernels=kernels)
+    if y is not None:
+        labels = np.asarray(y).reshape(len(keras_out), -1)
+        labels = labels.argmax(-1) if labels.shape[1] > 1 else labels[:, 0]
+        report.keras_accuracy = float(np.mean(keras_top == labels))
+        report.tflite_accuracy = float(np.mean(tflite_top == labels))
+    return report
+
+
+def verify_tflite(qat_model, tflite_path, data, batch_size=256, kernels="default"):
+    """Compare ``qat_model`` (hard staircase) with the .tflite file on ``data``; see module docstring.
+
+    ``kernels``: ``"default"`` runs the file as a phone's default runtime does (the XNNPACK
+    delegate); ``"reference"`` with TFLite's reference kernels (the integer arithmetic the
+    TFLite specification defines); ``"both"`` returns the default report with the
+    reference one in its ``reference`` field.
+    """
+    if kernels not in ("default", "reference", "both"):
+        raise ValueError(f"`kernels` must be 'default', 'reference' or 'both', got {kernels!r}.")
     x, y = split_data(data)
     if len(x) == 0:
         raise ValueError("`data` is empty.")
@@ -89,18 +119,11 @@ def verify_tflite(qat_model, tflite_path, data, batch_size=256):
     keras_out = np.concatenate([
         np.asarray(qat_model(x[i:i + batch_size], training=False))
         for i in range(0, len(x), batch_size)])
-    tflite_out = predict(load_interpreter(tflite_path), x, batch_size=batch_size)
-    if keras_out.shape != tflite_out.shape:
-        raise ValueError(
-            f"The Keras model gives outputs of shape {keras_out.shape} but the TFLite file "
-            f"{tflite_out.shape}; was the file exported from this model?")
-    keras_top, tflite_top = _top1(keras_out), _top1(tflite_out)
-    report = VerificationReport(
-        samples=len(x), agreement=float(np.mean(keras_top == tflite_top)),
-        max_abs_diff=float(np.max(np.abs(keras_out - tflite_out))))
-    if y is not None:
-        labels = np.asarray(y).reshape(len(x), -1)
-        labels = labels.argmax(-1) if labels.shape[1] > 1 else labels[:, 0]
-        report.keras_accuracy = float(np.mean(keras_top == labels))
-        report.tflite_accuracy = float(np.mean(tflite_top == labels))
-    return report
+    runs = ("default", "reference") if kernels == "both" else (kernels,)
+    reports = [
+        _compare(keras_out, predict(load_interpreter(tflite_path, kernels=run), x,
+                                    batch_size=batch_size), y, run)
+        for run in runs]
+    if kernels == "both":
+        reports[0].reference = reports[1]
+    return reports[0]
