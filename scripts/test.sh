@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
-exec "${PYTHON:-python3}" -m pytest tests "$@"
+# Two workers (pytest-xdist), one test file each at a time: the suite fits in ~15 min on 2 cores.
+exec "${PYTHON:-python3}" -m pytest tests -n 2 --dist loadfile "$@"
