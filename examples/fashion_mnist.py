@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import tf_qnets  # noqa: E402
 from tf_qnets._keras import keras, tf  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
-from tf_qnets.distribute import jit_compile_supported  # noqa: E402
+from tf_qnets.distribute import is_chief, jit_compile_supported, strategy_from_name  # noqa: E402
 
 from fashion_mnist_model import build_cnn, preprocess  # noqa: E402
 
@@ -83,28 +83,6 @@ def parse_args(argv=None):
     if args.qat_epochs is None:
         args.qat_epochs = 1 if args.quick else 4
     return args
-
-
-def make_strategy(name):
-    """The tf.distribute strategy for --strategy; created before any other TensorFlow work."""
-    if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            sys.exit("error: --strategy multiworker needs TF_CONFIG (the cluster and this worker)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def is_chief(strategy):
-    """True on the worker that writes files (the only one without a cluster)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    return (resolver.task_type == "worker" and resolver.task_id == 0
-            and "chief" not in resolver.cluster_spec().jobs)
 
 
 def load_data(args):
@@ -224,7 +202,10 @@ def run_in_standalone_runtime(path, test):
 
 def main(argv=None):
     args = parse_args(argv)
-    strategy = make_strategy(args.strategy)
+    try:
+        strategy = strategy_from_name(args.strategy)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
     chief = is_chief(strategy)
     os.makedirs(args.output_dir, exist_ok=True)
     start = time.time()

@@ -41,7 +41,7 @@ import time
 
 import tf_qnets
 from tf_qnets._keras import keras, tf
-from tf_qnets.distribute import jit_compile_supported
+from tf_qnets.distribute import is_chief, jit_compile_supported, strategy_from_name
 
 PAPER = {
     "w_bits": 3, "epochs": 55, "learning_rate": 1e-3, "decay_epochs": (30, 45),
@@ -86,17 +86,6 @@ def parse_args(argv=None):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
-
-
-def make_strategy(name):
-    """The tf.distribute strategy for ``--strategy`` (create it before any other TF work)."""
-    if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            sys.exit("error: --strategy multiworker needs TF_CONFIG (cluster and this task)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 def learning_rate_at(epoch, base=PAPER["learning_rate"]):
@@ -195,17 +184,12 @@ def data_source(args):
     return tfds.testing.mock_data(num_examples=args.mock_data)
 
 
-def is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type in ("chief", "worker") and resolver.task_id == 0 and (
-        resolver.task_type == "chief" or "chief" not in resolver.cluster_spec().jobs)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    strategy = make_strategy(args.strategy)
+    try:
+        strategy = strategy_from_name(args.strategy)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
     keras.utils.set_random_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
     start = time.time()

@@ -56,7 +56,9 @@ def test_bad_arguments_are_rejected_by_name(example):
 
 
 def test_strategy_one_is_the_default_strategy(example):
-    assert example.make_strategy("one") is example.tf.distribute.get_strategy()
+    from tf_qnets.distribute import strategy_from_name
+
+    assert strategy_from_name("one") is example.tf.distribute.get_strategy()
 
 
 def test_a_few_steps_end_to_end_on_mock_imagenet(example, tmp_path):
@@ -93,6 +95,10 @@ def test_multiworker_strategy_runs_as_a_one_worker_cluster(tmp_path):
 
 
 def test_multiworker_without_tf_config_explains_what_is_missing(example, monkeypatch):
+    from tf_qnets.distribute import strategy_from_name
+
     monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        strategy_from_name("multiworker")
     with pytest.raises(SystemExit, match="TF_CONFIG"):
-        example.make_strategy("multiworker")
+        example.main(["--strategy", "multiworker"])

@@ -13,7 +13,13 @@ from tf_qnets import _keras  # noqa: F401  (must come first: selects Keras 2)
 from tf_qnets.aliases import get_quantizer, quantizer_aliases
 from tf_qnets.api import count_quantizers, is_quantized_model, quantize_model
 from tf_qnets.configs import QNetsQuantizeConfig
-from tf_qnets.distribute import broadcast_from_first_replica, jit_compile_supported, replica_values
+from tf_qnets.distribute import (
+    broadcast_from_first_replica,
+    is_chief,
+    jit_compile_supported,
+    replica_values,
+    strategy_from_name,
+)
 from tf_qnets.export import export_tflite, inspect_tflite, verify_tflite
 from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.levels import LevelSet, activation_levels, weight_levels
@@ -46,6 +52,7 @@ __all__ = [
     "get_temperatures",
     "hard_staircase",
     "inspect_tflite",
+    "is_chief",
     "is_quantized_model",
     "jit_compile_supported",
     "load_model",
@@ -56,6 +63,7 @@ __all__ = [
     "replica_values",
     "set_temperature",
     "soft_staircase",
+    "strategy_from_name",
     "soft_staircase_reference",
     "summary",
     "verify_tflite",

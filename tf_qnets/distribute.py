@@ -29,9 +29,14 @@ Example::
     tf_qnets.distribute.replica_values(qat.weights[-1], strategy)   # one value per replica
 """
 
+import os
+
 from tf_qnets._keras import tf
 
-__all__ = ["broadcast_from_first_replica", "jit_compile_supported", "replica_values"]
+__all__ = ["broadcast_from_first_replica", "is_chief", "jit_compile_supported", "replica_values",
+           "strategy_from_name", "STRATEGY_NAMES"]
+
+STRATEGY_NAMES = ("one", "mirrored", "multiworker")
 
 
 def _strategy_of(strategy):
@@ -117,3 +122,31 @@ def jit_compile_supported(strategy=None):
     devices = strategy.extended.worker_devices
     return not any(
         (tf.DeviceSpec.from_string(d).device_type or "").upper() == "CPU" for d in devices)
+
+
+def strategy_from_name(name):
+    """``"one"`` (the default strategy), ``"mirrored"`` (every local GPU) or ``"multiworker"``.
+
+    Create it before any other TensorFlow work. ``"multiworker"`` needs the ``TF_CONFIG``
+    environment variable (the cluster and this task).
+    """
+    if name not in STRATEGY_NAMES:
+        raise ValueError(f"`strategy` must be one of {STRATEGY_NAMES}, got {name!r}.")
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("`strategy`='multiworker' needs TF_CONFIG (the cluster and this task).")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy=None):
+    """True on the one task that writes files: without a cluster, the chief, or worker 0."""
+    resolver = getattr(_strategy_of(strategy), "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return (resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().jobs)
