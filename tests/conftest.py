@@ -32,6 +32,22 @@ def build_sequential(seed=0, num_classes=4):
     ], name="small_sequential")
 
 
+def build_subclassed(features=4):
+    """A built subclassed model (tf_qnets refuses these: it needs the layer graph)."""
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+    model = Net()
+    model(np.zeros((1, features), "float32"))
+    return model
+
+
 def build_residual(seed=0, num_classes=3):
     """A Functional model with a residual Add, a Concatenate, Conv1D and GlobalAveragePooling1D."""
     keras.utils.set_random_seed(seed)

@@ -20,6 +20,7 @@ import pytest  # noqa: E402
 import tf_qnets  # noqa: E402
 from tf_qnets._keras import keras, tf  # noqa: E402
 from tf_qnets.levels import LevelSet, activation_levels, weight_levels  # noqa: E402
+from conftest import build_subclassed  # noqa: E402
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(tf_qnets.__file__))
 TF_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (tf, keras))
@@ -46,17 +47,7 @@ def keras3_model():
 
 
 def subclassed_model():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = keras.layers.Dense(2)
-
-        def call(self, inputs):
-            return self.dense(inputs)
-
-    model = Net()
-    model(np.zeros((1, 4), "float32"))
-    return model
+    return build_subclassed(features=4)
 
 
 def nested_model():

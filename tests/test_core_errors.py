@@ -5,6 +5,7 @@ import pytest
 
 import tf_qnets
 from tf_qnets._keras import keras, tf
+from conftest import build_subclassed  # noqa: E402
 
 
 def _dense_model():
@@ -43,16 +44,7 @@ def test_something_that_is_not_a_model_is_rejected():
 
 
 def test_a_subclassed_model_is_rejected_with_the_functional_rewrite():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = keras.layers.Dense(2)
-
-        def call(self, inputs):
-            return self.dense(inputs)
-
-    model = Net()
-    model(np.zeros((1, 3), "float32"))
+    model = build_subclassed(features=3)
     with pytest.raises(TypeError, match=r"subclassed model \(Net\).*Functional"):
         tf_qnets.quantize_model(model, w_bits=3)
 
