@@ -34,6 +34,7 @@ from tf_qnets._keras import keras, tf  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
 from tf_qnets.runtime import load_interpreter, predict  # noqa: E402
 
+from fashion_mnist import temperature_base  # noqa: E402
 from fashion_mnist_model import build_cnn, preprocess  # noqa: E402
 
 METHODS = ("float", "tfmot-8bit", "tfmot-W4A4", "tfmot-W2A2", "qnets-W1", "qnets-W2",
@@ -50,7 +51,8 @@ def parse_args(argv=None):
     parser.add_argument("--width", type=int, default=32, help="channel width of the CNN")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=2e-4, help="fine-tuning learning rate")
-    parser.add_argument("--temperature-base", type=float, default=10.0)
+    parser.add_argument("--temperature-base", type=temperature_base, default="auto",
+                        help="T = base * (epoch + 1); 'auto' (default): max(10, 100 / epochs)")
     parser.add_argument("--first-last", default="int8", choices=("float", "int8", "low_bit"))
     parser.add_argument("--output-dir", default="outputs/benchmark_accuracy")
     parser.add_argument("--data-dir", default=None)
@@ -195,6 +197,14 @@ def bits_of(method):
     return f"{w_bits}/{a_bits or 32}"
 
 
+def schedule_text(args):
+    if args.temperature_base != "auto":
+        return f"{args.temperature_base:g} * (epoch + 1)"
+    base = max(tf_qnets.schedule.AUTO_BASE,
+               tf_qnets.schedule.AUTO_FINAL_TEMPERATURE / max(args.epochs, 1))
+    return f"{base:g} * (epoch + 1) (base='auto', the default)"
+
+
 def markdown(rows, args, float_seconds, wall):
     command = "python benchmarks/accuracy.py " + " ".join(sys.argv[1:])
     lines = [
@@ -208,7 +218,7 @@ def markdown(rows, args, float_seconds, wall):
         + (f" ({float_seconds:.0f} s/epoch)" if float_seconds else " (cached)")
         + f"; every method fine-tuned {args.epochs} epochs from it with Adam(lr={args.learning_rate}), "
         f"batch {args.batch_size}; tf_qnets first/last layers: {args.first_last}, "
-        f"T = {args.temperature_base:g} * (epoch + 1).",
+        f"T = {schedule_text(args)}.",
         "",
         "| method | W/A bits | Keras test acc | TFLite test acc | .tflite size | s/epoch |",
         "|---|---|---|---|---|---|",

@@ -15,7 +15,8 @@ temperature ``--temperature`` (default 10: the first epoch of
 ``TemperatureScheduler(base=10)``).
 
 Time: every model is built and warmed up in one process, then ``--rounds`` rounds
-each run one training step of every configuration in turn (interleaved, so that
+each run one training step (the compiled train function on a long-lived iterator,
+as ``fit`` runs it) of every configuration in turn (interleaved, so that
 the load of a shared machine hits all of them alike); the table gives the median
 step and its ratio to the median float step (no jit) of the same run.
 
@@ -102,21 +103,40 @@ def build(name, jit, temperature):
     return model
 
 
-def measure_time(names, rounds, warmup, temperature):
+def training_step(model):
+    """One training step as ``model.fit`` runs it: the compiled train function on a
+    long-lived iterator. Returns a callable that runs one step and waits for it.
+
+    (``train_on_batch`` builds and tears down a tf.data iterator on every call; that
+    teardown intermittently blocks for 100-150 ms on this machine, which is not a cost
+    of training and used to dominate the medians.)
+    """
+    from tf_qnets._keras import tf
+
     x, y = _data()
-    models = {}
+    iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+    train_function = model.make_train_function()
+
+    def step():
+        return float(train_function(iterator)["loss"].numpy())
+
+    return step
+
+
+def measure_time(names, rounds, warmup, temperature):
+    steps = {}
     for name in names:
         for jit in (False, True):
-            model = build(name, jit, temperature)
+            step = training_step(build(name, jit, temperature))
             for _ in range(warmup):
-                model.train_on_batch(x, y)
-            models[(name, jit)] = model
+                step()
+            steps[(name, jit)] = step
             print(f"  built and warmed up {name} jit={jit}", flush=True)
-    times = {key: [] for key in models}
+    times = {key: [] for key in steps}
     for r in range(rounds):
-        for key, model in models.items():
+        for key, step in steps.items():
             start = time.perf_counter()
-            model.train_on_batch(x, y)
+            step()
             times[key].append(time.perf_counter() - start)
         print(f"  round {r + 1}/{rounds}", flush=True)
     return {key: statistics.median(v) for key, v in times.items()}
@@ -134,13 +154,12 @@ def memory_child(name, jit, temperature):
     """Runs in a fresh process: prints JSON with peak TF-buffer bytes and peak RSS."""
     from tf_qnets._keras import tf
 
-    x, y = _data()
-    model = build(name, jit, temperature)
+    step = training_step(build(name, jit, temperature))
     for _ in range(2):
-        model.train_on_batch(x, y)
+        step()
     tf.config.experimental.reset_memory_stats("CPU:0")
     for _ in range(3):
-        model.train_on_batch(x, y)
+        step()
     peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
     print("RESULT " + json.dumps({"peak_mib": peak / 2**20, "rss_mib": _vm_hwm_mib()}))
 

@@ -36,6 +36,19 @@ VERBOSE = 1 if sys.stdout.isatty() else 2   # progress bars on a terminal, a lin
 _BITS = re.compile(r"^W(\d)(?:A(\d))?$")
 
 
+def temperature_base(text):
+    """argparse type of ``--temperature-base``: ``auto`` or a positive number."""
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}")
+    return value
+
+
 def parse_bits(text):
     """'W3A3' -> (3, 3); 'W3' -> (3, None)."""
     match = _BITS.match(text.upper())
@@ -56,7 +69,8 @@ def parse_args(argv=None):
     parser.add_argument("--float-epochs", type=int, default=None, help="float training epochs")
     parser.add_argument("--qat-epochs", type=int, default=None, help="fine-tuning epochs per setting")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--temperature-base", type=float, default=10.0)
+    parser.add_argument("--temperature-base", type=temperature_base, default="auto",
+                        help="T = base * (epoch + 1); 'auto' (default): max(10, 100 / epochs)")
     parser.add_argument("--thresholds", choices=("auto", "kmeans", "uniform"), default="auto")
     parser.add_argument("--first-last", choices=("float", "int8", "low_bit"), default="int8",
                         help="int8 (default) simulates the first/last layers as the device runs them")

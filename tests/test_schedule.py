@@ -103,6 +103,38 @@ def test_set_and_get_temperatures(qat):
     assert all("temperature" in name for name in values)
 
 
+@pytest.mark.parametrize("epochs,base", [(1, 100.0), (2, 50.0), (4, 25.0), (10, 10.0), (55, 10.0)])
+def test_auto_base_ends_at_t_100_for_short_fits_and_is_10_for_long_ones(qat, epochs, base):
+    scheduler = tf_qnets.TemperatureScheduler()
+    assert scheduler.base == "auto"
+    scheduler.set_model(qat)
+    scheduler.set_params({"epochs": epochs, "steps": None, "verbose": 0})
+    scheduler.on_train_begin()
+    assert scheduler.resolved_base == base
+    scheduler.on_epoch_begin(epochs - 1)
+    assert set(_temperatures(qat, "activations")) == {base * epochs}
+
+
+def test_auto_base_without_fit_params_is_10_and_survives_the_config():
+    scheduler = tf_qnets.TemperatureScheduler()
+    assert scheduler.resolved_base == 10.0 and scheduler.temperature_at(2) == 30.0
+    config = scheduler.get_config()
+    assert config["base"] == "auto"
+    assert tf_qnets.TemperatureScheduler.from_config(config).base == "auto"
+
+
+def test_auto_base_is_used_by_fit():
+    from conftest import build_residual
+    data = np.random.default_rng(2).normal(size=(8, 16, 3)).astype("float32")
+    model = tf_qnets.quantize_model(build_residual(seed=5), w_bits=2, a_bits=2,
+                                    calibration_data=data, verbose=0)
+    labels = np.zeros((8,) + tuple(model.output_shape[1:]), "float32")
+    model.compile("sgd", "mse")
+    history = model.fit(data, labels, epochs=2, batch_size=8, verbose=0,
+                        callbacks=[tf_qnets.TemperatureScheduler()])
+    assert history.history["temperature"] == [50.0, 100.0]
+
+
 # --- validation ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("base", [0, -1.0, math.nan, math.inf])
@@ -111,7 +143,7 @@ def test_non_positive_or_non_finite_base_is_rejected(base):
         tf_qnets.TemperatureScheduler(base=base)
 
 
-@pytest.mark.parametrize("base", ["10", True, None])
+@pytest.mark.parametrize("base", ["10", "fast", True, None])
 def test_non_numeric_base_is_rejected(base):
     with pytest.raises(TypeError, match="`base` must be a positive number"):
         tf_qnets.TemperatureScheduler(base=base)

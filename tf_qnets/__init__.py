@@ -5,7 +5,7 @@ Importing tf_qnets selects Keras 2 (``tf_keras``), which tensorflow-model-optimi
     import tf_qnets
     qat = tf_qnets.quantize_model(float_model, w_bits=3, a_bits=3, calibration_data=ds.take(8))
     qat.compile(optimizer, loss, metrics, jit_compile=True)
-    qat.fit(ds, epochs=10, callbacks=[tf_qnets.TemperatureScheduler(base=10)])
+    qat.fit(ds, epochs=10, callbacks=[tf_qnets.TemperatureScheduler()])   # T = 10, 20, ..., 100
     qat.evaluate(test_ds)          # hard staircase: what the device computes
 """
 

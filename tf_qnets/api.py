@@ -147,7 +147,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
 
         qat = tf_qnets.quantize_model(model, w_bits=3, a_bits=3, calibration_data=ds.take(8))
         qat.compile("sgd", "sparse_categorical_crossentropy", ["accuracy"], jit_compile=True)
-        qat.fit(ds, epochs=10, callbacks=[tf_qnets.TemperatureScheduler(base=10)])
+        qat.fit(ds, epochs=10, callbacks=[tf_qnets.TemperatureScheduler()])   # T = 10, 20, ..., 100
     """
     _check_model_structure(model)
     plans = plan_quantization(

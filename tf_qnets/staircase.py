@@ -26,17 +26,23 @@ evaluated at temperature 1 (``sigmoid(clip(beta x - b_i, -10, 10))``) and still
 multiplied by ``T``, a wider gradient window.
 
 Cost. The clamp makes every threshold farther than ``10 / T`` from ``beta * x``
-contribute the constant ``s_i * sigmoid(+-10)`` and no gradient. With sorted
-thresholds and smallest gap ``g``, only the ``K = floor(10 / (T g)) + 1`` nearest
-thresholds on each side of ``beta * x`` need a sigmoid; the rest is a prefix sum.
-:func:`soft_staircase` therefore costs ``O(log n + K)`` per element instead of
-``O(n)`` for large level sets (more than ``PLAIN_MAX`` thresholds: a branch-free
-bisection finds the window, ``K <= STATIC_WIDTH`` is unrolled, wider windows loop).
-Small level sets (up to 4 bits) sum their few sigmoids directly, which needs no
-per-element table lookup. By default both passes are compiled with XLA on their own
-(``implementation="xla"``): one fused loop over the elements each, while the rest
-of the model keeps TensorFlow's regular kernels. The backward pass keeps only
-``x`` and the output (no per-threshold tensor) and recomputes the sigmoids.
+contribute the constant ``s_i * sigmoid(+-10)`` and no gradient, so only the nearest
+thresholds need a sigmoid. :func:`soft_staircase` uses that in three ways:
+
+* evenly spaced thresholds with equal steps (the default for activations, checked on
+  every call): the nearest threshold is ``round((beta x - b_0) / g)``, pure arithmetic,
+  and ``2 W + 1`` sigmoids suffice, ``W = 0`` once ``T g > 20`` and at most 3 for
+  ``T g > 2.86`` (one compiled kernel per width); the cost does not depend on ``n``;
+* other sets of up to ``PLAIN_MAX`` thresholds (weights: k-means, powers of two): the
+  few sigmoids are summed directly, with scalar thresholds;
+* larger other sets (and evenly spaced ones at low T): a branch-free bisection finds
+  the ``K = floor(10 / (T g)) + 1`` nearest thresholds on each side (``g`` the smallest
+  gap), the clamped rest is a prefix sum: ``O(log n + K)``.
+
+By default both passes are compiled with XLA on their own (``implementation="xla"``):
+one fused loop over the elements each, while the rest of the model keeps TensorFlow's
+regular kernels. The backward pass keeps only ``x`` and the output (no per-threshold
+tensor) and recomputes the sigmoids; the scale gradients are dot products.
 :func:`soft_staircase_reference` is the plain sum, kept for tests and export.
 
 Every tensor keeps the rank of ``x`` (a 5-D broadcast ``x[..., None] - b``
@@ -78,6 +84,11 @@ IMPLEMENTATIONS = ("xla", "graph")
 PLAIN_MAX = 15
 # Window half-width evaluated without a loop; wider windows (small T) use a while_loop.
 STATIC_WIDTH = 2
+# Evenly spaced thresholds of equal steps (default activations) from this many on use
+# the arithmetic nearest-threshold window instead of the sum or the search ...
+UNIFORM_MIN = 3
+# ... when T is high enough that at most this many neighbours per side need a sigmoid.
+UNIFORM_MAX_WIDTH = 3
 _SIG_HI = 1.0 / (1.0 + math.exp(-CLAMP))
 _SIG_LO = 1.0 / (1.0 + math.exp(CLAMP))
 
@@ -254,10 +265,71 @@ def _window_sums(u, table, levels, temperature, slope_temperature, need_codes, n
     return codes, slope
 
 
-def _sums(x, beta, thresholds, temperature, slope_temperature, levels, need_codes, need_slope):
-    """``(sum_i s_i sigma_i - o, sum_i s_i d_i)``, by the cheaper of the two schemes."""
+def _evenly_spaced(thresholds, n):
+    """True when the thresholds are exactly ``b_0 + i * g`` with ``g > 0`` (as initialised).
+
+    Checked in the arithmetic the fast path uses, so that path reproduces every
+    threshold bit for bit; anything else (trained, k-means, unsorted) is not.
+    """
+    b0 = thresholds[0]
+    gap = (thresholds[n - 1] - b0) / float(n - 1)
+    index = tf.range(n, dtype=thresholds.dtype)
+    return tf.logical_and(gap > 0.0, tf.reduce_all(tf.equal(thresholds, b0 + index * gap)))
+
+
+def _uniform_width(thresholds, n, temperature):
+    """``W = floor(10 / (T g) - 1/2 + 1e-3) + 1``: how many places from the nearest
+    threshold a threshold can be and still be within ``10 / T`` of ``beta * x``
+    (0 for ``T g > ~20``, 1 down to ``T g = ~6.67``, 2 down to ~4, 3 down to ~2.86).
+    The ``1e-3`` margin covers the rounding of the nearest index half-way between two."""
+    gap = (thresholds[n - 1] - thresholds[0]) / float(n - 1)
+    width = tf.math.floor(CLAMP / (temperature * gap) - 0.5 + 1e-3) + 1.0
+    width = tf.where(tf.math.is_nan(width), tf.constant(float(n), width.dtype), width)
+    return tf.cast(tf.clip_by_value(width, 0.0, float(n)), tf.int32)
+
+
+def _uniform_sums(u, thresholds, levels, temperature, slope_temperature, need_codes, need_slope,
+                  width):
+    """Evenly spaced thresholds and equal steps: the nearest threshold is an arithmetic index.
+
+    With ``c = round((u - b_0) / g)`` (clipped to ``[0, n-1]``), a threshold more than
+    ``width`` places from ``c`` is more than ``(width + 1/2) g > 10 / T`` away (see
+    :func:`_uniform_width`), so clamped: ``2 width + 1`` sigmoids per element, no table
+    lookup, no search, whatever ``n``. ``width`` is static (one compiled kernel each).
+    """
+    n = levels.num_steps
+    dtype = u.dtype
+    step = float(levels.steps[0])
+    b0 = thresholds[0]
+    gap = (thresholds[n - 1] - b0) / float(n - 1)
+    # NaN and +-inf land on a valid index; their terms then give NaN / the clamped ends.
+    position = tf.clip_by_value((u - b0) / gap, -1.0, float(n))
+    position = tf.where(tf.math.is_nan(position), tf.zeros_like(position), position)
+    centre = tf.clip_by_value(tf.math.floor(position + 0.5), 0.0, float(n - 1))
+    codes = slope = tf.zeros_like(u)
+    for k in range(-width, width + 1):
+        index = centre + float(k)
+        valid = (index >= 0.0) & (index <= float(n - 1))
+        height = tf.where(valid, tf.fill(tf.shape(u), tf.constant(step, dtype)), tf.zeros_like(u))
+        c, d = _sigmoid_terms(u - (b0 + index * gap), height, temperature, slope_temperature,
+                              need_codes, need_slope)
+        codes = codes + c if need_codes else codes
+        slope = slope + d if need_slope else slope
+    if need_codes:
+        below = tf.maximum(centre - float(width), 0.0)
+        above = tf.maximum(float(n - 1 - width) - centre, 0.0)
+        codes = codes + step * (below * _SIG_HI + above * _SIG_LO)
+    return codes, slope
+
+
+def _sums(x, beta, thresholds, temperature, slope_temperature, levels, need_codes, need_slope,
+          width=None):
+    """``(sum_i s_i sigma_i - o, sum_i s_i d_i)``; ``width``: the uniform path's, else general."""
     u = beta * x
-    if levels.num_steps <= PLAIN_MAX:
+    if width is not None:
+        codes, slope = _uniform_sums(u, thresholds, levels, temperature, slope_temperature,
+                                     need_codes, need_slope, width)
+    elif levels.num_steps <= PLAIN_MAX:
         codes, slope = _plain_sums(u, thresholds, levels, temperature, slope_temperature,
                                    need_codes, need_slope)
     else:
@@ -304,14 +376,16 @@ class _Kernels:
     """The forward and backward elementwise passes of one level set, optionally XLA-compiled.
 
     ``forward(x, alpha, beta, b, T) = alpha * (sum_i s_i sigma_i - o)``;
-    ``backward(x, upstream, alpha, beta, b, T) = upstream * alpha * T * sum_i s_i d_i``.
+    ``backward(x, upstream, alpha, beta, b, T, scale) = upstream * alpha * T * scale * sum_i s_i d_i``
+    (``scale = beta`` gives ``dL/dx``).
     Each is one fused loop over the elements under XLA; the reductions for ``alpha`` and
     ``beta`` stay outside, so that XLA never evaluates the sigmoids twice.
     """
 
-    def __init__(self, levels, wide, compiled):
+    def __init__(self, levels, wide, compiled, width=None):
         self.levels = levels
         self.wide = wide
+        self.width = width
         wrap = tf.function(jit_compile=True, autograph=False) if compiled else (lambda f: f)
         self._compiled_forward = wrap(self._forward)
         self._compiled_backward = wrap(self._backward)
@@ -325,29 +399,35 @@ class _Kernels:
         return self._compiled_backward(*[tf.stop_gradient(a) for a in args])
 
     def _forward(self, x, alpha, beta, thresholds, temperature):
-        codes, _ = _sums(x, beta, thresholds, temperature, temperature, self.levels, True, False)
+        codes, _ = _sums(x, beta, thresholds, temperature, temperature, self.levels, True, False,
+                         self.width)
         return alpha * codes
 
-    def _backward(self, x, upstream, alpha, beta, thresholds, temperature):
+    def _backward(self, x, upstream, alpha, beta, thresholds, temperature, scale):
         slope_temperature = tf.ones_like(temperature) if self.wide else temperature
         _, slope = _sums(x, beta, thresholds, temperature, slope_temperature, self.levels,
-                         False, True)
-        return upstream * (alpha * temperature) * slope
+                         False, True, self.width)
+        return upstream * (alpha * temperature * scale) * slope
 
 
 _KERNELS = {}
 
 
-def _kernels(levels, wide, implementation):
-    key = (levels.levels, wide, implementation)
+def _kernels(levels, wide, implementation, width=None):
+    key = (levels.levels, wide, implementation, width)
     if key not in _KERNELS:
-        _KERNELS[key] = _Kernels(levels, wide, compiled=implementation == "xla")
+        _KERNELS[key] = _Kernels(levels, wide, compiled=implementation == "xla", width=width)
     return _KERNELS[key]
+
+
+def _dot(a, b):
+    """``sum(a * b)`` over all elements in one pass (a matrix product of two rows)."""
+    return tf.reshape(tf.matmul(tf.reshape(a, [1, -1]), tf.reshape(b, [-1, 1])), [])
 
 
 def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="exact",
                    train_thresholds=False, implementation="xla"):
-    """Soft staircase (see the module docstring) in ``O(log n + K)`` per element.
+    """Soft staircase (see the module docstring): a few sigmoids per element, not ``n``.
 
     Args:
       x: input tensor (any shape, float).
@@ -367,7 +447,8 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
     Returns ``alpha * (sum_i s_i sigmoid(clip(T (beta x - b_i))) - o)``, equal to
     :func:`soft_staircase_reference` within float32 rounding. The backward pass keeps
     ``x`` and the output ``y`` (which the next layer keeps anyway) and recomputes the
-    sigmoids; ``dy/dalpha`` is read off ``y / alpha`` (recomputed when ``alpha = 0``).
+    sigmoids; ``dy/dalpha = sum(upstream * y) / alpha`` and ``dy/dbeta = sum(x * dy/dx) / beta``
+    are dot products (recomputed without the division when that is 0 or not finite).
 
     Example::
 
@@ -387,25 +468,49 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
         raise TypeError(f"`x` must be a float tensor, got dtype {x.dtype.name}.")
     dtype = x.dtype
     n = levels.num_steps
-    kernels = _kernels(levels, gradient == "wide", implementation)
+    wide = gradient == "wide"
+    uniform = levels.is_uniform and n >= UNIFORM_MIN
+    variants = [_kernels(levels, wide, implementation)]
+    if uniform:
+        variants += [_kernels(levels, wide, implementation, width)
+                     for width in range(UNIFORM_MAX_WIDTH + 1)]
+
+    def run(method, temperature_for_width, thresholds, *args):
+        """Kernel 0 is the general one; 1 + W the uniform one of width W, when it applies."""
+        if not uniform:
+            return getattr(variants[0], method)(*args)
+        width = _uniform_width(thresholds, n, temperature_for_width)
+        use = tf.logical_and(_evenly_spaced(thresholds, n), width <= UNIFORM_MAX_WIDTH)
+        branch = tf.where(use, width + 1, 0)
+        return tf.switch_case(
+            branch, [lambda k=k: getattr(k, method)(*args) for k in variants])
 
     @tf.custom_gradient
     def _soft(x, alpha, beta, thresholds, temperature):
-        y = kernels.forward(x, alpha, beta, thresholds, temperature)
+        y = run("forward", temperature, thresholds, x, alpha, beta, thresholds, temperature)
 
         def grad(upstream):
             # Recomputed from x: nothing of x's size is kept from the forward pass but y.
-            g = kernels.backward(x, upstream, alpha, beta, thresholds, temperature)
-            d_x = g * beta
-            d_beta = tf.reduce_sum(tf.math.multiply_no_nan(x, g))   # 0 * inf = 0 here
+            slope_temperature = tf.ones_like(temperature) if wide else temperature
+
+            def backward(scale):
+                return run("backward", slope_temperature, thresholds, x, upstream, alpha, beta,
+                           thresholds, temperature, scale)
+
+            d_x = backward(beta)
+            # The scale gradients are sums of products: one pass each as a dot product.
+            # dL/dbeta = sum(x * dL/dx) / beta, unless beta = 0 or an infinite x (whose
+            # gradient is 0) makes it NaN: then recomputed without the division, 0 * inf = 0.
+            d_beta = _dot(x, d_x) / beta
+            d_beta = tf.cond(
+                tf.math.is_finite(d_beta), lambda: d_beta,
+                lambda: tf.reduce_sum(tf.math.multiply_no_nan(x, backward(tf.ones_like(beta)))))
             d_alpha = tf.cond(
                 tf.not_equal(alpha, 0.0),
-                lambda: tf.reduce_sum(upstream * y) / alpha,
-                lambda: tf.reduce_sum(
-                    upstream * kernels.forward(x, tf.ones_like(alpha), beta, thresholds,
-                                               temperature)))
+                lambda: _dot(upstream, y) / alpha,
+                lambda: _dot(upstream, run("forward", temperature, thresholds, x,
+                                           tf.ones_like(alpha), beta, thresholds, temperature)))
             if train_thresholds:
-                slope_temperature = tf.ones_like(temperature) if gradient == "wide" else temperature
                 d_b = -alpha * temperature * _threshold_gradient(
                     x, upstream, beta, thresholds, slope_temperature, levels)
             else:
