@@ -1,0 +1,79 @@
+"""The benchmark scripts' own logic (argument types, report text, Markdown splicing, the
+step timer), without their long measurements."""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+import accuracy  # noqa: E402
+import train_speed  # noqa: E402
+from fashion_mnist import temperature_base  # noqa: E402
+
+
+@pytest.mark.parametrize("text,value", [("auto", "auto"), ("50", 50.0), ("2.5", 2.5)])
+def test_temperature_base_argument_accepts_auto_and_positive_numbers(text, value):
+    assert temperature_base(text) == value
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "inf", "nan", "hot"])
+def test_temperature_base_argument_rejects_the_rest(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="'auto' or a positive number"):
+        temperature_base(text)
+
+
+@pytest.mark.parametrize("epochs,expected", [(1, "100 * (epoch + 1)"), (2, "50 * (epoch + 1)"),
+                                             (20, "10 * (epoch + 1)")])
+def test_accuracy_report_states_the_temperature_schedule_used(epochs, expected):
+    args = accuracy.parse_args(["--epochs", str(epochs)])
+    assert accuracy.schedule_text(args).startswith(expected)
+    args = accuracy.parse_args(["--epochs", str(epochs), "--temperature-base", "7"])
+    assert accuracy.schedule_text(args) == "7 * (epoch + 1)"
+
+
+def test_accuracy_markdown_replaces_only_its_own_block(tmp_path):
+    path = tmp_path / "benchmarks.md"
+    path.write_text("# Benchmarks\n\n## Training speed\n\nkept\n")
+    args = accuracy.parse_args(["--epochs", "2"])
+    rows = [{"method": "float", "keras": 0.9253, "tflite": 0.9253, "bytes": 564828,
+             "seconds_per_epoch": None, "note": ""},
+            {"method": "tfmot-W2A2", "keras": 0.5, "tflite": None, "bytes": None,
+             "seconds_per_epoch": 100.0, "note": "TFLite: ConverterError: x"}]
+    for _ in range(2):            # written twice: replaced, not appended again
+        accuracy.write_markdown(str(path), accuracy.markdown(rows, args, None, 600.0))
+    text = path.read_text()
+    assert text.count("<!-- accuracy:begin -->") == 1 and "kept" in text
+    assert "| float | 32/32 | 92.53% | 92.53% | 551.6 KiB | - |" in text
+    assert "| tfmot-W2A2 | 2/2 | 50.00% | n/a | n/a | 100.0 |" in text
+    assert "- tfmot-W2A2: TFLite: ConverterError: x" in text
+
+
+def test_speed_summary_reports_each_target_from_the_fastest_configuration():
+    times = {("float", False): 0.100, ("float", True): 0.150, ("tfmot8", False): 0.120,
+             ("tfmot8", True): 0.200, ("W3A2", False): 0.130, ("W3A2", True): 0.140,
+             ("W3A3", False): 0.140, ("W3A3", True): 0.300, ("W3A8", False): 0.150,
+             ("W3A8", True): 0.160}
+    memory = {key: {"peak_mib": 100.0 if key[0] == "float" else 120.0, "rss_mib": 900.0}
+              for key in times}
+    text = train_speed.summary(times, memory)
+    assert "W3A3 / float (fastest of each): 1.40 (target <= 1.5)" in text
+    assert "W3A3 / tfmot 8-bit QAT (fastest of each): 1.17 (target <= 1.0)" in text
+    assert "W3A8 / W3A2 (fastest of each): 1.15 (target <= 1.2)" in text
+    assert "W3A3 / float peak TF buffers (smallest of each): 1.20 (target <= 1.3)" in text
+
+
+def test_speed_step_runs_the_compiled_train_function_on_one_iterator():
+    from tf_qnets._keras import keras
+
+    model = train_speed._float_model(keras)
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    step = train_speed.training_step(model)
+    losses = [step() for _ in range(3)]
+    assert all(np.isfinite(losses))
+    assert int(model.optimizer.iterations.numpy()) == 3
