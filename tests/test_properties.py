@@ -93,7 +93,7 @@ def flush_denormals(a):
 def numpy_hard(x, alpha, beta, thresholds, levels):
     """Independent reference: ``alpha * y_j``, ``j`` = #thresholds strictly below beta * x
     (computed in float32, subnormals flushed to zero as TensorFlow's CPU kernels do)."""
-    u = (np.float32(beta) * flush_denormals(x)).astype(np.float32)
+    u = flush_denormals(np.float32(beta) * flush_denormals(x))   # a subnormal product too
     j = np.sum(u[:, None] > flush_denormals(thresholds)[None, :], axis=1)
     y = np.asarray(levels.levels, np.float32)[j]
     return (np.float32(alpha) * y).astype(np.float32)
