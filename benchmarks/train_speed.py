@@ -139,6 +139,7 @@ def measure_time(names, rounds, warmup, temperature):
             step()
             times[key].append(time.perf_counter() - start)
         print(f"  round {r + 1}/{rounds}", flush=True)
+    steps.clear()   # release the models and their iterators before the report
     return {key: statistics.median(v) for key, v in times.items()}
 
 
@@ -274,7 +275,7 @@ def main():
         table(names, times, memory), "",
         summary(times, memory), "",
     ])
-    print(text)
+    print(text, flush=True)   # (once, a finished run hung in TensorFlow's teardown)
     if args.write:
         write_docs(args.write, text)
         print(f"written to {args.write}")
