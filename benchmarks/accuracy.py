@@ -200,8 +200,7 @@ def bits_of(method):
 def schedule_text(args):
     if args.temperature_base != "auto":
         return f"{args.temperature_base:g} * (epoch + 1)"
-    base = max(tf_qnets.schedule.AUTO_BASE,
-               tf_qnets.schedule.AUTO_FINAL_TEMPERATURE / max(args.epochs, 1))
+    base = tf_qnets.schedule.auto_base(args.epochs)
     return f"{base:g} * (epoch + 1) (base='auto', the default)"
 
 

@@ -34,6 +34,11 @@ AUTO_BASE = 10.0
 AUTO_FINAL_TEMPERATURE = 100.0
 
 
+def auto_base(epochs):
+    """``base="auto"``: ``max(10, 100 / epochs)``; 10 when ``epochs`` is unknown (None or 0)."""
+    return max(AUTO_BASE, AUTO_FINAL_TEMPERATURE / epochs) if epochs else AUTO_BASE
+
+
 def _temperature_variables(model, role=None):
     found = []
     for _, _, _, quantizer, variables in quantizer_states(model):
@@ -105,8 +110,7 @@ class TemperatureScheduler(keras.callbacks.Callback):
         with the ``epochs`` of the running ``fit`` (10 before ``fit`` sets them)."""
         if self.base != "auto":
             return self.base
-        epochs = (getattr(self, "params", None) or {}).get("epochs") or 0
-        return max(AUTO_BASE, AUTO_FINAL_TEMPERATURE / epochs) if epochs else AUTO_BASE
+        return auto_base((getattr(self, "params", None) or {}).get("epochs"))
 
     def temperature_at(self, epoch):
         """The (uncapped) activation temperature at a possibly fractional epoch."""
