@@ -40,7 +40,7 @@ def test_accuracy_report_states_the_temperature_schedule_used(epochs, expected):
 def test_accuracy_markdown_replaces_only_its_own_block(tmp_path):
     path = tmp_path / "benchmarks.md"
     path.write_text("# Benchmarks\n\n## Training speed\n\nkept\n")
-    args = accuracy.parse_args(["--epochs", "2"])
+    args = accuracy.parse_args(["--epochs", "2", "--methods", "float", "tfmot-W2A2"])
     rows = [{"method": "float", "keras": 0.9253, "tflite": 0.9253, "bytes": 564828,
              "seconds_per_epoch": None, "note": ""},
             {"method": "tfmot-W2A2", "keras": 0.5, "tflite": None, "bytes": None,
@@ -49,9 +49,26 @@ def test_accuracy_markdown_replaces_only_its_own_block(tmp_path):
         accuracy.write_markdown(str(path), accuracy.markdown(rows, args, None, 600.0))
     text = path.read_text()
     assert text.count("<!-- accuracy:begin -->") == 1 and "kept" in text
-    assert "| float | 32/32 | 92.53% | 92.53% | 551.6 KiB | - |" in text
-    assert "| tfmot-W2A2 | 2/2 | 50.00% | n/a | n/a | 100.0 |" in text
+    assert "| float | 32/32 | - | 92.53% | 92.53% | 551.6 KiB | - |" in text
+    assert "| tfmot-W2A2 | 2/2 | - | 50.00% | n/a | n/a | 100.0 |" in text
+    assert "Partial" not in text
     assert "- tfmot-W2A2: TFLite: ConverterError: x" in text
+
+
+def test_accuracy_markdown_states_each_target_and_a_partial_run():
+    args = accuracy.parse_args(["--epochs", "2"])
+    rows = [{"method": m, "init": i, "keras": k, "tflite": None, "bytes": None,
+             "seconds_per_epoch": None, "note": ""}
+            for m, i, k in (("float", None, 0.9250), ("tfmot-W2A2", 0.3, 0.4900),
+                            ("qnets-W3", 0.9, 0.9225), ("qnets-W2A2", 0.7, 0.8800),
+                            ("qnets-W3A3", 0.89, 0.9100))]
+    text = accuracy.markdown(rows, args, None, 60.0)
+    assert "| qnets-W3 | 3/32 | 90.00% | 92.25% |" in text
+    assert "- qnets-W3 within 0.3 points of float: +0.25 points below -> met" in text
+    assert "- qnets-W2A2 above tfmot-W2A2: 88.00% vs 49.00% -> met" in text
+    assert "- qnets-W3A3 within 1 point of float: +1.50 points below -> not met" in text
+    assert "W4A4" not in text.split("Targets")[1]          # not measured, not claimed
+    assert f"Partial: 5 of {len(accuracy.METHODS)} methods done" in text
 
 
 def test_speed_summary_reports_each_target_from_the_fastest_configuration():

@@ -1,5 +1,7 @@
 """``quantize_model``: one call from a float Keras model to a trainable Quantization Network."""
 
+import warnings
+
 import numpy as np
 from tensorflow_model_optimization.python.core.quantization.keras import quantize as tfmot_quantize
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_annotate
@@ -8,6 +10,7 @@ from tensorflow_model_optimization.python.core.quantization.keras import quantiz
 from tf_qnets._keras import keras, require_keras2_model, tf
 from tf_qnets.distribute import broadcast_from_first_replica
 from tf_qnets.init import (
+    batch_norms_after_quantized_layers,
     calibrate_activation_quantizers,
     calibration_batches,
     initialize_weight_quantizers,
@@ -48,6 +51,16 @@ def _check_finite_weights(model, plans):
                     f"Layer {name!r}: its {short} contains NaN or Inf values; `model` must have "
                     "finite weights (fix or retrain it, or keep the layer float with "
                     f"`exclude=[{name!r}]`).")
+
+
+def _warn_stale_batch_norm(qat):
+    stale = [layer.name for layer in batch_norms_after_quantized_layers(qat)]
+    if stale:
+        warnings.warn(
+            f"BatchNormalization layers {stale} keep the float model's moving statistics, which "
+            "no longer match the quantized weights: the model evaluates poorly until fine-tuning "
+            "has updated them. Pass `calibration_data` (a few batches of training inputs) to "
+            "re-estimate them now.", UserWarning, stacklevel=3)
 
 
 def _copy_model(model):
@@ -164,6 +177,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
                 "`calibration_data` is required when activations are quantized (a_bits is set or "
                 "first_last='int8'): pass a few batches of typical inputs, e.g. "
                 "`calibration_data=train_ds.take(8)`.")
+    if calibration_data is not None:
         batches = calibration_batches(calibration_data, model)
 
     copy = _copy_model(model)
@@ -175,6 +189,8 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
     initialize_weight_quantizers(qat, plans)
     if batches is not None:
         calibrate_activation_quantizers(qat, plans, batches, verbose=verbose)
+    else:
+        _warn_stale_batch_norm(qat)
     if tf.distribute.has_strategy():
         # Under a strategy, every replica (on every worker) starts from replica 0's values.
         broadcast_from_first_replica(qat)

@@ -37,6 +37,8 @@ __all__ = [
     "initialize_weight_quantizers",
     "calibrate_activation_quantizers",
     "calibration_batches",
+    "batch_norms_after_quantized_layers",
+    "reestimate_batch_norm",
 ]
 
 ZERO_BAND = 0.05
@@ -220,10 +222,69 @@ def calibration_batches(data, model, argument="calibration_data", max_batches=No
     return batches
 
 
-def calibrate_activation_quantizers(model, plans, batches, verbose=0):
-    """Initialise activation quantizers layer by layer from calibration batches."""
-    targets = []
+def batch_norms_after_quantized_layers(model):
+    """Plain BatchNormalization layers that follow a quantized layer (their statistics drift)."""
+    found, downstream = [], False
     for layer in model.layers:
+        downstream = downstream or isinstance(layer, QNetsWrapper)
+        if downstream and isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+    return found
+
+
+def layer_tensor_in(model, layer, which="input"):
+    """``layer``'s input (or output) tensor in ``model``'s graph.
+
+    ``quantize_model`` reuses the float layers it does not wrap, so such a layer has
+    one call node per model it was built into; ``layer.input`` would be the first.
+    """
+    keys = getattr(model, "_network_nodes", set())
+    for index in range(len(layer._inbound_nodes)):
+        if f"{layer.name}_ib-{index}" in keys:
+            return layer.get_input_at(index) if which == "input" else layer.get_output_at(index)
+    return layer.input if which == "input" else layer.output
+
+
+def reestimate_batch_norm(layer, inputs):
+    """Set a BatchNormalization layer's moving mean/variance to those of ``inputs``.
+
+    ``inputs`` is a list of the layer's input batches (computed with the quantizers
+    before it active). Statistics are taken over every axis but the normalised ones.
+    """
+    axes = [a % inputs[0].ndim for a in np.atleast_1d(layer.axis)]
+    reduce = tuple(i for i in range(inputs[0].ndim) if i not in axes)
+    count = sum(int(np.prod([batch.shape[i] for i in reduce])) for batch in inputs)
+    total = sum(np.sum(batch.astype(np.float64), axis=reduce) for batch in inputs)
+    squares = sum(np.sum(np.square(batch.astype(np.float64)), axis=reduce) for batch in inputs)
+    mean = total / count
+    variance = np.maximum(squares / count - np.square(mean), 0.0)
+    layer.moving_mean.assign(np.reshape(mean, layer.moving_mean.shape).astype(np.float32))
+    layer.moving_variance.assign(
+        np.reshape(variance, layer.moving_variance.shape).astype(np.float32))
+
+
+def calibrate_activation_quantizers(model, plans, batches, verbose=0):
+    """Calibrate the model after its weights were quantized, layer by layer in order.
+
+    Two kinds of targets, visited in topological order, each with everything before
+    it already quantized (hard staircases):
+
+    * every BatchNormalization after a quantized layer gets the moving mean and
+      variance of its new inputs (:func:`reestimate_batch_norm`). Quantizing a kernel
+      per tensor changes each output channel's scale; with the float model's
+      statistics the inference-mode network (and every activation range measured
+      through it) is off. Measured on the Fashion-MNIST benchmark CNN, hard test
+      accuracy right after initialisation: W2A2 18.5% with the float statistics,
+      72.7% re-estimated; W3A3 10.0% and 89.0% (table in docs/quantize.md);
+    * every activation quantizer gets its scales and thresholds from the activations
+      it sees (see the module docstring).
+    """
+    targets = []
+    batch_norms = batch_norms_after_quantized_layers(model)
+    for layer in model.layers:
+        if any(layer is bn for bn in batch_norms):
+            targets.append((layer, None, None))
+            continue
         if not isinstance(layer, QNetsWrapper):
             continue
         quantizers = layer._output_quantizers or []
@@ -232,10 +293,17 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
     if not targets:
         return
     for _, quantizer, _ in targets:
-        quantizer.bypass = True
+        if quantizer is not None:
+            quantizer.bypass = True
     progress = keras.utils.Progbar(len(targets), unit_name="layer") if verbose else None
     try:
         for index, (layer, quantizer, variables) in enumerate(targets):
+            if quantizer is None:
+                probe = tf.function(keras.Model(model.inputs, layer_tensor_in(model, layer)))
+                reestimate_batch_norm(layer, [np.asarray(probe(batch, training=False)) for batch in batches])
+                if progress is not None:
+                    progress.update(index + 1)
+                continue
             # A graph of the model up to this layer, traced now: quantizers before it are
             # active, this one (and later ones) are bypassed. The bypass flag is read at trace time.
             probe = tf.function(keras.Model(model.inputs, layer.output))
@@ -260,4 +328,5 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
                 progress.update(index + 1)
     finally:
         for _, quantizer, _ in targets:
-            quantizer.bypass = False
+            if quantizer is not None:
+                quantizer.bypass = False
