@@ -94,3 +94,14 @@ def test_speed_step_runs_the_compiled_train_function_on_one_iterator():
     losses = [step() for _ in range(3)]
     assert all(np.isfinite(losses))
     assert int(model.optimizer.iterations.numpy()) == 3
+
+
+def test_finetune_probe_parses_its_flags_and_asks_for_the_float_model_first(tmp_path):
+    import finetune_probe
+
+    args = finetune_probe.parse_args(["--w-bits", "2", "--a-bits", "2", "--temperature-base", "10"])
+    assert (args.w_bits, args.a_bits, args.temperature_base, args.epochs) == (2, 2, 10.0, 2)
+    assert finetune_probe.parse_args([]).temperature_base == "auto"
+    with pytest.raises(SystemExit, match="benchmarks/accuracy.py"):
+        finetune_probe.main(["--float-model", str(tmp_path / "missing.keras")])
+
