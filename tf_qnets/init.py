@@ -253,14 +253,34 @@ def reestimate_batch_norm(layer, inputs):
     """
     axes = [a % inputs[0].ndim for a in np.atleast_1d(layer.axis)]
     reduce = tuple(i for i in range(inputs[0].ndim) if i not in axes)
-    count = sum(int(np.prod([batch.shape[i] for i in reduce])) for batch in inputs)
-    total = sum(np.sum(batch.astype(np.float64), axis=reduce) for batch in inputs)
-    squares = sum(np.sum(np.square(batch.astype(np.float64)), axis=reduce) for batch in inputs)
+    count, total, squares = 0, 0.0, 0.0
+    for batch in inputs:
+        values = batch.astype(np.float64)
+        count += int(np.prod([values.shape[i] for i in reduce]))
+        total = total + np.sum(values, axis=reduce)
+        squares = squares + np.sum(np.square(values), axis=reduce)
     mean = total / count
     variance = np.maximum(squares / count - np.square(mean), 0.0)
     layer.moving_mean.assign(np.reshape(mean, layer.moving_mean.shape).astype(np.float32))
     layer.moving_variance.assign(
         np.reshape(variance, layer.moving_variance.shape).astype(np.float32))
+
+
+def _calibrate_output_quantizer(layer, quantizer, variables, plans, sample):
+    """Scales and thresholds of one activation quantizer from the activations it sees."""
+    if not np.all(np.isfinite(sample)):
+        raise ValueError(
+            f"Layer {layer.layer.name!r}: calibration produced NaN/Inf activations; "
+            "check the calibration data and the model's weights.")
+    if isinstance(quantizer, Int8OutputQuantizer):
+        quantizer.initialize_range(variables, sample)
+        return
+    method = plans[layer.layer.name].output_thresholds
+    if method == "uniform" and quantizer.levels.is_uniform:
+        alpha, beta = mse_scales(sample, quantizer.levels)
+    else:
+        alpha, beta = scales_for(quantizer.levels, np.max(np.abs(sample)))
+    _assign(variables, alpha, beta, activation_thresholds(beta * sample, quantizer.levels, method))
 
 
 def calibrate_activation_quantizers(model, plans, batches, verbose=0):
@@ -280,9 +300,9 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
       it sees (see the module docstring).
     """
     targets = []
-    batch_norms = batch_norms_after_quantized_layers(model)
+    batch_norms = {id(layer) for layer in batch_norms_after_quantized_layers(model)}
     for layer in model.layers:
-        if any(layer is bn for bn in batch_norms):
+        if id(layer) in batch_norms:
             targets.append((layer, None, None))
             continue
         if not isinstance(layer, QNetsWrapper):
@@ -298,32 +318,17 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
     progress = keras.utils.Progbar(len(targets), unit_name="layer") if verbose else None
     try:
         for index, (layer, quantizer, variables) in enumerate(targets):
+            # A graph of the model up to this layer, traced now: quantizers before it are
+            # active, this one (and later ones) are bypassed. The bypass flag is read at trace time.
             if quantizer is None:
                 probe = tf.function(keras.Model(model.inputs, layer_tensor_in(model, layer)))
                 reestimate_batch_norm(layer, [np.asarray(probe(batch, training=False)) for batch in batches])
-                if progress is not None:
-                    progress.update(index + 1)
-                continue
-            # A graph of the model up to this layer, traced now: quantizers before it are
-            # active, this one (and later ones) are bypassed. The bypass flag is read at trace time.
-            probe = tf.function(keras.Model(model.inputs, layer.output))
-            samples = [np.asarray(probe(batch, training=False)).ravel() for batch in batches]
-            sample = np.concatenate(samples)
-            if not np.all(np.isfinite(sample)):
-                raise ValueError(
-                    f"Layer {layer.layer.name!r}: calibration produced NaN/Inf activations; "
-                    "check the calibration data and the model's weights.")
-            if isinstance(quantizer, Int8OutputQuantizer):
-                quantizer.initialize_range(variables, sample)
             else:
-                method = plans[layer.layer.name].output_thresholds
-                if method == "uniform" and quantizer.levels.is_uniform:
-                    alpha, beta = mse_scales(sample, quantizer.levels)
-                else:
-                    alpha, beta = scales_for(quantizer.levels, np.max(np.abs(sample)))
-                _assign(variables, alpha, beta,
-                        activation_thresholds(beta * sample, quantizer.levels, method))
-            quantizer.bypass = False
+                probe = tf.function(keras.Model(model.inputs, layer.output))
+                sample = np.concatenate(
+                    [np.asarray(probe(batch, training=False)).ravel() for batch in batches])
+                _calibrate_output_quantizer(layer, quantizer, variables, plans, sample)
+                quantizer.bypass = False
             if progress is not None:
                 progress.update(index + 1)
     finally:
