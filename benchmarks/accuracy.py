@@ -1,8 +1,8 @@
 """Accuracy benchmark on Fashion-MNIST: tf_qnets against tfmot's QAT, same float start, same budget.
 
 One run trains (or reuses) one float CNN, then fine-tunes each method from the same float
-weights with the same budget (epochs, optimizer, learning rate, data order), evaluates it
-in Keras, converts it to TFLite, evaluates the TFLite file, and writes a Markdown table to
+weights with the same budget (epochs, optimizer, learning-rate schedule, data order),
+evaluates it in Keras, converts it to TFLite, evaluates the TFLite file, and writes a Markdown table to
 ``docs/benchmarks.md`` (between the ``accuracy`` markers) with the exact command.
 
     python benchmarks/accuracy.py                        # the full run
@@ -13,9 +13,14 @@ Methods: ``float``; ``tfmot-8bit`` (tfmot.quantization.keras.quantize_model);
 ``tfmot-W4A4``/``tfmot-W2A2`` (tfmot's experimental ``DefaultNBitQuantizeScheme``, the
 uniform straight-through baseline); ``qnets-W1``/``W2``/``W3`` (float activations) and
 ``qnets-W4A4``/``W3A3``/``W2A2``/``W1A2``.
+
+The fine-tuning learning rate decays along a cosine to 0 over the run (``--lr-schedule``);
+tf_qnets models then get ``tf_qnets.recalibrate_batch_norm`` on 4096 training images
+(``--no-recalibrate`` turns that off), the last step of the recipe in docs/train.md.
 """
 
 import argparse
+import math
 import os
 import platform
 import re
@@ -50,7 +55,12 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs per method")
     parser.add_argument("--width", type=int, default=32, help="channel width of the CNN")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=2e-4, help="fine-tuning learning rate")
+    parser.add_argument("--learning-rate", type=float, default=2e-4,
+                        help="fine-tuning learning rate (the peak, with --lr-schedule cosine)")
+    parser.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
+                        help="cosine (default): decayed to 0 over the fine-tune; constant")
+    parser.add_argument("--no-recalibrate", dest="recalibrate", action="store_false",
+                        help="skip tf_qnets.recalibrate_batch_norm after fine-tuning")
     parser.add_argument("--temperature-base", type=temperature_base, default="auto",
                         help="T = base * (epoch + 1); 'auto' (default): max(10, 100 / epochs)")
     parser.add_argument("--first-last", default="int8", choices=("float", "int8", "low_bit"))
@@ -74,6 +84,14 @@ def train_dataset(train, args):
     return (tf.data.Dataset.from_tensor_slices((x, y))
             .shuffle(len(x), seed=args.seed, reshuffle_each_iteration=True)
             .batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def fine_tune_learning_rate(args, train):
+    """The fine-tuning learning rate: a constant, or a cosine decay to 0 over every step."""
+    if args.lr_schedule == "constant":
+        return args.learning_rate
+    steps = args.epochs * math.ceil(len(train[0]) / args.batch_size)
+    return keras.optimizers.schedules.CosineDecay(args.learning_rate, steps)
 
 
 def compile_model(model, learning_rate):
@@ -162,7 +180,7 @@ def run_method(method, float_net, train, test, args):
             model = tfmot_model(float_net, method)
         else:
             model = qnets_model(float_net, method, train, args)
-        compile_model(model, args.learning_rate)
+        compile_model(model, fine_tune_learning_rate(args, train))
         init_acc = float(model.evaluate(test[0], test[1], batch_size=256, verbose=0)[1])
         print(f"[{method}] test accuracy right after quantizing: {init_acc:.4f}")
         callbacks = [timer]
@@ -170,6 +188,10 @@ def run_method(method, float_net, train, test, args):
             callbacks.append(tf_qnets.TemperatureScheduler(base=args.temperature_base))
         keras.utils.set_random_seed(args.seed)
         model.fit(train_dataset(train, args), epochs=args.epochs, verbose=2, callbacks=callbacks)
+        if method.startswith("qnets") and args.recalibrate:
+            before = float(model.evaluate(test[0], test[1], batch_size=256, verbose=0)[1])
+            tf_qnets.recalibrate_batch_norm(model, train[0][:4096])
+            print(f"[{method}] test accuracy before recalibrate_batch_norm: {before:.4f}")
     keras_acc = float(model.evaluate(test[0], test[1], batch_size=256, verbose=0)[1])
     path = os.path.join(args.output_dir, f"{method}.tflite")
     tflite_acc, size, note = None, None, ""
@@ -182,7 +204,8 @@ def run_method(method, float_net, train, test, args):
                 handle.write(convert_plain(model, train, quantize=method != "float"))
         tflite_acc, size = tflite_accuracy(path, test), os.path.getsize(path)
     except Exception as error:  # reported in the table, not hidden
-        note = f"TFLite: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
+        message = str(error).replace(ROOT + os.sep, "").splitlines()[0][:120]
+        note = f"TFLite: {type(error).__name__}: {message}"
     seconds = float(np.median(timer.seconds)) if getattr(timer, "seconds", None) else None
     print(f"[{method}] keras {keras_acc:.4f} tflite {tflite_acc} size {size} "
           f"s/epoch {seconds} ({time.perf_counter() - start:.0f} s) {note}")
@@ -218,9 +241,12 @@ def markdown(rows, args, float_seconds, wall):
         f"tfmot {tfmot.__version__}. Whole run: {wall / 60:.1f} min.  ",
         f"CNN width {args.width}; float model {args.float_epochs} epochs"
         + (f" ({float_seconds:.0f} s/epoch)" if float_seconds else " (cached)")
-        + f"; every method fine-tuned {args.epochs} epochs from it with Adam(lr={args.learning_rate}), "
-        f"batch {args.batch_size}; tf_qnets first/last layers: {args.first_last}, "
-        f"T = {schedule_text(args)}.",
+        + f"; every method fine-tuned {args.epochs} epochs from it with Adam(lr={args.learning_rate}"
+        + (", cosine-decayed to 0" if args.lr_schedule == "cosine" else "")
+        + f"), batch {args.batch_size}; tf_qnets first/last layers: {args.first_last}, "
+        f"T = {schedule_text(args)}"
+        + ("; tf_qnets models then recalibrate_batch_norm on 4096 training images." if args.recalibrate
+           else "."),
         "",
         "| method | W/A bits | acc. after quantizing | Keras test acc | TFLite test acc | .tflite size "
         "| s/epoch |",

@@ -7,9 +7,12 @@ accuracy on the first 6000 training images (to tell underfitting from a soft/har
     python benchmarks/finetune_probe.py --w-bits 2 --a-bits 2 --temperature-base 10
     python benchmarks/finetune_probe.py --w-bits 2 --a-bits 2              # base 'auto'
     python benchmarks/finetune_probe.py --w-bits 4 --a-bits 4 --learning-rate 5e-5
+    python benchmarks/finetune_probe.py --train-images 60000 --epochs 1 \
+        --lr-schedule cosine --recalibrate-batch-norm
 """
 
 import argparse
+import math
 import os
 import sys
 
@@ -31,6 +34,11 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-images", type=int, default=12000)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="Adam's learning rate: constant, or cosine-decayed to 0 over the run")
+    parser.add_argument("--recalibrate-batch-norm", action="store_true",
+                        help="also report the test accuracy after tf_qnets.recalibrate_batch_norm "
+                             "on 4096 training images")
     parser.add_argument("--temperature-base", type=temperature_base, default="auto")
     parser.add_argument("--float-model", default="outputs/benchmark_accuracy/float_w32_e6_s0.keras")
     parser.add_argument("--data-dir", default=None)
@@ -51,7 +59,11 @@ def main(argv=None):
     qat = tf_qnets.quantize_model(
         float_net, w_bits=args.w_bits, a_bits=args.a_bits, first_last="int8", verbose=0,
         calibration_data=tf.data.Dataset.from_tensor_slices(x_train[:1024]).batch(128))
-    qat.compile(keras.optimizers.Adam(args.learning_rate), loss, ["accuracy"])
+    learning_rate = args.learning_rate
+    if args.lr_schedule == "cosine":
+        steps = args.epochs * math.ceil(len(x_train) / 128)
+        learning_rate = keras.optimizers.schedules.CosineDecay(args.learning_rate, steps)
+    qat.compile(keras.optimizers.Adam(learning_rate), loss, ["accuracy"])
 
     def accuracy(model, x, y):
         return model.evaluate(x, y, batch_size=256, verbose=0)[1]
@@ -65,6 +77,9 @@ def main(argv=None):
     print(f"test accuracy after fine-tuning: {accuracy(qat, x_test, y_test):.4f}; on 6000 training "
           f"images: quantized {accuracy(qat, x_train[:6000], y_train[:6000]):.4f}, "
           f"float {accuracy(float_net, x_train[:6000], y_train[:6000]):.4f}")
+    if args.recalibrate_batch_norm:
+        tf_qnets.recalibrate_batch_norm(qat, x_train[:4096])
+        print(f"test accuracy after recalibrate_batch_norm: {accuracy(qat, x_test, y_test):.4f}")
 
 
 if __name__ == "__main__":

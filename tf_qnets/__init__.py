@@ -24,6 +24,7 @@ from tf_qnets.export import export_tflite, inspect_tflite, verify_tflite
 from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.levels import LevelSet, activation_levels, weight_levels
 from tf_qnets.quantizer import QNetsQuantizer
+from tf_qnets.recalibrate import recalibrate_batch_norm
 from tf_qnets.schedule import TemperatureScheduler, get_temperatures, set_temperature
 from tf_qnets.scheme import QNetsScheme
 from tf_qnets.scope import load_model, quantize_scope
@@ -60,6 +61,7 @@ __all__ = [
     "quantize_scope",
     "quantizer_aliases",
     "quantizer_states",
+    "recalibrate_batch_norm",
     "replica_values",
     "set_temperature",
     "soft_staircase",

@@ -248,14 +248,16 @@ def layer_tensor_in(model, layer, which="input"):
 def reestimate_batch_norm(layer, inputs):
     """Set a BatchNormalization layer's moving mean/variance to those of ``inputs``.
 
-    ``inputs`` is a list of the layer's input batches (computed with the quantizers
-    before it active). Statistics are taken over every axis but the normalised ones.
+    ``inputs`` is an iterable of the layer's input batches (computed with the quantizers
+    before it active), read once, one batch at a time. Statistics are taken over every
+    axis but the normalised ones.
     """
-    axes = [a % inputs[0].ndim for a in np.atleast_1d(layer.axis)]
-    reduce = tuple(i for i in range(inputs[0].ndim) if i not in axes)
-    count, total, squares = 0, 0.0, 0.0
+    count, total, squares, reduce = 0, 0.0, 0.0, None
     for batch in inputs:
-        values = batch.astype(np.float64)
+        values = np.asarray(batch, dtype=np.float64)
+        if reduce is None:
+            axes = [a % values.ndim for a in np.atleast_1d(layer.axis)]
+            reduce = tuple(i for i in range(values.ndim) if i not in axes)
         count += int(np.prod([values.shape[i] for i in reduce]))
         total = total + np.sum(values, axis=reduce)
         squares = squares + np.sum(np.square(values), axis=reduce)
