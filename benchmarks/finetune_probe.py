@@ -8,7 +8,7 @@ accuracy on the first 6000 training images (to tell underfitting from a soft/har
     python benchmarks/finetune_probe.py --w-bits 2 --a-bits 2              # base 'auto'
     python benchmarks/finetune_probe.py --w-bits 4 --a-bits 4 --learning-rate 5e-5
     python benchmarks/finetune_probe.py --train-images 60000 --epochs 1 \
-        --lr-schedule cosine --recalibrate-batch-norm
+        --lr-schedule cosine --recalibrate-batch-norm --activation-gradient smooth
 """
 
 import argparse
@@ -36,6 +36,8 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                         help="Adam's learning rate: constant, or cosine-decayed to 0 over the run")
+    parser.add_argument("--activation-gradient", choices=("exact", "smooth", "wide"),
+                        default="exact", help="quantize_model's activation_gradient")
     parser.add_argument("--recalibrate-batch-norm", action="store_true",
                         help="also report the test accuracy after tf_qnets.recalibrate_batch_norm "
                              "on 4096 training images")
@@ -58,6 +60,7 @@ def main(argv=None):
     float_net.compile(loss=loss, metrics=["accuracy"])
     qat = tf_qnets.quantize_model(
         float_net, w_bits=args.w_bits, a_bits=args.a_bits, first_last="int8", verbose=0,
+        activation_gradient=args.activation_gradient,
         calibration_data=tf.data.Dataset.from_tensor_slices(x_train[:1024]).batch(128))
     learning_rate = args.learning_rate
     if args.lr_schedule == "cosine":

@@ -37,6 +37,18 @@ def test_accuracy_report_states_the_temperature_schedule_used(epochs, expected):
     assert accuracy.schedule_text(args) == "7 * (epoch + 1)"
 
 
+def test_accuracy_fine_tune_learning_rate_is_cosine_by_default():
+    train = (np.zeros((1000, 28, 28, 1), "float32"), np.zeros(1000, "int32"))
+    args = accuracy.parse_args(["--epochs", "2", "--batch-size", "100"])
+    schedule = accuracy.fine_tune_learning_rate(args, train)
+    assert float(schedule(0)) == pytest.approx(2e-4)
+    assert float(schedule(10)) == pytest.approx(1e-4)       # half-way through 20 steps
+    assert float(schedule(20)) == pytest.approx(0.0, abs=1e-12)
+    assert args.recalibrate
+    constant = accuracy.parse_args(["--lr-schedule", "constant", "--no-recalibrate"])
+    assert accuracy.fine_tune_learning_rate(constant, train) == 2e-4 and not constant.recalibrate
+
+
 def test_accuracy_markdown_replaces_only_its_own_block(tmp_path):
     path = tmp_path / "benchmarks.md"
     path.write_text("# Benchmarks\n\n## Training speed\n\nkept\n")
@@ -101,7 +113,14 @@ def test_finetune_probe_parses_its_flags_and_asks_for_the_float_model_first(tmp_
 
     args = finetune_probe.parse_args(["--w-bits", "2", "--a-bits", "2", "--temperature-base", "10"])
     assert (args.w_bits, args.a_bits, args.temperature_base, args.epochs) == (2, 2, 10.0, 2)
-    assert finetune_probe.parse_args([]).temperature_base == "auto"
+    defaults = finetune_probe.parse_args([])
+    assert defaults.temperature_base == "auto"
+    assert (defaults.lr_schedule, defaults.activation_gradient, defaults.recalibrate_batch_norm) == (
+        "constant", "exact", False)
+    recipe = finetune_probe.parse_args(["--lr-schedule", "cosine", "--activation-gradient", "smooth",
+                                        "--recalibrate-batch-norm"])
+    assert (recipe.lr_schedule, recipe.activation_gradient, recipe.recalibrate_batch_norm) == (
+        "cosine", "smooth", True)
     with pytest.raises(SystemExit, match="benchmarks/accuracy.py"):
         finetune_probe.main(["--float-model", str(tmp_path / "missing.keras")])
 

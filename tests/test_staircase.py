@@ -358,6 +358,81 @@ def test_wide_gradient_reaches_inputs_the_exact_one_ignores():
     np.testing.assert_allclose(grads["wide"], 100.0 * 2 * np_sigmoid(0.5) * (1 - np_sigmoid(0.5)))
 
 
+def np_smooth_slope(x, beta, b, T, levels):
+    """``T_g sum_i s_i d_i(T_g)`` with ``T_g = min(T, 2)`` (clamped), the smooth backward's slope."""
+    s, _ = np_steps_offset(levels)
+    t_g = min(T, 2.0)
+    total = np.zeros_like(x)
+    for s_i, b_i in zip(s, b):
+        z = t_g * (beta * x - b_i)
+        sig = np_sigmoid(np.clip(z, -CLAMP, CLAMP))
+        total += np.where(np.abs(z) <= CLAMP, s_i * sig * (1 - sig), 0.0)
+    return t_g * total
+
+
+@pytest.mark.parametrize("name,T", [("act_3bit", 100.0), ("act_3bit", 5.0), ("pow2_3bit", 50.0),
+                                    ("ternary", 30.0), ("custom", 8.0)])
+@pytest.mark.parametrize("implementation", ["xla", "graph"])
+def test_smooth_gradient_is_the_derivative_at_temperature_min_t_2(name, T, implementation, rng):
+    levels, b = CASES[name]
+    alpha, beta = 0.4, 1.7
+    x = _inputs(rng, (80,))
+    x_t, a_t, b_t = tf.constant(x), tf.constant(alpha, tf.float64), tf.constant(beta, tf.float64)
+    th = tf.constant(b, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch([x_t, a_t, b_t, th])
+        y = soft_staircase(x_t, a_t, b_t, th, T, LevelSet(levels), gradient="smooth",
+                           train_thresholds=True, implementation=implementation)
+        loss = tf.reduce_sum(y)
+    d_x, d_alpha, d_beta, d_b = tape.gradient(loss, [x_t, a_t, b_t, th])
+    slope = np_smooth_slope(x, beta, b, T, levels)
+    np.testing.assert_allclose(d_x.numpy(), alpha * beta * slope, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(d_beta.numpy(), np.sum(alpha * x * slope), rtol=1e-9, atol=1e-12)
+    # alpha's gradient is the forward's, untouched: sum_i s_i sigma_i(T) - o
+    np.testing.assert_allclose(d_alpha.numpy(), np.sum(np_soft(x, 1.0, beta, b, T, levels)),
+                               rtol=1e-9)
+    s, _ = np_steps_offset(levels)
+    t_g = min(T, 2.0)
+    for i, (s_i, b_i) in enumerate(zip(s, b)):
+        z = t_g * (beta * x - b_i)
+        sig = np_sigmoid(np.clip(z, -CLAMP, CLAMP))
+        d_i = np.where(np.abs(z) <= CLAMP, s_i * sig * (1 - sig), 0.0)
+        np.testing.assert_allclose(d_b.numpy()[i], -alpha * t_g * np.sum(d_i), rtol=1e-9,
+                                   atol=1e-12)
+    np.testing.assert_allclose(y.numpy(), np_soft(x, alpha, beta, b, T, levels), atol=1e-9)
+
+
+def test_smooth_gradient_equals_the_exact_one_up_to_t_2(rng):
+    levels, b = CASES["act_3bit"]
+    x = tf.constant(_inputs(rng, (60,)))
+    grads = {}
+    for option in ("exact", "smooth"):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = _soft64(x, 0.7, 1.1, b, 1.5, levels, gradient=option)
+        grads[option] = tape.gradient(y, x).numpy()
+    np.testing.assert_allclose(grads["smooth"], grads["exact"], rtol=1e-12, atol=1e-15)
+
+
+def test_smooth_gradient_reaches_every_input_inside_the_range_at_high_t():
+    # Evenly spaced thresholds one unit apart, T = 100: the exact slope is ~0 between
+    # thresholds, the smooth one close to 1 everywhere inside the range and ~0 outside.
+    levels = activation_levels(3).levels
+    b = [i + 0.5 for i in range(7)]
+    inside = np.array([2.0, 2.25, 3.0, 4.75, 5.0])   # at least 1.5 units from the ends
+    outside = np.array([-4.0, 12.0])
+    x = tf.constant(np.concatenate([inside, outside]))
+    grads = {}
+    for option in ("exact", "smooth"):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = _soft64(x, 1.0, 1.0, b, 100.0, levels, gradient=option)
+        grads[option] = tape.gradient(y, x).numpy()
+    assert np.all(grads["exact"] == 0.0)
+    np.testing.assert_allclose(grads["smooth"][:5], 1.0, atol=0.02)
+    assert np.all(grads["smooth"][5:] < 1e-3)
+
+
 @pytest.mark.parametrize("bad", [np.inf, -np.inf])
 def test_infinite_inputs_give_finite_scale_gradients(bad):
     levels = weight_levels(3)

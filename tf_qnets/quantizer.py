@@ -43,8 +43,9 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
       levels: sorted distinct integer levels, e.g. ``(-4, -2, -1, 0, 1, 2, 4)``.
       role: ``"weights"`` or ``"activations"`` (used by the temperature schedule and
         the initialisation).
-      gradient: ``"exact"`` (derivative of the soft form) or ``"wide"`` (the authors'
-        binary-weight backward: sigmoid derivative at T = 1, times T).
+      gradient: ``"exact"`` (derivative of the soft form), ``"wide"`` (the authors'
+        binary-weight backward: sigmoid derivative at T = 1, times T) or ``"smooth"``
+        (the derivative of the soft form at temperature ``min(T, 2)``).
       train_thresholds: learn the thresholds ``b_i`` too (the paper freezes them).
       implementation: ``"xla"`` (default, CPU and GPU: the soft staircase's elementwise
         passes are XLA-compiled on their own, the model's other layers keep their regular

@@ -40,7 +40,7 @@ __all__ = ["QNetsScheme", "LayerPlan", "plan_quantization", "THRESHOLD_INITS", "
 THRESHOLD_INITS = ("auto", "kmeans", "uniform")
 FIRST_LAST = ("float", "int8", "low_bit")
 PER_LAYER_KEYS = ("w_bits", "a_bits", "weight_scheme", "thresholds", "gradient",
-                  "train_thresholds")
+                  "activation_gradient", "train_thresholds")
 
 _NONNEGATIVE_ACTIVATIONS = {"relu", "relu6", "sigmoid", "hard_sigmoid", "softplus"}
 _UNQUANTIZED_ACTIVATIONS = {"linear", "softmax", "log_softmax", None}
@@ -171,7 +171,7 @@ def _int8_output_quantizer():
 
 def plan_quantization(model, w_bits=3, a_bits=None, *, weight_scheme="pow2",
                       thresholds="auto", first_last="float", per_layer=None, exclude=(),
-                      gradient=None, train_thresholds=False):
+                      gradient=None, activation_gradient="exact", train_thresholds=False):
     """Decide the quantize config of every layer; returns ``{layer_name: LayerPlan}``.
 
     See :func:`tf_qnets.quantize_model` for the arguments.
@@ -180,6 +180,7 @@ def plan_quantization(model, w_bits=3, a_bits=None, *, weight_scheme="pow2",
     _validate_choice(thresholds, THRESHOLD_INITS, "thresholds")
     if gradient is not None:
         _validate_choice(gradient, GRADIENTS, "gradient")
+    _validate_choice(activation_gradient, GRADIENTS, "activation_gradient")
     if not isinstance(train_thresholds, bool):
         raise TypeError(f"`train_thresholds` must be a bool, got {train_thresholds!r}.")
     # Resolve once for a clear error message even if no layer uses them.
@@ -244,8 +245,12 @@ def plan_quantization(model, w_bits=3, a_bits=None, *, weight_scheme="pow2",
             levels = resolve_levels(
                 layer_a_bits, "activations", f"{where}['a_bits']" if where else "a_bits",
                 signed=(kind == "signed"))
+            layer_activation_gradient = _validate_choice(
+                settings.get("activation_gradient", activation_gradient), GRADIENTS,
+                f"per_layer[{name!r}]['activation_gradient']")
             output_quantizer = QNetsQuantizer(
-                levels, role="activations", gradient="exact", train_thresholds=layer_train)
+                levels, role="activations", gradient=layer_activation_gradient,
+                train_thresholds=layer_train)
 
         if weight_quantizer is None and output_quantizer is None:
             continue

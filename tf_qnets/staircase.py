@@ -25,6 +25,20 @@ where ``|T (beta x - b_i)| <= 10`` and 0 outside the clamp)::
 evaluated at temperature 1 (``sigmoid(clip(beta x - b_i, -10, 10))``) and still
 multiplied by ``T``, a wider gradient window.
 
+``gradient="smooth"`` evaluates the whole derivative at the gradient temperature
+``T_g = min(T, SMOOTH_TEMPERATURE)`` (2) instead of ``T``::
+
+    dy/dx = alpha * beta * T_g * sum_i s_i d_i(T_g)        (likewise for beta and b_i)
+
+Each threshold's term still integrates to ``alpha * s_i`` over ``x``, as the exact
+one does, but is spread over about ``+-2 / T_g`` instead of ``+-2 / T`` around it: at
+the high temperatures of a short fine-tune the exact gradient reaches only the few
+inputs that sit right at a threshold (with weights up to ``T / 4``), the smooth one
+every input inside the staircase's range (about ``alpha * beta`` between thresholds
+one unit apart), a lower-variance estimate of the same average slope. The forward
+pass is unchanged. Measured on activations (benchmarks/finetune_probe.py, W3A3,
+one epoch): docs/train.md.
+
 Cost. The clamp makes every threshold farther than ``10 / T`` from ``beta * x``
 contribute the constant ``s_i * sigmoid(+-10)`` and no gradient, so only the nearest
 thresholds need a sigmoid. :func:`soft_staircase` uses that in three ways:
@@ -78,7 +92,9 @@ __all__ = [
 ]
 
 CLAMP = 10.0
-GRADIENTS = ("exact", "wide")
+GRADIENTS = ("exact", "wide", "smooth")
+# gradient="smooth": the backward's temperature is min(T, this).
+SMOOTH_TEMPERATURE = 2.0
 IMPLEMENTATIONS = ("xla", "graph")
 # Level sets with at most this many thresholds sum every sigmoid (cheaper than a search).
 PLAIN_MAX = 15
@@ -382,9 +398,9 @@ class _Kernels:
     ``beta`` stay outside, so that XLA never evaluates the sigmoids twice.
     """
 
-    def __init__(self, levels, wide, compiled, width=None):
+    def __init__(self, levels, gradient, compiled, width=None):
         self.levels = levels
-        self.wide = wide
+        self.gradient = gradient
         self.width = width
         wrap = tf.function(jit_compile=True, autograph=False) if compiled else (lambda f: f)
         self._compiled_forward = wrap(self._forward)
@@ -404,19 +420,30 @@ class _Kernels:
         return alpha * codes
 
     def _backward(self, x, upstream, alpha, beta, thresholds, temperature, scale):
-        slope_temperature = tf.ones_like(temperature) if self.wide else temperature
+        slope_temperature, factor = _backward_temperatures(self.gradient, temperature)
         _, slope = _sums(x, beta, thresholds, temperature, slope_temperature, self.levels,
                          False, True, self.width)
-        return upstream * (alpha * temperature * scale) * slope
+        return upstream * (alpha * factor * scale) * slope
 
 
 _KERNELS = {}
 
 
-def _kernels(levels, wide, implementation, width=None):
-    key = (levels.levels, wide, implementation, width)
+def _backward_temperatures(gradient, temperature):
+    """``(T_slope, factor)``: ``d_i`` is evaluated at ``T_slope`` and the sum multiplied by
+    ``factor``: exact ``(T, T)``, wide ``(1, T)``, smooth ``(T_g, T_g)``, ``T_g = min(T, 2)``."""
+    if gradient == "wide":
+        return tf.ones_like(temperature), temperature
+    if gradient == "smooth":
+        smooth = tf.minimum(temperature, tf.constant(SMOOTH_TEMPERATURE, temperature.dtype))
+        return smooth, smooth
+    return temperature, temperature
+
+
+def _kernels(levels, gradient, implementation, width=None):
+    key = (levels.levels, gradient, implementation, width)
     if key not in _KERNELS:
-        _KERNELS[key] = _Kernels(levels, wide, compiled=implementation == "xla", width=width)
+        _KERNELS[key] = _Kernels(levels, gradient, compiled=implementation == "xla", width=width)
     return _KERNELS[key]
 
 
@@ -435,8 +462,9 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
       thresholds: ``[n]`` thresholds in the beta-scaled domain (any order).
       temperature: ``T > 0`` (scalar).
       levels: a :class:`tf_qnets.levels.LevelSet`.
-      gradient: ``"exact"`` or ``"wide"`` (derivative at T = 1, times T; the
-        authors' choice for binary weights).
+      gradient: ``"exact"``, ``"wide"`` (derivative at T = 1, times T; the
+        authors' choice for binary weights) or ``"smooth"`` (the derivative at
+        ``min(T, 2)``; see the module docstring).
       train_thresholds: compute the gradient for ``thresholds`` (frozen by
         default, as in the paper; a zero gradient is returned otherwise).
       implementation: ``"xla"`` (default: the elementwise passes are compiled with
@@ -468,11 +496,10 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
         raise TypeError(f"`x` must be a float tensor, got dtype {x.dtype.name}.")
     dtype = x.dtype
     n = levels.num_steps
-    wide = gradient == "wide"
     uniform = levels.is_uniform and n >= UNIFORM_MIN
-    variants = [_kernels(levels, wide, implementation)]
+    variants = [_kernels(levels, gradient, implementation)]
     if uniform:
-        variants += [_kernels(levels, wide, implementation, width)
+        variants += [_kernels(levels, gradient, implementation, width)
                      for width in range(UNIFORM_MAX_WIDTH + 1)]
 
     def run(method, temperature_for_width, thresholds, *args):
@@ -491,7 +518,7 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
 
         def grad(upstream):
             # Recomputed from x: nothing of x's size is kept from the forward pass but y.
-            slope_temperature = tf.ones_like(temperature) if wide else temperature
+            slope_temperature, factor = _backward_temperatures(gradient, temperature)
 
             def backward(scale):
                 return run("backward", slope_temperature, thresholds, x, upstream, alpha, beta,
@@ -511,7 +538,7 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
                 lambda: _dot(upstream, run("forward", temperature, thresholds, x,
                                            tf.ones_like(alpha), beta, thresholds, temperature)))
             if train_thresholds:
-                d_b = -alpha * temperature * _threshold_gradient(
+                d_b = -alpha * factor * _threshold_gradient(
                     x, upstream, beta, thresholds, slope_temperature, levels)
             else:
                 d_b = tf.zeros([n], dtype)
