@@ -402,15 +402,21 @@ def test_smooth_gradient_is_the_derivative_at_temperature_min_t_2(name, T, imple
     np.testing.assert_allclose(y.numpy(), np_soft(x, alpha, beta, b, T, levels), atol=1e-9)
 
 
-def test_smooth_gradient_equals_the_exact_one_up_to_t_2(rng):
-    levels, b = CASES["act_3bit"]
-    x = tf.constant(_inputs(rng, (60,)))
+def _input_gradients(x, alpha, beta, b, T, levels, options=("exact", "smooth")):
+    """``{option: dy/dx}`` of the float64 soft staircase for each gradient option."""
+    x = tf.constant(x)
     grads = {}
-    for option in ("exact", "smooth"):
+    for option in options:
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = _soft64(x, 0.7, 1.1, b, 1.5, levels, gradient=option)
+            y = _soft64(x, alpha, beta, b, T, levels, gradient=option)
         grads[option] = tape.gradient(y, x).numpy()
+    return grads
+
+
+def test_smooth_gradient_equals_the_exact_one_up_to_t_2(rng):
+    levels, b = CASES["act_3bit"]
+    grads = _input_gradients(_inputs(rng, (60,)), 0.7, 1.1, b, 1.5, levels)
     np.testing.assert_allclose(grads["smooth"], grads["exact"], rtol=1e-12, atol=1e-15)
 
 
@@ -421,13 +427,7 @@ def test_smooth_gradient_reaches_every_input_inside_the_range_at_high_t():
     b = [i + 0.5 for i in range(7)]
     inside = np.array([2.0, 2.25, 3.0, 4.75, 5.0])   # at least 1.5 units from the ends
     outside = np.array([-4.0, 12.0])
-    x = tf.constant(np.concatenate([inside, outside]))
-    grads = {}
-    for option in ("exact", "smooth"):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = _soft64(x, 1.0, 1.0, b, 100.0, levels, gradient=option)
-        grads[option] = tape.gradient(y, x).numpy()
+    grads = _input_gradients(np.concatenate([inside, outside]), 1.0, 1.0, b, 100.0, levels)
     assert np.all(grads["exact"] == 0.0)
     np.testing.assert_allclose(grads["smooth"][:5], 1.0, atol=0.02)
     assert np.all(grads["smooth"][5:] < 1e-3)
