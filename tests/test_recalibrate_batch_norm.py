@@ -16,15 +16,25 @@ from test_batch_norm_reestimation import batch_norm_output, conv_bn_model
 DATA = np.random.default_rng(1).normal(size=(96, 8, 8, 2)).astype("float32")
 
 
+_TRAINED_WEIGHTS = []
+
+
 def trained_qat():
-    """A W2A2 model fine-tuned a few steps, so that its moving statistics lag behind."""
+    """A W2A2 model fine-tuned a few steps, so that its moving statistics lag behind.
+
+    Trained once per module; later calls rebuild it and load those weights (fit is the slow part).
+    """
     qat = tf_qnets.quantize_model(conv_bn_model(), w_bits=2, a_bits=2, calibration_data=DATA,
                                   first_last="low_bit", verbose=0)
+    if _TRAINED_WEIGHTS:
+        qat.set_weights(_TRAINED_WEIGHTS)
+        return qat
     qat.compile(keras.optimizers.Adam(0.05),
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     labels = np.random.default_rng(2).integers(0, 3, len(DATA))
     qat.fit(DATA, labels, batch_size=16, epochs=2, verbose=0,
             callbacks=[tf_qnets.TemperatureScheduler(base=20)])
+    _TRAINED_WEIGHTS.extend(w.copy() for w in qat.get_weights())
     return qat
 
 
