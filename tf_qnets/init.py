@@ -39,6 +39,7 @@ __all__ = [
     "calibration_batches",
     "batch_norms_after_quantized_layers",
     "reestimate_batch_norm",
+    "reestimate_batch_norm_in",
 ]
 
 ZERO_BAND = 0.05
@@ -153,6 +154,14 @@ def activation_thresholds(scaled_activations, levels, method="kmeans"):
     return _strictly_increasing(_kmeans_thresholds(scaled_activations, levels))
 
 
+def _initial_scales(values, levels, method):
+    """``(alpha, beta)`` for a tensor: the MSE scale for uniform thresholds on uniform
+    levels (:func:`mse_scales`), else the paper's max rule (:func:`scales_for`)."""
+    if method == "uniform" and levels.is_uniform:
+        return mse_scales(values, levels)
+    return scales_for(levels, np.max(np.abs(values)))
+
+
 def _assign(variables, alpha, beta, thresholds):
     variables["alpha"].assign(alpha)
     variables["beta"].assign(beta)
@@ -174,10 +183,7 @@ def initialize_weight_quantizers(model, plans):
                 initialize_int8_weight_range(quantizer, variables, kernel)
                 continue
             method = plans[layer.layer.name].weight_thresholds
-            if method == "uniform" and quantizer.levels.is_uniform:
-                alpha, beta = mse_scales(kernel, quantizer.levels)
-            else:
-                alpha, beta = scales_for(quantizer.levels, np.max(np.abs(kernel)))
+            alpha, beta = _initial_scales(kernel, quantizer.levels, method)
             _assign(variables, alpha, beta, weight_thresholds(beta * kernel, quantizer.levels, method))
 
 
@@ -268,6 +274,13 @@ def reestimate_batch_norm(layer, inputs):
         np.reshape(variance, layer.moving_variance.shape).astype(np.float32))
 
 
+def reestimate_batch_norm_in(model, layer, batches):
+    """:func:`reestimate_batch_norm` of ``layer`` on its inputs in ``model``, computed
+    from the model inputs ``batches`` in inference mode (hard staircases before it)."""
+    probe = tf.function(keras.Model(model.inputs, layer_tensor_in(model, layer)))
+    reestimate_batch_norm(layer, (np.asarray(probe(batch, training=False)) for batch in batches))
+
+
 def _calibrate_output_quantizer(layer, quantizer, variables, plans, sample):
     """Scales and thresholds of one activation quantizer from the activations it sees."""
     if not np.all(np.isfinite(sample)):
@@ -278,10 +291,7 @@ def _calibrate_output_quantizer(layer, quantizer, variables, plans, sample):
         quantizer.initialize_range(variables, sample)
         return
     method = plans[layer.layer.name].output_thresholds
-    if method == "uniform" and quantizer.levels.is_uniform:
-        alpha, beta = mse_scales(sample, quantizer.levels)
-    else:
-        alpha, beta = scales_for(quantizer.levels, np.max(np.abs(sample)))
+    alpha, beta = _initial_scales(sample, quantizer.levels, method)
     _assign(variables, alpha, beta, activation_thresholds(beta * sample, quantizer.levels, method))
 
 
@@ -323,8 +333,7 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
             # A graph of the model up to this layer, traced now: quantizers before it are
             # active, this one (and later ones) are bypassed. The bypass flag is read at trace time.
             if quantizer is None:
-                probe = tf.function(keras.Model(model.inputs, layer_tensor_in(model, layer)))
-                reestimate_batch_norm(layer, [np.asarray(probe(batch, training=False)) for batch in batches])
+                reestimate_batch_norm_in(model, layer, batches)
             else:
                 probe = tf.function(keras.Model(model.inputs, layer.output))
                 sample = np.concatenate(

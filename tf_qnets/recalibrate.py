@@ -31,14 +31,11 @@ Example::
 
 import warnings
 
-import numpy as np
-
-from tf_qnets._keras import keras, tf
+from tf_qnets._keras import keras
 from tf_qnets.init import (
     batch_norms_after_quantized_layers,
     calibration_batches,
-    layer_tensor_in,
-    reestimate_batch_norm,
+    reestimate_batch_norm_in,
 )
 from tf_qnets.wrapper import QNetsWrapper
 
@@ -85,9 +82,7 @@ def recalibrate_batch_norm(model, data, max_batches=None, verbose=0):
     batches = calibration_batches(data, model, "data", max_batches)
     progress = keras.utils.Progbar(len(batch_norms), unit_name="layer") if verbose else None
     for index, layer in enumerate(batch_norms):
-        probe = tf.function(keras.Model(model.inputs, layer_tensor_in(model, layer)))
-        reestimate_batch_norm(
-            layer, (np.asarray(probe(batch, training=False)) for batch in batches))
+        reestimate_batch_norm_in(model, layer, batches)
         if progress is not None:
             progress.update(index + 1)
     return [layer.name for layer in batch_norms]
