@@ -8,7 +8,8 @@ accuracy on the first 6000 training images (to tell underfitting from a soft/har
     python benchmarks/finetune_probe.py --w-bits 2 --a-bits 2              # base 'auto'
     python benchmarks/finetune_probe.py --w-bits 4 --a-bits 4 --learning-rate 5e-5
     python benchmarks/finetune_probe.py --train-images 60000 --epochs 1 \
-        --lr-schedule cosine --recalibrate-batch-norm --activation-gradient smooth
+        --lr-schedule cosine --recalibrate-batch-norm --activation-gradient exact \
+        --recalibrate-images 4096 60000
 """
 
 import argparse
@@ -37,10 +38,13 @@ def parse_args(argv=None):
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                         help="Adam's learning rate: constant, or cosine-decayed to 0 over the run")
     parser.add_argument("--activation-gradient", choices=("exact", "smooth", "wide"),
-                        default="exact", help="quantize_model's activation_gradient")
+                        default="smooth",
+                        help="quantize_model's activation_gradient (default: its default)")
     parser.add_argument("--recalibrate-batch-norm", action="store_true",
-                        help="also report the test accuracy after tf_qnets.recalibrate_batch_norm "
-                             "on 4096 training images")
+                        help="also report the test accuracy after tf_qnets.recalibrate_batch_norm")
+    parser.add_argument("--recalibrate-images", type=int, nargs="+", default=[4096],
+                        help="with --recalibrate-batch-norm: recalibrate on the first N training "
+                             "images, once for each N given (default 4096)")
     parser.add_argument("--temperature-base", type=temperature_base, default="auto")
     parser.add_argument("--float-model", default="outputs/benchmark_accuracy/float_w32_e6_s0.keras")
     parser.add_argument("--data-dir", default=None)
@@ -81,8 +85,10 @@ def main(argv=None):
           f"images: quantized {accuracy(qat, x_train[:6000], y_train[:6000]):.4f}, "
           f"float {accuracy(float_net, x_train[:6000], y_train[:6000]):.4f}")
     if args.recalibrate_batch_norm:
-        tf_qnets.recalibrate_batch_norm(qat, x_train[:4096])
-        print(f"test accuracy after recalibrate_batch_norm: {accuracy(qat, x_test, y_test):.4f}")
+        for images in args.recalibrate_images:
+            tf_qnets.recalibrate_batch_norm(qat, x_train[:images])
+            print(f"test accuracy after recalibrate_batch_norm on {min(images, len(x_train))} "
+                  f"training images: {accuracy(qat, x_test, y_test):.4f}")
 
 
 if __name__ == "__main__":

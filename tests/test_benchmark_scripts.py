@@ -116,11 +116,14 @@ def test_finetune_probe_parses_its_flags_and_asks_for_the_float_model_first(tmp_
     defaults = finetune_probe.parse_args([])
     assert defaults.temperature_base == "auto"
     assert (defaults.lr_schedule, defaults.activation_gradient, defaults.recalibrate_batch_norm) == (
-        "constant", "exact", False)
-    recipe = finetune_probe.parse_args(["--lr-schedule", "cosine", "--activation-gradient", "smooth",
-                                        "--recalibrate-batch-norm"])
+        "constant", "smooth", False)
+    assert defaults.recalibrate_images == [4096]
+    recipe = finetune_probe.parse_args(["--lr-schedule", "cosine", "--activation-gradient", "exact",
+                                        "--recalibrate-batch-norm", "--recalibrate-images", "8",
+                                        "60000"])
     assert (recipe.lr_schedule, recipe.activation_gradient, recipe.recalibrate_batch_norm) == (
-        "cosine", "smooth", True)
+        "cosine", "exact", True)
+    assert recipe.recalibrate_images == [8, 60000]
     with pytest.raises(SystemExit, match="benchmarks/accuracy.py"):
         finetune_probe.main(["--float-model", str(tmp_path / "missing.keras")])
 

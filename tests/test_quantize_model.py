@@ -166,7 +166,7 @@ def test_per_layer_overrides_bits_and_defaults_binary_to_the_wide_gradient(float
     assert _levels(plan["block_conv2"]["weights"]) == (-4, -2, -1, 0, 1, 2, 4)
 
 
-def test_activation_gradient_applies_to_activation_quantizers_only():
+def test_activation_gradient_applies_to_activation_quantizers_only_and_defaults_to_smooth():
     inputs = keras.Input((4,))
     x = keras.layers.Dense(5, activation="relu", name="first")(inputs)
     x = keras.layers.Dense(5, activation="relu", name="second")(x)
@@ -175,14 +175,16 @@ def test_activation_gradient_applies_to_activation_quantizers_only():
     data = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
     qat = tf_qnets.quantize_model(
         model, w_bits=3, a_bits=2, first_last="low_bit", calibration_data=data, verbose=0,
-        activation_gradient="smooth", per_layer={"third": {"activation_gradient": "exact"}})
+        activation_gradient="exact", per_layer={"third": {"activation_gradient": "smooth"}})
     plan = _plan(qat)
     assert [plan[name]["output"].gradient for name in ("first", "second", "third")] == [
-        "smooth", "smooth", "exact"]
+        "exact", "exact", "smooth"]
     assert {plan[name]["weights"].gradient for name in plan} == {"exact"}
     default = _plan(tf_qnets.quantize_model(model, w_bits=3, a_bits=2, calibration_data=data,
                                             verbose=0))
     assert {default[name]["output"].gradient for name in default if "output" in default[name]} == {
+        "smooth"}
+    assert {default[name]["weights"].gradient for name in default if "weights" in default[name]} == {
         "exact"}
     with pytest.raises(ValueError, match="`activation_gradient` must be one of"):
         tf_qnets.quantize_model(model, w_bits=3, a_bits=2, calibration_data=data, verbose=0,

@@ -12,14 +12,17 @@ alias                  levels                       role           gradient
 ``qnet_w3``            {-4, -2, -1, 0, 1, 2, 4}     weights        ``exact``
 ``qnet_w3_uniform``    {-3, ..., 3}                 weights        ``exact``
 ``qnet_w4`` .. ``w8``  {-(2^(b-1)-1) .. 2^(b-1)-1}  weights        ``exact``
-``qnet_a1`` .. ``a8``  {0, 1, ..., 2^b - 1}         activations    ``exact``
-``qnet_a1_signed``     {-1, +1}                     activations    ``exact``
-``qnet_a2_signed`` ..  {-(2^(b-1)-1) .. 2^(b-1)-1}  activations    ``exact``
+``qnet_a1`` .. ``a8``  {0, 1, ..., 2^b - 1}         activations    ``smooth``
+``qnet_a1_signed``     {-1, +1}                     activations    ``smooth``
+``qnet_a2_signed`` ..  {-(2^(b-1)-1) .. 2^(b-1)-1}  activations    ``smooth``
 ``qnet_a8_signed``
 =====================  ===========================  =============  ==========
 
 ``wide`` for binary weights follows the authors' release (sigmoid derivative at
 T = 1, times T); it is also what :func:`tf_qnets.quantize_model` picks for 1-bit weights.
+``smooth`` for activations is :func:`tf_qnets.quantize_model`'s default
+``activation_gradient`` (the soft staircase's derivative at ``min(T, 2)``, see
+:mod:`tf_qnets.staircase`).
 Each call returns a new :class:`tf_qnets.QNetsQuantizer`; its ``alpha``, ``beta`` and
 thresholds are set when a model is quantized and calibrated.
 
@@ -51,8 +54,9 @@ def _alias_table():
         table[f"qnet_w{bits}"] = (weight_levels(bits), "weights", gradient)
     table["qnet_w3_uniform"] = (weight_levels(3, scheme="uniform"), "weights", "exact")
     for bits in range(MIN_BITS, MAX_BITS + 1):
-        table[f"qnet_a{bits}"] = (activation_levels(bits), "activations", "exact")
-        table[f"qnet_a{bits}_signed"] = (activation_levels(bits, signed=True), "activations", "exact")
+        table[f"qnet_a{bits}"] = (activation_levels(bits), "activations", "smooth")
+        table[f"qnet_a{bits}_signed"] = (activation_levels(bits, signed=True), "activations",
+                                         "smooth")
     return table
 
 

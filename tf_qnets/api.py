@@ -108,7 +108,7 @@ def _use_qnets_wrappers(model):
 
 def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
                    weight_scheme="pow2", thresholds="auto", first_last="float",
-                   per_layer=None, exclude=(), gradient=None, activation_gradient="exact",
+                   per_layer=None, exclude=(), gradient=None, activation_gradient="smooth",
                    train_thresholds=False, verbose=1):
     """Turn a float Keras model into a Quantization Network ready for fine-tuning.
 
@@ -150,11 +150,14 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
       gradient: the weight quantizers' backward: ``"exact"``, ``"wide"`` or ``"smooth"``;
         default ``None`` means ``"wide"`` for binary weights (the authors' release) and
         ``"exact"`` otherwise.
-      activation_gradient: the activation quantizers' backward: ``"exact"`` (default, the
-        derivative of the soft staircase), ``"smooth"`` (that derivative at temperature
-        ``min(T, 2)``: every activation inside the staircase's range gets a gradient, not
-        only those at a threshold; W3A3 +0.35 points in one measured fine-tune, see
-        docs/train.md) or ``"wide"``. See :mod:`tf_qnets.staircase`.
+      activation_gradient: the activation quantizers' backward: ``"smooth"`` (default: the
+        soft staircase's derivative at temperature ``min(T, 2)``, times that temperature,
+        so every activation inside the staircase's range gets a gradient, not only those
+        at a threshold), ``"exact"`` (the derivative at T itself) or ``"wide"``. One epoch
+        of the Fashion-MNIST benchmark CNN (docs/train.md), exact -> smooth: W2A2 80.36%
+        -> 85.60%, W3A3 91.26% -> 91.61%, W4A4 91.90% -> 92.50%, with epochs about 8%
+        longer. The forward pass, evaluation and export do not depend on it. See
+        :mod:`tf_qnets.staircase`.
       train_thresholds: also learn the thresholds (the paper freezes them).
       verbose: 0 silent, 1 progress bar while calibrating.
 

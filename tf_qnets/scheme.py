@@ -171,7 +171,7 @@ def _int8_output_quantizer():
 
 def plan_quantization(model, w_bits=3, a_bits=None, *, weight_scheme="pow2",
                       thresholds="auto", first_last="float", per_layer=None, exclude=(),
-                      gradient=None, activation_gradient="exact", train_thresholds=False):
+                      gradient=None, activation_gradient="smooth", train_thresholds=False):
     """Decide the quantize config of every layer; returns ``{layer_name: LayerPlan}``.
 
     See :func:`tf_qnets.quantize_model` for the arguments.
