@@ -7,6 +7,8 @@ batch 128. Configurations:
 * ``float``: the float model;
 * ``tfmot8``: ``tfmot.quantization.keras.quantize_model`` (default 8-bit QAT);
 * ``W3A<b>``: tf_qnets, 3-bit weights {-4..4 pow2}, b-bit activations, b = 1, 2, 3, 4, 8;
+* ``W3A<b>-exact``: the same with ``activation_gradient="exact"`` (the default is
+  ``"smooth"``);
 * ``W<b>``: tf_qnets, b-bit weights, float activations, b = 1, 2, 3, 4, 8;
 
 each compiled with and without ``jit_compile`` (tf_qnets' quantizer math is
@@ -53,6 +55,7 @@ def config_names():
     names = ["float", "tfmot8"]
     names += [f"W3A{b}" for b in A_BITS]
     names += [f"W{b}" for b in W_BITS]
+    names += [f"W3A{b}-exact" for b in A_BITS]
     return names
 
 
@@ -91,10 +94,12 @@ def build(name, jit, temperature):
 
         model = tfmot.quantization.keras.quantize_model(model)
     elif name != "float":
-        w_bits, _, a_bits = name[1:].partition("A")
+        bits, _, gradient = name.partition("-")   # "W3A3-exact": activation_gradient="exact"
+        w_bits, _, a_bits = bits[1:].partition("A")
+        options = {"activation_gradient": gradient} if gradient else {}
         model = tf_qnets.quantize_model(
             model, w_bits=int(w_bits), a_bits=int(a_bits) if a_bits else None,
-            calibration_data=x, verbose=0)
+            calibration_data=x, verbose=0, **options)
         tf_qnets.set_temperature(model, weights=temperature,
                                  activations=temperature if a_bits else None)
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
@@ -212,6 +217,10 @@ def summary(times, memory):
     out.append(f"- W3A3 / tfmot 8-bit QAT (fastest of each): {q / t8:.2f} (target <= 1.0)")
     out.append(f"- W3A8 / W3A2 (fastest of each): {fastest('W3A8') / fastest('W3A2'):.2f} "
                "(target <= 1.2)")
+    for bits in A_BITS:
+        if (f"W3A{bits}-exact", False) in times:
+            out.append(f"- W3A{bits} / W3A{bits}-exact (fastest of each; the smooth activation "
+                       f"gradient's cost): {fastest(f'W3A{bits}') / fastest(f'W3A{bits}-exact'):.2f}")
     if memory:
         m = min(memory[("W3A3", False)]["peak_mib"], memory[("W3A3", True)]["peak_mib"])
         mf = min(memory[("float", False)]["peak_mib"], memory[("float", True)]["peak_mib"])

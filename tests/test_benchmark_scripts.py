@@ -95,6 +95,22 @@ def test_speed_summary_reports_each_target_from_the_fastest_configuration():
     assert "W3A3 / tfmot 8-bit QAT (fastest of each): 1.17 (target <= 1.0)" in text
     assert "W3A8 / W3A2 (fastest of each): 1.15 (target <= 1.2)" in text
     assert "W3A3 / float peak TF buffers (smallest of each): 1.20 (target <= 1.3)" in text
+    assert "-exact" not in text
+    times.update({("W3A3-exact", False): 0.125, ("W3A3-exact", True): 0.250})
+    assert ("W3A3 / W3A3-exact (fastest of each; the smooth activation gradient's cost): 1.12"
+            in train_speed.summary(times, None))
+
+
+def test_speed_exact_configuration_builds_the_exact_activation_gradient():
+    import tf_qnets
+
+    assert "W3A3-exact" in train_speed.config_names()
+    gradients = {}
+    for name in ("W3A3", "W3A3-exact"):
+        model = train_speed.build(name, jit=False, temperature=10.0)
+        gradients[name] = {quantizer.gradient for _, role, _, quantizer, _
+                           in tf_qnets.quantizer_states(model) if role == "output"}
+    assert gradients == {"W3A3": {"smooth"}, "W3A3-exact": {"exact"}}
 
 
 def test_speed_step_runs_the_compiled_train_function_on_one_iterator():
