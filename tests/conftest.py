@@ -111,7 +111,6 @@ def _fresh_keras_session():
     yield
 
 
-
 # The files whose module fixtures train a model or start processes, longest first (from
 # `--durations` of a CI run). scripts/test.sh hands whole files to two pytest-xdist workers
 # in collection order (`--dist loadfile --no-loadscope-reorder`): starting these first lets

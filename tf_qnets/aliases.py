@@ -42,6 +42,7 @@ from tensorflow_model_optimization.python.core.quantization.keras import quantiz
 from tf_qnets._keras import keras
 from tf_qnets.levels import MAX_BITS, MIN_BITS, activation_levels, weight_levels
 from tf_qnets.quantizer import QNetsQuantizer
+from tf_qnets.staircase import DEFAULT_ACTIVATION_GRADIENT
 
 __all__ = ["get_quantizer", "quantizer_aliases"]
 
@@ -54,9 +55,9 @@ def _alias_table():
         table[f"qnet_w{bits}"] = (weight_levels(bits), "weights", gradient)
     table["qnet_w3_uniform"] = (weight_levels(3, scheme="uniform"), "weights", "exact")
     for bits in range(MIN_BITS, MAX_BITS + 1):
-        table[f"qnet_a{bits}"] = (activation_levels(bits), "activations", "smooth")
-        table[f"qnet_a{bits}_signed"] = (activation_levels(bits, signed=True), "activations",
-                                         "smooth")
+        for signed, suffix in ((False, ""), (True, "_signed")):
+            table[f"qnet_a{bits}{suffix}"] = (activation_levels(bits, signed=signed),
+                                              "activations", DEFAULT_ACTIVATION_GRADIENT)
     return table
 
 

@@ -18,6 +18,7 @@ from tf_qnets.init import (
 from tf_qnets.quantizer import QNetsQuantizer
 from tf_qnets.scheme import QNetsScheme, plan_quantization
 from tf_qnets.scope import quantize_scope
+from tf_qnets.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.wrapper import QNetsWrapper
 
 __all__ = ["quantize_model"]
@@ -108,7 +109,8 @@ def _use_qnets_wrappers(model):
 
 def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
                    weight_scheme="pow2", thresholds="auto", first_last="float",
-                   per_layer=None, exclude=(), gradient=None, activation_gradient="smooth",
+                   per_layer=None, exclude=(), gradient=None,
+                   activation_gradient=DEFAULT_ACTIVATION_GRADIENT,
                    train_thresholds=False, verbose=1):
     """Turn a float Keras model into a Quantization Network ready for fine-tuning.
 

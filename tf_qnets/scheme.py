@@ -33,7 +33,7 @@ from tf_qnets.configs import KERNEL_ATTRIBUTES, QNetsQuantizeConfig
 from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.levels import resolve_levels
 from tf_qnets.quantizer import QNetsQuantizer
-from tf_qnets.staircase import GRADIENTS
+from tf_qnets.staircase import DEFAULT_ACTIVATION_GRADIENT, GRADIENTS
 
 __all__ = ["QNetsScheme", "LayerPlan", "plan_quantization", "THRESHOLD_INITS", "FIRST_LAST"]
 
@@ -171,7 +171,8 @@ def _int8_output_quantizer():
 
 def plan_quantization(model, w_bits=3, a_bits=None, *, weight_scheme="pow2",
                       thresholds="auto", first_last="float", per_layer=None, exclude=(),
-                      gradient=None, activation_gradient="smooth", train_thresholds=False):
+                      gradient=None, activation_gradient=DEFAULT_ACTIVATION_GRADIENT,
+                      train_thresholds=False):
     """Decide the quantize config of every layer; returns ``{layer_name: LayerPlan}``.
 
     See :func:`tf_qnets.quantize_model` for the arguments.

@@ -96,6 +96,8 @@ CLAMP = 10.0
 GRADIENTS = ("exact", "wide", "smooth")
 # gradient="smooth": the backward's temperature is min(T, this).
 SMOOTH_TEMPERATURE = 2.0
+# The activation quantizers' backward unless told otherwise (quantize_model, qnet_a* aliases).
+DEFAULT_ACTIVATION_GRADIENT = "smooth"
 IMPLEMENTATIONS = ("xla", "graph")
 # Level sets with at most this many thresholds sum every sigmoid (cheaper than a search).
 PLAIN_MAX = 15
