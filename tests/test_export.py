@@ -213,9 +213,14 @@ def test_int4_packing_shrinks_the_file(uniform_model, tmp_path):
     int8 = export_tflite(uniform_model, str(tmp_path / "a.tflite"), images(32), int4_weights=False)
     int4 = export_tflite(uniform_model, str(tmp_path / "b.tflite"), images(32), int4_weights="auto")
     assert {w.dtype for w in int8.inspection.weights} == {"INT8"}
-    assert sum(w.dtype == "INT4" for w in int4.inspection.weights) == 2
-    # c2 (6*3*3*4 = 216 codes) and c3 (324 codes) lose half a byte per code.
-    assert int8.size_bytes - int4.size_bytes >= (216 + 324) // 2
+    assert [w.dtype for w in int4.inspection.weights].count("INT4") == 2
+    # Each packed tensor (c2: 6*3*3*4 = 216 codes, c3: 324) stores two codes per byte; the
+    # file's total depends on the converter's alignment, so the buffers are compared.
+    for packed, unpacked in zip(int4.inspection.weights, int8.inspection.weights):
+        count = int(np.prod(packed.shape))
+        assert unpacked.stored_bytes == count
+        assert packed.stored_bytes == (count + 1) // 2 if packed.dtype == "INT4" else count
+    assert int4.size_bytes < int8.size_bytes
     assert int4.size_ratio == pytest.approx(int4.size_bytes / int4.float_size_bytes)
     assert "ratio" in str(int4) and "INT4" in str(int4)
 

@@ -73,7 +73,8 @@ def read_model(path):
 
 @dataclasses.dataclass(frozen=True)
 class WeightTensor:
-    """One stored weight tensor: its name, type, shape, consuming op and distinct codes."""
+    """One stored weight tensor: its name, type, shape, consuming op, distinct codes and the
+    bytes its buffer takes in the file (``count`` for INT8, ``ceil(count / 2)`` for packed INT4)."""
 
     name: str
     dtype: str
@@ -81,6 +82,7 @@ class WeightTensor:
     op: str
     codes: tuple
     per_channel: bool
+    stored_bytes: int
 
 
 @dataclasses.dataclass
@@ -123,19 +125,24 @@ def _unpack_int4(raw, count):
     return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8)
 
 
+def _raw_buffer(model, data, tensor):
+    """The bytes stored for ``tensor`` as a uint8 array (``None`` if it has none)."""
+    buffer = model.Buffers(tensor.Buffer())
+    if buffer.Offset() > 1:
+        return np.frombuffer(data, np.uint8, count=buffer.Size(), offset=buffer.Offset())
+    if buffer.DataLength() > 0:
+        return np.asarray(buffer.DataAsNumpy(), np.uint8)
+    return None
+
+
 def tensor_values(model, tfl, data, tensor):
     """The constant data of ``tensor`` as a numpy array (``None`` if it has none)."""
-    buffer = model.Buffers(tensor.Buffer())
     type_name = _names(tfl.TensorType)[tensor.Type()]
     shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
     count = int(np.prod(shape)) if shape else 1
-    if buffer.Offset() > 1:
-        raw = np.frombuffer(data, np.uint8, count=buffer.Size(), offset=buffer.Offset())
-    elif buffer.DataLength() > 0:
-        raw = buffer.DataAsNumpy()
-    else:
+    raw = _raw_buffer(model, data, tensor)
+    if raw is None:
         return None
-    raw = np.asarray(raw, np.uint8)
     if type_name == "INT4":
         return _unpack_int4(raw, count).reshape(shape)
     dtype = _NUMPY_TYPES.get(type_name)
@@ -200,7 +207,8 @@ def inspect_tflite(path):
         per_channel = quantization is not None and quantization.ScaleLength() > 1
         weights.append(WeightTensor(
             tensor.Name().decode(), type_name, tuple(values.shape), name,
-            tuple(int(v) for v in np.unique(values)), per_channel))
+            tuple(int(v) for v in np.unique(values)), per_channel,
+            stored_bytes=int(_raw_buffer(model, data, tensor).size)))
     return InspectReport(
         path="<bytes>" if isinstance(path, (bytes, bytearray)) else os.fspath(path),
         size_bytes=len(data),
