@@ -15,7 +15,8 @@ import pytest
 from tf_qnets._keras import tf
 from tf_qnets.levels import LevelSet, activation_levels
 from tf_qnets.staircase import (
-    UNIFORM_MAX_WIDTH, _evenly_spaced, _uniform_sums, _uniform_width, soft_staircase)
+    SMOOTH_TEMPERATURE, UNIFORM_MAX_WIDTH, UNIFORM_MIN, _evenly_spaced, _kernel_branch,
+    _uniform_sums, _uniform_width, soft_staircase)
 
 from test_staircase_fast import assert_matches, numpy_reference, run_fast
 
@@ -28,8 +29,10 @@ LEVELS = {
     "even_steps_of_2": LevelSet((-6, -4, -2, 0, 2, 4)),
 }
 # T * g at and around every width boundary (g = 1 for the unit-step sets): W = 0 above
-# ~20, 1 down to ~6.67, 2 down to ~4, 3 down to ~2.86; below that the general path.
-TEMPERATURES = (2000.0, 60.0, 20.03, 20.0, 19.99, 10.0, 6.68, 6.67, 4.01, 4.0, 2.86, 2.85, 0.5)
+# ~20, 1 down to ~6.67, 2 down to ~4, 3 down to ~2.86, 4 down to ~2.22, 5 (the smooth
+# gradient's T = 2) down to ~1.82, ..., 10 down to ~0.952; below that the general path.
+TEMPERATURES = (2000.0, 60.0, 20.03, 20.0, 19.99, 10.0, 6.68, 6.67, 4.01, 4.0, 2.86, 2.85,
+                2.23, 2.22, 2.0, 1.82, 1.81, 1.0, 0.953, 0.95, 0.5)
 
 
 def interesting_inputs(b, levels):
@@ -65,7 +68,7 @@ def test_uniform_kernel_of_each_width_equals_plain_sum(name):
     levels = LEVELS[name]
     b = tf.constant(levels.uniform_thresholds(), tf.float64)
     x = interesting_inputs(levels.uniform_thresholds(), levels)
-    for temperature in (2000.0, 25.0, 20.0, 12.0, 10.0, 7.0, 5.0, 3.0):
+    for temperature in (2000.0, 25.0, 20.0, 12.0, 10.0, 7.0, 5.0, 3.0, 2.0, 1.5, 1.0):
         width = int(_uniform_width(b, levels.num_steps, tf.constant(temperature, tf.float64)))
         assert width <= UNIFORM_MAX_WIDTH
         t = tf.constant(temperature, tf.float64)
@@ -75,6 +78,21 @@ def test_uniform_kernel_of_each_width_equals_plain_sum(name):
                                    err_msg=f"codes, T={temperature}, W={width}")
         np.testing.assert_allclose(temperature * slope.numpy(), want[1], atol=1e-12,
                                    err_msg=f"slope, T={temperature}, W={width}")
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_default_activation_quantizers_take_the_fast_path(bits):
+    """Initial thresholds at every activation bit width, at every temperature a schedule
+    reaches (from the initial T = 1 up) and at the smooth backward's ``min(T, 2)``: the
+    uniform kernel; 1-bit activations (one threshold) sum their single sigmoid directly."""
+    levels = activation_levels(bits)
+    b = tf.constant(levels.uniform_thresholds(), tf.float32)
+    for temperature in (1.0, SMOOTH_TEMPERATURE, 5.0, 10.0, 50.0, 100.0, 2000.0):
+        branch = int(_kernel_branch(b, levels, tf.constant(temperature)))
+        if levels.num_steps < UNIFORM_MIN:
+            assert levels.num_steps == 1 and branch == 0
+        else:
+            assert branch > 0, f"A{bits} at T={temperature} takes the general path"
 
 
 def test_width_formula_and_even_spacing_check():
