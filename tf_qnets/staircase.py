@@ -345,11 +345,10 @@ def _uniform_sums(u, thresholds, levels, temperature, slope_temperature, need_co
     step = float(levels.steps[0])
     b0 = thresholds[0]
     gap = (thresholds[n - 1] - b0) / float(n - 1)
-    # NaN and +-inf land on a valid index; their terms then give NaN / the clamped ends.
-    position = tf.clip_by_value((u - b0) / gap, -1.0, float(n))
-    position = tf.where(tf.math.is_nan(position), tf.zeros_like(position), position)
-    centre = tf.clip_by_value(tf.math.floor(position + 0.5), 0.0, float(n - 1))
-    first = tf.clip_by_value(centre - float(width), 0.0, float(n - size))
+    # f = clip(round((u - b_0) / g) - width, 0, n - m): +-inf land on the ends, NaN stays
+    # NaN (XLA's clamp propagates it) and so do the terms and the codes; its slope is 0.
+    first = tf.clip_by_value(tf.math.floor((u - b0) / gap + (0.5 - width)), 0.0,
+                             float(n - size))
     b_first = b0 + first * gap
     offset = u - b_first
 
