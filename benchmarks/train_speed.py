@@ -2,19 +2,22 @@
 
 One fixed model and batch: a Fashion-MNIST-shaped CNN (28x28x1 inputs, three
 Conv-BN-ReLU blocks, two max-pools, Dense(10)) trained with SGD on random data,
-batch 128. Configurations:
+batch 128. Configurations (``--configs``; the default set measures the defaults):
 
 * ``float``: the float model;
 * ``tfmot8``: ``tfmot.quantization.keras.quantize_model`` (default 8-bit QAT);
-* ``W3A<b>``: tf_qnets, 3-bit weights {-4..4 pow2}, b-bit activations, b = 1, 2, 3, 4, 8;
+* ``W3A<b>``: ``tf_qnets.quantize_model(model, w_bits=3, a_bits=b)`` with no other
+  option (3-bit weights {-4..4 pow2}, b-bit activations), b = 1, 2, 3, 4, 8;
 * ``W3A<b>-exact``: the same with ``activation_gradient="exact"`` (the default is
   ``"smooth"``);
+* ``W3A8-kmeans``: ``thresholds="kmeans"``: non-uniform 8-bit activation thresholds,
+  which take the general (search) path instead of the uniform kernel;
 * ``W<b>``: tf_qnets, b-bit weights, float activations, b = 1, 2, 3, 4, 8;
 
 each compiled with and without ``jit_compile`` (tf_qnets' quantizer math is
 XLA-compiled on its own in both cases, its default). tf_qnets quantizers run at
-temperature ``--temperature`` (default 10: the first epoch of
-``TemperatureScheduler(base=10)``).
+temperature ``--temperature`` (default 10: the lowest temperature of the default
+``TemperatureScheduler()``, its first epoch for runs of 10 epochs or more).
 
 Time: every model is built and warmed up in one process, then ``--rounds`` rounds
 each run one training step (the compiled train function on a long-lived iterator,
@@ -22,15 +25,18 @@ as ``fit`` runs it) of every configuration in turn (interleaved, so that
 the load of a shared machine hits all of them alike); the table gives the median
 step and its ratio to the median float step (no jit) of the same run.
 
-Memory: one fresh subprocess per configuration with TensorFlow's BFC allocator on
-the CPU (``TF_CPU_ALLOCATOR_USE_BFC=true``), so that
+Memory (``--memory-configs``): one fresh subprocess per configuration with
+TensorFlow's BFC allocator on the CPU (``TF_CPU_ALLOCATOR_USE_BFC=true``), so that
 ``tf.config.experimental.get_memory_info("CPU:0")`` reports the peak bytes of live
 TensorFlow buffers; the peak is reset after two warm-up steps and read after three
 more (weights, optimizer state, batch and every activation/gradient kept for the
 backward pass). The process peak RSS (``VmHWM``, whole process incl. the TensorFlow
 runtime and XLA compiler) is printed too.
 
-Run (about 10 minutes on 2 CPU cores)::
+Profile (unless ``--no-profile``): ``benchmarks/step_profile.py`` on the float and
+W3A3 steps (no jit): where the time over the float step goes.
+
+Run (about 6 minutes on 2 CPU cores), writing its section of docs/benchmarks.md::
 
     TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/train_speed.py --write docs/benchmarks.md
 """
@@ -51,11 +57,26 @@ A_BITS = (1, 2, 3, 4, 8)
 W_BITS = (1, 2, 3, 4, 8)
 
 
+# What a run measures unless told otherwise: the defaults, and what the targets compare.
+DEFAULT_CONFIGS = ("float", "tfmot8", "W3A2", "W3A3", "W3A4", "W3A8", "W3", "W3A8-kmeans")
+DEFAULT_MEMORY_CONFIGS = ("float", "tfmot8", "W3A3")
+# Targets: (label, numerator, denominator, bound); "fastest of each" over jit on/off.
+SPEED_TARGETS = (
+    ("W3A3 / float", "W3A3", "float", 1.3),
+    ("W3A3 / tfmot 8-bit QAT", "W3A3", "tfmot8", 1.1),
+    ("W3A8 / W3A2", "W3A8", "W3A2", 1.1),
+)
+MEMORY_TARGET = 1.25   # W3A3 / float peak TF buffers
+# Options a configuration name's suffix stands for ("W3A3-exact").
+SUFFIX_OPTIONS = {"exact": {"activation_gradient": "exact"}, "kmeans": {"thresholds": "kmeans"}}
+
+
 def config_names():
     names = ["float", "tfmot8"]
     names += [f"W3A{b}" for b in A_BITS]
     names += [f"W{b}" for b in W_BITS]
     names += [f"W3A{b}-exact" for b in A_BITS]
+    names += ["W3A8-kmeans"]
     return names
 
 
@@ -94,9 +115,9 @@ def build(name, jit, temperature):
 
         model = tfmot.quantization.keras.quantize_model(model)
     elif name != "float":
-        bits, _, gradient = name.partition("-")   # "W3A3-exact": activation_gradient="exact"
+        bits, _, suffix = name.partition("-")   # "W3A3-exact": activation_gradient="exact"
         w_bits, _, a_bits = bits[1:].partition("A")
-        options = {"activation_gradient": gradient} if gradient else {}
+        options = SUFFIX_OPTIONS[suffix] if suffix else {}
         model = tf_qnets.quantize_model(
             model, w_bits=int(w_bits), a_bits=int(a_bits) if a_bits else None,
             calibration_data=x, verbose=0, **options)
@@ -148,6 +169,22 @@ def measure_time(names, rounds, warmup, temperature):
     return {key: statistics.median(v) for key, v in times.items()}
 
 
+def measure_profile(temperature):
+    """The profiler's view of the float and W3A3 steps (benchmarks/step_profile.py)."""
+    import step_profile
+
+    profiles, model = {}, None
+    for name in ("float", "W3A3"):
+        model = build(name, False, temperature)
+        step = training_step(model)
+        for _ in range(3):
+            step()
+        profiles[name] = step_profile.profile_step(step)
+        print(f"  profiled {name}", flush=True)
+    kernels = step_profile.time_activation_quantizers(model, _data()[0])
+    return step_profile.profile_report(profiles["float"], profiles["W3A3"], "W3A3", kernels)
+
+
 def _vm_hwm_mib():
     with open("/proc/self/status") as f:
         for line in f:
@@ -197,7 +234,7 @@ def table(names, times, memory):
         for jit in (False, True):
             t = times[(name, jit)]
             row = f"| {name} | {jit} | {t * 1000:.0f} | {t / base_t:.2f} |"
-            if memory:
+            if memory and (name, jit) in memory:
                 m = memory[(name, jit)]
                 row += (f" {m['peak_mib']:.0f} | {m['peak_mib'] / base_m['peak_mib']:.2f} |"
                         f" {m['rss_mib']:.0f} |")
@@ -207,25 +244,31 @@ def table(names, times, memory):
     return "\n".join(lines)
 
 
+def _verdict(value, bound):
+    return "met" if value <= bound else "not met"
+
+
 def summary(times, memory):
     def fastest(name):
         return min(times[(name, False)], times[(name, True)])
 
     out = []
-    f, q, t8 = fastest("float"), fastest("W3A3"), fastest("tfmot8")
-    out.append(f"- W3A3 / float (fastest of each): {q / f:.2f} (target <= 1.5)")
-    out.append(f"- W3A3 / tfmot 8-bit QAT (fastest of each): {q / t8:.2f} (target <= 1.0)")
-    out.append(f"- W3A8 / W3A2 (fastest of each): {fastest('W3A8') / fastest('W3A2'):.2f} "
-               "(target <= 1.2)")
+    for label, numerator, denominator, bound in SPEED_TARGETS:
+        ratio = fastest(numerator) / fastest(denominator)
+        out.append(f"- {label} (fastest of each): {ratio:.2f} (target <= {bound}): "
+                   f"{_verdict(ratio, bound)}")
     for bits in A_BITS:
         if (f"W3A{bits}-exact", False) in times:
             out.append(f"- W3A{bits} / W3A{bits}-exact (fastest of each; the smooth activation "
                        f"gradient's cost): {fastest(f'W3A{bits}') / fastest(f'W3A{bits}-exact'):.2f}")
-    if memory:
+    if ("W3A8-kmeans", False) in times:
+        out.append("- W3A8-kmeans / W3A8 (fastest of each; non-uniform 8-bit activation "
+                   f"thresholds' cost): {fastest('W3A8-kmeans') / fastest('W3A8'):.2f}")
+    if memory and ("W3A3", False) in memory and ("float", False) in memory:
         m = min(memory[("W3A3", False)]["peak_mib"], memory[("W3A3", True)]["peak_mib"])
         mf = min(memory[("float", False)]["peak_mib"], memory[("float", True)]["peak_mib"])
         out.append(f"- W3A3 / float peak TF buffers (smallest of each): {m / mf:.2f} "
-                   "(target <= 1.3)")
+                   f"(target <= {MEMORY_TARGET}): {_verdict(m / mf, MEMORY_TARGET)}")
     return "\n".join(out)
 
 
@@ -248,9 +291,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=9, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per configuration")
     parser.add_argument("--temperature", type=float, default=10.0)
-    parser.add_argument("--configs", default=",".join(config_names()),
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
                         help="comma-separated subset of " + ",".join(config_names()))
+    parser.add_argument("--memory-configs", default=",".join(DEFAULT_MEMORY_CONFIGS),
+                        help="configurations whose peak memory is measured")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
+    parser.add_argument("--no-profile", action="store_true", help="skip the step profile")
     parser.add_argument("--write", metavar="MARKDOWN", help="write the section into this file")
     parser.add_argument("--memory-child", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
@@ -259,9 +305,10 @@ def main():
         memory_child(args.memory_child, args.jit, args.temperature)
         return
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(config_names()))
+    memory_names = [n.strip() for n in args.memory_configs.split(",") if n.strip()]
+    unknown = sorted(set(names + memory_names) - set(config_names()))
     if unknown:
-        parser.error(f"unknown --configs {unknown}; allowed: {config_names()}")
+        parser.error(f"unknown configurations {unknown}; allowed: {config_names()}")
     for needed in ("float", "tfmot8", "W3A2", "W3A3", "W3A8"):
         if needed not in names:
             names.insert(0, needed) if needed == "float" else names.append(needed)
@@ -269,7 +316,8 @@ def main():
         ["benchmarks/train_speed.py"] + sys.argv[1:])
     load_before = os.getloadavg()
     times = measure_time(names, args.rounds, args.warmup, args.temperature)
-    memory = None if args.no_memory else measure_memory(names, args.temperature)
+    memory = None if args.no_memory else measure_memory(memory_names, args.temperature)
+    profile = None if args.no_profile else measure_profile(args.temperature)
     load_after = os.getloadavg()
     import tensorflow as tf
 
@@ -283,7 +331,13 @@ def main():
         f"{args.warmup} warm-up steps. Ratios are to the float step without jit_compile.", "",
         table(names, times, memory), "",
         summary(times, memory), "",
-    ])
+    ] + ([] if profile is None else [
+        "### Where the W3A3 step's time goes", "",
+        "`benchmarks/step_profile.py` in the same run: the TensorFlow profiler over 5 "
+        "steps of each model (no jit), ops summed by kind in thread-milliseconds per step "
+        "(the two compute threads' busy time added up: wall time is about half where both "
+        "are busy), then the activation quantizers' passes timed alone.", "",
+        profile, ""]))
     print(text, flush=True)   # (once, a finished run hung in TensorFlow's teardown)
     if args.write:
         write_docs(args.write, text)

@@ -91,14 +91,26 @@ def test_speed_summary_reports_each_target_from_the_fastest_configuration():
     memory = {key: {"peak_mib": 100.0 if key[0] == "float" else 120.0, "rss_mib": 900.0}
               for key in times}
     text = train_speed.summary(times, memory)
-    assert "W3A3 / float (fastest of each): 1.40 (target <= 1.5)" in text
-    assert "W3A3 / tfmot 8-bit QAT (fastest of each): 1.17 (target <= 1.0)" in text
-    assert "W3A8 / W3A2 (fastest of each): 1.15 (target <= 1.2)" in text
-    assert "W3A3 / float peak TF buffers (smallest of each): 1.20 (target <= 1.3)" in text
-    assert "-exact" not in text
-    times.update({("W3A3-exact", False): 0.125, ("W3A3-exact", True): 0.250})
-    assert ("W3A3 / W3A3-exact (fastest of each; the smooth activation gradient's cost): 1.12"
-            in train_speed.summary(times, None))
+    assert "W3A3 / float (fastest of each): 1.40 (target <= 1.3): not met" in text
+    assert "W3A3 / tfmot 8-bit QAT (fastest of each): 1.17 (target <= 1.1): not met" in text
+    assert "W3A8 / W3A2 (fastest of each): 1.15 (target <= 1.1): not met" in text
+    assert "W3A3 / float peak TF buffers (smallest of each): 1.20 (target <= 1.25): met" in text
+    assert "-exact" not in text and "kmeans" not in text
+    times.update({("W3A3-exact", False): 0.125, ("W3A3-exact", True): 0.250,
+                  ("W3A8-kmeans", False): 0.300, ("W3A8-kmeans", True): 0.290})
+    text = train_speed.summary(times, None)
+    assert "W3A3 / W3A3-exact (fastest of each; the smooth activation gradient's cost): 1.12" in text
+    assert "W3A8-kmeans / W3A8 (fastest of each; non-uniform 8-bit activation thresholds' cost): 1.93" in text
+
+
+def test_speed_default_run_measures_the_defaults_and_what_the_targets_compare():
+    names = set(train_speed.config_names())
+    assert set(train_speed.DEFAULT_CONFIGS) <= names
+    assert set(train_speed.DEFAULT_MEMORY_CONFIGS) <= names
+    compared = {name for _, a, b, _ in train_speed.SPEED_TARGETS for name in (a, b)}
+    assert compared <= set(train_speed.DEFAULT_CONFIGS)
+    assert {"float", "W3A3"} <= set(train_speed.DEFAULT_MEMORY_CONFIGS)
+    assert not any("-exact" in name for name in train_speed.DEFAULT_CONFIGS)
 
 
 def test_speed_exact_configuration_builds_the_exact_activation_gradient():
@@ -111,6 +123,15 @@ def test_speed_exact_configuration_builds_the_exact_activation_gradient():
         gradients[name] = {quantizer.gradient for _, role, _, quantizer, _
                            in tf_qnets.quantizer_states(model) if role == "output"}
     assert gradients == {"W3A3": {"smooth"}, "W3A3-exact": {"exact"}}
+
+
+def test_speed_kmeans_configuration_takes_non_uniform_activation_thresholds():
+    import tf_qnets
+
+    model = train_speed.build("W3A8-kmeans", jit=False, temperature=10.0)
+    spacings = [np.diff(variables["thresholds"].numpy()) for _, role, _, _, variables
+                in tf_qnets.quantizer_states(model) if role == "output"]
+    assert spacings and all(np.ptp(d) > 1e-3 for d in spacings)
 
 
 def test_speed_step_runs_the_compiled_train_function_on_one_iterator():
