@@ -10,8 +10,10 @@ batch 128. Configurations (``--configs``; the default set measures the defaults)
   option (3-bit weights {-4..4 pow2}, b-bit activations), b = 1, 2, 3, 4, 8;
 * ``W3A<b>-exact``: the same with ``activation_gradient="exact"`` (the default is
   ``"smooth"``);
-* ``W3A8-kmeans``: ``thresholds="kmeans"``: non-uniform 8-bit activation thresholds,
-  which take the general (search) path instead of the uniform kernel;
+* ``W3A8-trained``: ``train_thresholds=True``: after the first step the thresholds are no
+  longer evenly spaced and take the general (grid) path, with their own gradient;
+* ``W3A8-kmeans``: ``thresholds="kmeans"``: k-means activation thresholds, the worst
+  case (on ReLU outputs most of them crowd within a fraction of a step of 0);
 * ``W<b>``: tf_qnets, b-bit weights, float activations, b = 1, 2, 3, 4, 8;
 
 each compiled with and without ``jit_compile`` (tf_qnets' quantizer math is
@@ -58,7 +60,8 @@ W_BITS = (1, 2, 3, 4, 8)
 
 
 # What a run measures unless told otherwise: the defaults, and what the targets compare.
-DEFAULT_CONFIGS = ("float", "tfmot8", "W3A2", "W3A3", "W3A4", "W3A8", "W3", "W3A8-kmeans")
+DEFAULT_CONFIGS = ("float", "tfmot8", "W3A2", "W3A3", "W3A4", "W3A8", "W3", "W3A8-trained",
+                   "W3A8-kmeans")
 DEFAULT_MEMORY_CONFIGS = ("float", "tfmot8", "W3A3")
 # Targets: (label, numerator, denominator, bound); "fastest of each" over jit on/off.
 SPEED_TARGETS = (
@@ -68,7 +71,8 @@ SPEED_TARGETS = (
 )
 MEMORY_TARGET = 1.25   # W3A3 / float peak TF buffers
 # Options a configuration name's suffix stands for ("W3A3-exact").
-SUFFIX_OPTIONS = {"exact": {"activation_gradient": "exact"}, "kmeans": {"thresholds": "kmeans"}}
+SUFFIX_OPTIONS = {"exact": {"activation_gradient": "exact"}, "kmeans": {"thresholds": "kmeans"},
+                  "trained": {"train_thresholds": True}}
 
 
 def config_names():
@@ -76,7 +80,7 @@ def config_names():
     names += [f"W3A{b}" for b in A_BITS]
     names += [f"W{b}" for b in W_BITS]
     names += [f"W3A{b}-exact" for b in A_BITS]
-    names += ["W3A8-kmeans"]
+    names += ["W3A8-trained", "W3A8-kmeans"]
     return names
 
 
@@ -261,9 +265,11 @@ def summary(times, memory):
         if (f"W3A{bits}-exact", False) in times:
             out.append(f"- W3A{bits} / W3A{bits}-exact (fastest of each; the smooth activation "
                        f"gradient's cost): {fastest(f'W3A{bits}') / fastest(f'W3A{bits}-exact'):.2f}")
-    if ("W3A8-kmeans", False) in times:
-        out.append("- W3A8-kmeans / W3A8 (fastest of each; non-uniform 8-bit activation "
-                   f"thresholds' cost): {fastest('W3A8-kmeans') / fastest('W3A8'):.2f}")
+    for suffix, what in (("trained", "trained 8-bit activation thresholds"),
+                         ("kmeans", "k-means 8-bit activation thresholds")):
+        if (f"W3A8-{suffix}", False) in times:
+            out.append(f"- W3A8-{suffix} / W3A8 (fastest of each; {what}' cost): "
+                       f"{fastest(f'W3A8-{suffix}') / fastest('W3A8'):.2f}")
     if memory and ("W3A3", False) in memory and ("float", False) in memory:
         m = min(memory[("W3A3", False)]["peak_mib"], memory[("W3A3", True)]["peak_mib"])
         mf = min(memory[("float", False)]["peak_mib"], memory[("float", True)]["peak_mib"])

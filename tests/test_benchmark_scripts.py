@@ -100,7 +100,7 @@ def test_speed_summary_reports_each_target_from_the_fastest_configuration():
                   ("W3A8-kmeans", False): 0.300, ("W3A8-kmeans", True): 0.290})
     text = train_speed.summary(times, None)
     assert "W3A3 / W3A3-exact (fastest of each; the smooth activation gradient's cost): 1.12" in text
-    assert "W3A8-kmeans / W3A8 (fastest of each; non-uniform 8-bit activation thresholds' cost): 1.93" in text
+    assert "W3A8-kmeans / W3A8 (fastest of each; k-means 8-bit activation thresholds' cost): 1.93" in text
 
 
 def test_speed_default_run_measures_the_defaults_and_what_the_targets_compare():

@@ -15,8 +15,8 @@ import pytest
 from tf_qnets._keras import tf
 from tf_qnets.levels import LevelSet, activation_levels
 from tf_qnets.staircase import (
-    SMOOTH_TEMPERATURE, UNIFORM_MAX_WIDTH, UNIFORM_MIN, _evenly_spaced, _kernel_branch,
-    _uniform_sums, _uniform_width, soft_staircase)
+    SMOOTH_TEMPERATURE, UNIFORM_MAX_WIDTH, UNIFORM_MIN, _evenly_spaced, _general_variants,
+    _kernel_branch, _uniform_sums, _uniform_width, soft_staircase)
 
 from test_staircase_fast import assert_matches, numpy_reference, run_fast
 
@@ -92,7 +92,8 @@ def test_default_activation_quantizers_take_the_fast_path(bits):
         if levels.num_steps < UNIFORM_MIN:
             assert levels.num_steps == 1 and branch == 0
         else:
-            assert branch > 0, f"A{bits} at T={temperature} takes the general path"
+            uniform_from = _general_variants(levels.num_steps)
+            assert branch >= uniform_from, f"A{bits} at T={temperature} takes the general path"
 
 
 def test_width_formula_and_even_spacing_check():

@@ -155,12 +155,11 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
       activation_gradient: the activation quantizers' backward: ``"smooth"`` (default: the
         soft staircase's derivative at temperature ``min(T, 2)``, times that temperature,
         so every activation inside the staircase's range gets a gradient, not only those
-        at a threshold), ``"exact"`` (the derivative at T itself) or ``"wide"``. One epoch
-        of the Fashion-MNIST benchmark CNN (docs/train.md), exact -> smooth: W2A2 80.36%
-        -> 85.60%, W3A3 91.26% -> 91.61%, W4A4 91.90% -> 92.50%, with epochs about 8%
-        longer; at 8-bit activations the step is 2.2 times slower than with ``"exact"``
-        (docs/benchmarks.md), so pass ``"exact"`` there if step time matters more. The forward pass, evaluation and export do not depend on it. See
-        :mod:`tf_qnets.staircase`.
+        at a threshold), ``"exact"`` (the derivative at T itself) or ``"wide"``. It trains
+        low-bit activations to higher accuracy (docs/train.md) and costs about the same
+        step time as ``"exact"`` at every bit width (docs/benchmarks.md): its backward
+        evaluates up to 11 thresholds per element from one exponential. The forward pass,
+        evaluation and export do not depend on it. See :mod:`tf_qnets.staircase`.
       train_thresholds: also learn the thresholds (the paper freezes them).
       verbose: 0 silent, 1 progress bar while calibrating.
 
