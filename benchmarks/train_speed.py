@@ -2,7 +2,8 @@
 
 One fixed model and batch: a Fashion-MNIST-shaped CNN (28x28x1 inputs, three
 Conv-BN-ReLU blocks, two max-pools, Dense(10)) trained with SGD on random data,
-batch 128. Configurations (``--configs``; the default set measures the defaults):
+batch 128. Configurations (``--configs``; the default set measures the defaults, and beside
+them the options whose cost the documentation states):
 
 * ``float``: the float model;
 * ``tfmot8``: ``tfmot.quantization.keras.quantize_model`` (default 8-bit QAT);
@@ -60,8 +61,8 @@ W_BITS = (1, 2, 3, 4, 8)
 
 
 # What a run measures unless told otherwise: the defaults, and what the targets compare.
-DEFAULT_CONFIGS = ("float", "tfmot8", "W3A2", "W3A3", "W3A4", "W3A8", "W3", "W3A8-trained",
-                   "W3A8-kmeans")
+DEFAULT_CONFIGS = ("float", "tfmot8", "W3A2", "W3A3", "W3A4", "W3A8", "W3", "W3A3-exact",
+                   "W3A8-exact", "W3A8-trained", "W3A8-kmeans")
 DEFAULT_MEMORY_CONFIGS = ("float", "tfmot8", "W3A3")
 # Targets: (label, numerator, denominator, bound); "fastest of each" over jit on/off.
 SPEED_TARGETS = (

@@ -52,9 +52,11 @@ thresholds need a sigmoid. :func:`soft_staircase` uses that in three ways:
   not depend on ``n``;
 * other sets of up to ``PLAIN_MAX`` thresholds (weights: k-means, powers of two): the
   few sigmoids are summed directly, with scalar thresholds;
-* larger other sets (and evenly spaced ones below ``T g = 0.95``): a branch-free
-  bisection finds the ``K = floor(10 / (T g)) + 1`` nearest thresholds on each side
-  (``g`` the smallest gap), the clamped rest is a prefix sum: ``O(log n + K)``.
+* larger other sets (and evenly spaced ones below ``T g = 0.95``): a lookup grid over
+  the thresholds (:func:`_grid`) gives each element the first threshold that is not
+  clamped, with one table lookup and no search; a static window of ``K`` thresholds from
+  there (``K``: the most any grid cell leaves unclamped) is summed, the clamped rest is a
+  prefix sum: ``K`` sigmoids per element, whatever ``n``.
 
 By default both passes are compiled with XLA on their own (``implementation="xla"``):
 one fused loop over the elements each, while the rest of the model keeps TensorFlow's
