@@ -39,7 +39,8 @@ runtime and XLA compiler) is printed too.
 Profile (unless ``--no-profile``): ``benchmarks/step_profile.py`` on the float and
 W3A3 steps (no jit): where the time over the float step goes.
 
-Run (about 6 minutes on 2 CPU cores), writing its section of docs/benchmarks.md::
+Run (about 16 minutes on 2 CPU cores, most of it in the W3A8-trained and -kmeans rows),
+writing its section of docs/benchmarks.md::
 
     TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/train_speed.py --write docs/benchmarks.md
 """
