@@ -233,3 +233,30 @@ def test_trains_under_mirrored_strategy_with_two_logical_cpus():
     out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], env=env, capture_output=True,
                          text=True, timeout=300, check=False)
     assert "MIRRORED_OK" in out.stdout, out.stdout[-2000:] + out.stderr[-4000:]
+
+
+# ------------------------------------------------- the lookup grid (large non-uniform sets)
+def test_one_close_pair_of_thresholds_does_not_widen_every_window():
+    """The grid's window is the most thresholds any place leaves unclamped, not
+    ``10 / (T * smallest gap)``: one pair 0.001 apart among unit gaps keeps it small."""
+    from tf_qnets.staircase import _grid_window_needed
+
+    b = activation_levels(8).uniform_thresholds().copy()
+    b[100] = b[99] + 1e-3
+    for temperature, most in ((10.0, 4), (2.0, 16)):
+        needed = int(_grid_window_needed(tf.constant(b, tf.float32), 255,
+                                         tf.constant(temperature, tf.float32)))
+        assert needed <= most, f"T={temperature}: window {needed}"
+
+
+def test_clustered_thresholds_equal_the_plain_sum():
+    """k-means-like thresholds (most of them crowded near 0, 0.001 apart) need the widest
+    windows the grid has; values and gradients still equal the plain sum."""
+    levels = activation_levels(8)
+    b = np.concatenate([np.arange(150) * 1e-3, np.linspace(1.0, 250.0, 105)])
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.uniform(-0.5, 1.0, 300), rng.uniform(-5, 260, 300), b, b + 0.05])
+    for temperature in (2000.0, 60.0, 10.0, 2.0):
+        got = run_fast(x, 0.7, 1.0, b, temperature, levels, tf.float64, "xla")
+        assert_matches(got, numpy_reference(x, 0.7, 1.0, b, temperature, levels), tf.float64,
+                       f"clustered T={temperature}")
