@@ -48,8 +48,8 @@ thresholds need a sigmoid. :func:`soft_staircase` uses that in three ways:
   and ``m = min(2 W + 1, n)`` thresholds suffice, ``W = 0`` once ``T g > 20``, 1 at
   ``T g = 10``, 5 at the smooth gradient's ``T g = 2``, 10 at ``T g = 1``; one
   exponential per element serves the whole window (``exp(-T (u - b_{f+k})) =
-  exp(-T (u - b_f)) exp(T g)^k``); one compiled kernel per window size; the cost does
-  not depend on ``n``;
+  exp(-T (u - b_f)) exp(T g)^k``); a few compiled widths (``UNIFORM_WIDTHS``); the
+  cost does not depend on ``n``;
 * other sets of up to ``PLAIN_MAX`` thresholds (weights: k-means, powers of two): the
   few sigmoids are summed directly, with scalar thresholds;
 * larger other sets (and evenly spaced ones below ``T g = 0.95``): a lookup grid over
@@ -110,7 +110,7 @@ PLAIN_MAX = 15
 # each element's window (see _grid), and the window sizes compiled (the smallest that
 # covers every cell runs).
 GRID_CELLS_PER_THRESHOLD = 4
-GRID_WINDOW_SIZES = (4, 8, 16, 32)
+GRID_WINDOW_SIZES = (16,)
 # Wider windows (very low T, tightly clustered thresholds) loop over the window in chunks
 # instead: one kernel, compiled fast, whatever the width.
 GRID_LOOP = "loop"
@@ -121,6 +121,10 @@ UNIFORM_MIN = 3
 # ... when T is high enough that at most this many neighbours per side need a sigmoid
 # (10 reaches T g = 1: the initial temperature, and twice below the smooth gradient's).
 UNIFORM_MAX_WIDTH = 10
+# The uniform widths compiled (a width runs on the smallest of them that is at least as
+# wide: extra thresholds are exact, merely clamped). Few kernels keep the graph small:
+# every one is traced into the training step. 1 at T g = 10, 5 at the smooth T g = 2.
+UNIFORM_WIDTHS = (0, 1, 3, 5, 10)
 _SIG_HI = 1.0 / (1.0 + math.exp(-CLAMP))
 _SIG_LO = 1.0 / (1.0 + math.exp(CLAMP))
 
@@ -421,7 +425,7 @@ def _general_variants(n):
 def _kernel_variants(levels, gradient, implementation):
     """Every kernel :func:`_kernel_branch` may pick, in its order: the general ones (the
     plain sum, or the grid path at each window size), then the uniform ones by width
-    (widths with the same window, every width >= n // 2, share the last)."""
+    (:func:`_uniform_widths`)."""
     n = levels.num_steps
     if n <= PLAIN_MAX:
         variants = [_kernels(levels, gradient, implementation)]
@@ -430,8 +434,14 @@ def _kernel_variants(levels, gradient, implementation):
                     for size in _grid_windows(n)]
     if _uniform(levels):
         variants += [_kernels(levels, gradient, implementation, width=width)
-                     for width in range(min(UNIFORM_MAX_WIDTH, n // 2) + 1)]
+                     for width in _uniform_widths(n)]
     return variants
+
+
+def _uniform_widths(n):
+    """The uniform kernels' widths for ``n`` thresholds: ``UNIFORM_WIDTHS`` below ``n // 2``
+    (from there on the window holds all ``n``), then ``n // 2``."""
+    return tuple(w for w in UNIFORM_WIDTHS if w < n // 2) + (min(n // 2, UNIFORM_MAX_WIDTH),)
 
 
 def _kernel_branch(thresholds, levels, temperature):
@@ -439,7 +449,8 @@ def _kernel_branch(thresholds, levels, temperature):
     ``temperature`` (int32 scalar).
 
     Evenly spaced thresholds of equal steps with ``W <= UNIFORM_MAX_WIDTH``
-    (:func:`_uniform_width`): the uniform kernel of width ``min(W, n // 2)``. Otherwise a
+    (:func:`_uniform_width`): the uniform kernel of the smallest compiled width at least
+    ``min(W, n // 2)``. Otherwise a
     general one: the plain sum for up to ``PLAIN_MAX`` thresholds, else the grid path with
     the smallest compiled window that covers :func:`_grid_window_needed`.
     """
@@ -454,7 +465,9 @@ def _kernel_branch(thresholds, levels, temperature):
         return general
     width = _uniform_width(thresholds, n, temperature)
     use = tf.logical_and(_evenly_spaced(thresholds, n), width <= UNIFORM_MAX_WIDTH)
-    return tf.where(use, _general_variants(n) + tf.minimum(width, n // 2), general)
+    widths = tf.constant(_uniform_widths(n))
+    smallest_wide_enough = tf.reduce_sum(tf.cast(widths < tf.minimum(width, n // 2), tf.int32))
+    return tf.where(use, _general_variants(n) + smallest_wide_enough, general)
 
 
 def _sums(x, beta, thresholds, temperature, slope_temperature, levels, need_codes, need_slope,
