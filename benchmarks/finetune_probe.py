@@ -46,7 +46,7 @@ def parse_args(argv=None):
                         help="with --recalibrate-batch-norm: recalibrate on the first N training "
                              "images, once for each N given (default 4096)")
     parser.add_argument("--temperature-base", type=temperature_base, default="auto")
-    parser.add_argument("--float-model", default="outputs/benchmark_accuracy/float_w32_e6_s0.keras")
+    parser.add_argument("--float-model", default="outputs/benchmark_accuracy/float_vgg_w32_e6_s0.keras")
     parser.add_argument("--data-dir", default=None)
     return parser.parse_args(argv)
 
@@ -55,7 +55,7 @@ def main(argv=None):
     args = parse_args(argv)
     if not os.path.exists(args.float_model):
         sys.exit(f"error: no float model at {args.float_model}; run "
-                 "`python benchmarks/accuracy.py --float-epochs 6 --methods float` first.")
+                 "`python benchmarks/accuracy.py --float-epochs 6 --archs vgg --methods float` first.")
     (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data_dir)
     x_train, y_train = preprocess(x_train[:args.train_images]), y_train[:args.train_images].astype("int32")
     x_test, y_test = preprocess(x_test), y_test.astype("int32")

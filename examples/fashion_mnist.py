@@ -8,9 +8,9 @@ Run (does its own set-up on a fresh machine)::
 Steps: load Fashion-MNIST (tensorflow-datasets, Debian's dataset-fashion-mnist or
 ``--data-dir``), train a float CNN (cached in ``--output-dir`` so a rerun reuses it),
 ``tf_qnets.quantize_model`` it for each ``--bits`` setting, fine-tune with the
-temperature schedule (Adam, learning rate decayed along a cosine to 0), re-estimate the
-BatchNormalization statistics of the trained hard model (``tf_qnets.recalibrate_batch_norm``),
-evaluate the hard model, export an integer TFLite file, run it
+temperature schedule (Adam, learning rate decayed along a cosine to 0; from T = 100 the
+forward is the hard staircase, and BatchNormalization keeps the statistics quantize_model
+measured), evaluate the hard model with nothing in between, export an integer TFLite file, run it
 in the standalone LiteRT runtime (a process without TensorFlow), print a table and
 draw pictures: the learned staircases over their weight / activation histograms, and
 accuracy against bit width.
@@ -159,8 +159,8 @@ def float_model(args, train, test, strategy=None):
 
 
 def quantize_and_train(float_net, args, train, w_bits, a_bits, strategy=None):
-    """quantize_model, fine-tune (cosine-decayed Adam, temperature schedule), then re-estimate
-    the BatchNormalization statistics of the trained hard model (docs/train.md, "Recipe")."""
+    """quantize_model, then fine-tune (cosine-decayed Adam, temperature schedule): the model
+    fit leaves is the one to evaluate and export (docs/train.md, "Recipe")."""
     calibration = tf.data.Dataset.from_tensor_slices(train[0][:1024]).batch(128)
     strategy = strategy or tf.distribute.get_strategy()
     steps = args.qat_epochs * math.ceil(len(train[0]) / args.batch_size)
@@ -172,7 +172,6 @@ def quantize_and_train(float_net, args, train, w_bits, a_bits, strategy=None):
                       jit_compile=args.jit_compile and jit_compile_supported(strategy))
     qat.fit(datasets(train, args.batch_size, args.seed), epochs=args.qat_epochs, verbose=VERBOSE,
             callbacks=[tf_qnets.TemperatureScheduler(base=args.temperature_base, verbose=1)])
-    tf_qnets.recalibrate_batch_norm(qat, train[0][:4096])
     return qat
 
 

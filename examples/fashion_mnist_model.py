@@ -1,16 +1,25 @@
-"""The float CNN used by the Fashion-MNIST example and benchmarks.
+"""The float networks used by the Fashion-MNIST example and benchmarks.
 
-A small VGG-style network with real capacity (Conv-BN-ReLU blocks, as the paper's
-recipe expects: activation quantizers sit after each ReLU)::
+``build_cnn``: a small VGG-style network with real capacity (Conv-BN-ReLU blocks, as the
+paper's recipe expects: activation quantizers sit after each ReLU)::
 
     conv3x3(32) - BN - ReLU - conv3x3(32) - BN - ReLU - maxpool
     conv3x3(64) - BN - ReLU - conv3x3(64) - BN - ReLU - maxpool
     conv3x3(128) - BN - ReLU - global average pool - dense(10)
+
+``build_resnet``: a small residual network of basic blocks (the accuracy benchmark's second
+architecture)::
+
+    conv3x3(16) - BN - ReLU                                  stem
+    3 stages of basic blocks, widths 16, 32, 64, first strides 1, 2, 2:
+        conv3x3 - BN - ReLU - conv3x3 - BN  (+ shortcut)  - Add - ReLU
+        shortcut: identity, or conv1x1(stride) - BN where the shape changes
+    global average pool - dense(10)
 """
 
 from tf_qnets._keras import keras
 
-__all__ = ["build_cnn", "preprocess"]
+__all__ = ["build_cnn", "build_resnet", "preprocess"]
 
 
 def build_cnn(width=32, num_classes=10, input_shape=(28, 28, 1)):
@@ -30,6 +39,43 @@ def build_cnn(width=32, num_classes=10, input_shape=(28, 28, 1)):
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name="fashion_cnn")
+
+
+def build_resnet(width=16, num_classes=10, input_shape=(28, 28, 1), blocks_per_stage=1):
+    """A small ResNet (basic blocks); ``width`` is the first stage's channel count.
+
+    With the default ``blocks_per_stage=1`` it has 7 3x3 convolutions, 2 projection
+    shortcuts and the dense layer (a ResNet-8); ``blocks_per_stage=2`` gives a ResNet-14.
+    Convolutions have no bias (a BatchNormalization follows each) and every ReLU is its own
+    ``ReLU`` layer, where tf_qnets puts its activation quantizers.
+    """
+    if blocks_per_stage < 1:
+        raise ValueError(f"`blocks_per_stage` must be at least 1, got {blocks_per_stage!r}.")
+
+    def conv_bn(x, channels, kernel, stride, name):
+        x = keras.layers.Conv2D(channels, kernel, strides=stride, padding="same", use_bias=False,
+                                name=f"{name}_conv")(x)
+        return keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+
+    inputs = keras.Input(input_shape, name="image")
+    x = conv_bn(inputs, width, 3, 1, "stem")
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    for stage, (channels, stride) in enumerate(((width, 1), (2 * width, 2), (4 * width, 2))):
+        for block in range(blocks_per_stage):
+            name = f"s{stage + 1}b{block + 1}"
+            block_stride = stride if block == 0 else 1
+            y = conv_bn(x, channels, 3, block_stride, f"{name}_1")
+            y = keras.layers.ReLU(name=f"{name}_relu1")(y)
+            y = conv_bn(y, channels, 3, 1, f"{name}_2")
+            if block_stride != 1 or x.shape[-1] != channels:
+                shortcut = conv_bn(x, channels, 1, block_stride, f"{name}_short")
+            else:
+                shortcut = x
+            x = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+            x = keras.layers.ReLU(name=f"{name}_relu2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=f"fashion_resnet{6 * blocks_per_stage + 2}")
 
 
 def preprocess(images):

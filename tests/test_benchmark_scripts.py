@@ -44,15 +44,17 @@ def test_accuracy_fine_tune_learning_rate_is_cosine_by_default():
     assert float(schedule(0)) == pytest.approx(2e-4)
     assert float(schedule(10)) == pytest.approx(1e-4)       # half-way through 20 steps
     assert float(schedule(20)) == pytest.approx(0.0, abs=1e-12)
-    assert args.recalibrate
-    constant = accuracy.parse_args(["--lr-schedule", "constant", "--no-recalibrate"])
-    assert accuracy.fine_tune_learning_rate(constant, train) == 2e-4 and not constant.recalibrate
+    assert args.recalibration_check
+    constant = accuracy.parse_args(["--lr-schedule", "constant", "--skip-recalibration-check"])
+    assert accuracy.fine_tune_learning_rate(constant, train) == 2e-4 and not constant.recalibration_check
+    with pytest.raises(SystemExit):       # the old flag is gone: every method is fit -> evaluate
+        accuracy.parse_args(["--no-recalibrate"])
 
 
 def test_accuracy_markdown_replaces_only_its_own_block(tmp_path):
     path = tmp_path / "benchmarks.md"
     path.write_text("# Benchmarks\n\n## Training speed\n\nkept\n")
-    args = accuracy.parse_args(["--epochs", "2", "--methods", "float", "tfmot-W2A2"])
+    args = accuracy.parse_args(["--epochs", "2", "--archs", "vgg", "--methods", "float", "tfmot-W2A2"])
     rows = [{"method": "float", "keras": 0.9253, "tflite": 0.9253, "bytes": 564828,
              "seconds_per_epoch": None, "note": ""},
             {"method": "tfmot-W2A2", "keras": 0.5, "tflite": None, "bytes": None,
@@ -61,8 +63,8 @@ def test_accuracy_markdown_replaces_only_its_own_block(tmp_path):
         accuracy.write_markdown(str(path), accuracy.markdown(rows, args, None, 600.0))
     text = path.read_text()
     assert text.count("<!-- accuracy:begin -->") == 1 and "kept" in text
-    assert "| float | 32/32 | - | 92.53% | 92.53% | 551.6 KiB | - |" in text
-    assert "| tfmot-W2A2 | 2/2 | - | 50.00% | n/a | n/a | 100.0 |" in text
+    assert "| float | 32/32 | - | 92.53% | - | 92.53% | 551.6 KiB | - |" in text
+    assert "| tfmot-W2A2 | 2/2 | - | 50.00% | - | n/a | n/a | 100.0 |" in text
     assert "Partial" not in text
     assert "- tfmot-W2A2: TFLite: ConverterError: x" in text
 
@@ -80,7 +82,154 @@ def test_accuracy_markdown_states_each_target_and_a_partial_run():
     assert "- qnets-W2A2 above tfmot-W2A2: 88.00% vs 49.00% -> met" in text
     assert "- qnets-W3A3 within 1 point of float: +1.50 points below -> not met" in text
     assert "W4A4" not in text.split("Targets")[1]          # not measured, not claimed
-    assert f"Partial: 5 of {len(accuracy.METHODS)} methods done" in text
+    assert args.archs == ["vgg", "resnet"]
+    assert f"Partial: 5 of {2 * len(accuracy.DEFAULT_METHODS)} methods done" in text
+
+
+def test_accuracy_default_methods_and_quick_settings():
+    args = accuracy.parse_args([])
+    assert args.methods == ["float", "tfmot-8bit", "tfmot-W4A4", "tfmot-W3A3", "tfmot-W2A2",
+                            "qkeras-W4A4", "qkeras-W3A3", "qkeras-W2A2", "qnets-W3", "qnets-W4A4",
+                            "qnets-W3A3", "qnets-W2A2"]
+    assert (args.archs, args.float_epochs, args.epochs) == (["vgg", "resnet"], 15, 4)
+    assert args.markdown.endswith(os.path.join("docs", "benchmarks.md"))
+    kept = accuracy.parse_args(["--methods", "qnets-W1", "qnets-W2", "qnets-W1A2"])
+    assert kept.methods == ["qnets-W1", "qnets-W2", "qnets-W1A2"]       # still selectable
+    quick = accuracy.parse_args(["--quick"])
+    assert (quick.float_epochs, quick.epochs, quick.markdown) == (15, 1, None)
+    assert [accuracy.bits_of(m) for m in ("qkeras-W3A3", "tfmot-W3A3", "qnets-W3")] == [
+        "3/3", "3/3", "3/32"]
+
+
+def test_accuracy_targets_compare_both_peers_recalibration_and_the_bit_ladder():
+    def row(method, keras_acc, recal=None):
+        return {"arch": "resnet", "method": method, "init": None, "keras": keras_acc, "recal": recal,
+                "tflite": None, "bytes": None, "seconds_per_epoch": None, "note": ""}
+
+    rows = [row("qkeras-W4A4", 0.9000), row("tfmot-W4A4", 0.9100), row("qnets-W4A4", 0.9050, 0.9070),
+            row("qkeras-W2A2", 0.8000), row("tfmot-W2A2", 0.5000), row("qnets-W2A2", 0.8500, 0.8900),
+            row("qnets-W3A3", 0.9060, 0.9060)]
+    args = accuracy.parse_args(["--archs", "resnet", "--methods", *[r["method"] for r in rows]])
+    text = accuracy.markdown(rows, args, {"resnet": 12.0}, 60.0)
+    targets = text.split("Targets (resnet, Keras test accuracy):")[1]
+    assert "- qnets-W4A4 above qkeras-W4A4 and tfmot-W4A4: 90.50% vs 90.00% and 91.00% -> not met" in targets
+    assert "- qnets-W2A2 above qkeras-W2A2 and tfmot-W2A2: 85.00% vs 80.00% and 50.00% -> met" in targets
+    assert "W3A3 above" not in targets                          # no peer measured at W3A3
+    assert ("qnets-W4A4 90.50% vs 90.70% (-0.20), qnets-W2A2 85.00% vs 89.00% (-4.00), "
+            "qnets-W3A3 90.60% vs 90.60% (+0.00) -> not met (qnets-W2A2)") in targets
+    assert "- qnets W4A4 >= W3A3 >= W2A2: 90.50% >= 90.60% >= 85.00% -> not met" in targets
+    assert "### resnet: build_resnet(width=16)" in text and "Float model: 15 epochs (12 s/epoch)." in text
+    assert "| qnets-W2A2 | 2/2 | - | 85.00% | 89.00% | n/a | n/a | - |" in text
+    assert "Partial" not in text
+    rows[2]["recal"], rows[5]["recal"] = 0.9030, 0.8530004   # prints as 0.30: met
+    rows[6]["keras"] = 0.9000
+    targets = accuracy.markdown(rows, args, None, 60.0).split("Targets")[1]
+    assert ("(+0.20), qnets-W2A2 85.00% vs 85.30% (-0.30), qnets-W3A3 90.00% vs 90.60% (-0.60) "
+            "-> not met (qnets-W3A3)") in targets
+    assert "- qnets W4A4 >= W3A3 >= W2A2: 90.50% >= 90.00% >= 85.00% -> met" in targets
+
+
+def test_qkeras_model_quantizes_the_inner_kernel_layers_and_every_relu_and_keeps_the_weights():
+    import qkeras
+    from fashion_mnist_model import build_cnn, build_resnet
+    from tf_qnets._keras import keras
+
+    inputs = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    for float_net, n_inner in ((build_cnn(width=4), 4), (build_resnet(width=4), 8)):
+        kernels = [layer.name for layer in float_net.layers if type(layer).__name__ in ("Conv2D", "Dense")]
+        relus = [layer.name for layer in float_net.layers if type(layer).__name__ == "ReLU"]
+        model = accuracy.qkeras_model(float_net, 2, 3, 1)
+        kinds = {layer.name: type(layer).__name__ for layer in model.layers}
+        assert (kinds[kernels[0]], kinds[kernels[-1]]) == ("Conv2D", "Dense")      # first/last float
+        assert [kinds[name] for name in kernels[1:-1]] == ["QConv2D"] * n_inner
+        assert relus and all(kinds[name] == "QActivation" for name in relus)
+        assert "ReLU" not in kinds.values()
+        assert sum(kind == "BatchNormalization" for kind in kinds.values()) == sum(
+            type(layer).__name__ == "BatchNormalization" for layer in float_net.layers)
+        for layer in float_net.layers:
+            ours, theirs = layer.get_weights(), model.get_layer(layer.name).get_weights()
+            assert len(ours) == len(theirs) and all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+        conv = model.get_layer(kernels[1])
+        quantizer = conv.kernel_quantizer_internal
+        assert (quantizer.bits, quantizer.alpha, bool(quantizer.symmetric), quantizer.keep_negative) == (
+            2, "auto_po2", True, True)
+        values = quantizer(conv.kernel).numpy()
+        for channel in range(values.shape[-1]):      # ternary per output channel, power-of-2 scale
+            levels = np.unique(values[..., channel])
+            scale = np.abs(levels).max()
+            assert set(np.round(levels / scale, 6)) <= {-1.0, 0.0, 1.0}
+            assert np.log2(scale) == np.round(np.log2(scale))
+        relu = model.get_layer(relus[0])
+        assert isinstance(relu.quantizer, qkeras.quantized_relu)
+        assert (relu.quantizer.bits, relu.quantizer.integer) == (3, 1)
+        outputs = relu(np.linspace(-1.0, 3.0, 401, dtype=np.float32)).numpy()
+        np.testing.assert_allclose(np.unique(outputs), np.arange(8) / 4)          # [0, 2), step 1/4
+        assert np.all(np.isfinite(model(inputs).numpy()))
+    with_relu6 = keras.Sequential([keras.layers.Dense(4, input_shape=(3,)), keras.layers.Dense(4),
+                                   keras.layers.ReLU(max_value=6.0), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="only a plain ReLU"):
+        accuracy.qkeras_model(with_relu6, 2, 2, 0)
+
+
+def test_build_resnet_has_residual_adds_and_quantizes_with_tf_qnets():
+    import tf_qnets
+    from fashion_mnist_model import build_resnet
+    from tf_qnets._keras import keras
+
+    model = build_resnet(width=8)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Add") == 3 and kinds.count("ReLU") == 7 and kinds.count("Conv2D") == 9
+    assert all(not layer.use_bias for layer in model.layers if type(layer).__name__ == "Conv2D")
+    assert model.get_layer("s3b1_add").output.shape[1:] == (7, 7, 32)
+    assert model.output.shape[1:] == (10,)
+    assert len(build_resnet(width=4, blocks_per_stage=2).layers) > len(build_resnet(width=4).layers)
+    rng = np.random.default_rng(0)
+    x = rng.random((256, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 256).astype("int32")
+    qat = tf_qnets.quantize_model(model, w_bits=3, a_bits=3, calibration_data=x[:256], verbose=0)
+    names = {layer.name for layer in qat.layers}
+    assert "stem_conv" in names and "logits" in names                     # first/last stay float
+    assert {"quant_s1b1_1_conv", "quant_s2b1_short_conv", "quant_s3b1_2_conv"} <= names
+    assert {f"quant_{layer.name}" for layer in model.layers if type(layer).__name__ == "ReLU"} <= names
+    assert sum(type(layer).__name__ == "Add" for layer in qat.layers) == 3
+    qat.compile(keras.optimizers.Adam(1e-3),       # eager: one step needs no graph tracing
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True)
+    history = qat.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert int(qat.optimizer.iterations.numpy()) == 1
+
+
+def test_accuracy_quick_run_of_qkeras_and_tf_qnets_on_the_resnet(tmp_path):
+    markdown_path = tmp_path / "benchmarks.md"
+    markdown_path.write_text("# Benchmarks\n\nkept\n")
+    rows = accuracy.main(["--quick", "--subset", "256", "256", "--float-epochs", "1",
+                          "--resnet-width", "8", "--archs", "resnet",
+                          "--methods", "qkeras-W2A2", "qnets-W2A2",
+                          "--output-dir", str(tmp_path / "out"), "--markdown", str(markdown_path)])
+    assert [(row["arch"], row["method"]) for row in rows] == [("resnet", "qkeras-W2A2"),
+                                                               ("resnet", "qnets-W2A2")]
+    qkeras_row, qnets_row = rows
+    assert qkeras_row["recal"] is None and qkeras_row["tflite"] is None
+    assert "QKeras has no integer TFLite path" in qkeras_row["note"]
+    assert "quantized_relu integer=" in qkeras_row["note"]
+    assert 0.0 <= qnets_row["recal"] <= 1.0 and 0.0 <= qnets_row["tflite"] <= 1.0
+    assert qnets_row["bytes"] > 0 and qnets_row["note"] == ""      # the restored model scored the same
+    assert (tmp_path / "out" / "float_resnet_w8_e1_quick_n256_s0.keras").exists()
+    assert (tmp_path / "out" / "resnet_qnets-W2A2.tflite").exists()
+    text = markdown_path.read_text()
+    assert "kept" in text and text.count("<!-- accuracy:begin -->") == 1
+    assert ("| method | W/A bits | acc. after quantizing | Keras test acc "
+            "| with extra recalibrate_batch_norm | TFLite test acc |") in text
+    assert "### resnet: build_resnet(width=8)" in text and "### vgg" not in text
+    assert (f"| qkeras-W2A2 | 2/2 | {100 * qkeras_row['init']:.2f}% | {100 * qkeras_row['keras']:.2f}% "
+            "| - | n/a | n/a |") in text
+    assert (f"| qnets-W2A2 | 2/2 | {100 * qnets_row['init']:.2f}% | {100 * qnets_row['keras']:.2f}% "
+            f"| {100 * qnets_row['recal']:.2f}% | {100 * qnets_row['tflite']:.2f}% |") in text
+    assert "- qkeras-W2A2: activation range [0, " in text
+    assert "Targets (resnet, Keras test accuracy):" in text
+    assert "- qnets-W2A2 above qkeras-W2A2: " in text
+    assert "recalibrate_batch_norm figure: qnets-W2A2 " in text
+    assert "Partial" not in text
 
 
 def test_speed_summary_reports_each_target_from_the_fastest_configuration():
@@ -164,3 +313,34 @@ def test_finetune_probe_parses_its_flags_and_asks_for_the_float_model_first(tmp_
     with pytest.raises(SystemExit, match="benchmarks/accuracy.py"):
         finetune_probe.main(["--float-model", str(tmp_path / "missing.keras")])
 
+
+
+def test_fit_evaluate_modes_and_its_table_in_train_md(tmp_path):
+    import fit_evaluate
+    from tf_qnets.batch_norm import FrozenStatisticsBatchNormalization
+
+    args = fit_evaluate.parse_args([])
+    assert args.bits == [4, 2] and args.modes == ["frozen", "batch"] and args.learning_rate == 3e-4
+    x = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
+    float_net = fit_evaluate.build_float_cnn()
+    for mode, frozen, hard_from in (("frozen", True, 100.0), ("frozen-soft", True, None),
+                                    ("batch", False, 100.0)):
+        qat = fit_evaluate.quantize(float_net, 2, mode, (x, None))
+        kinds = {type(layer) for layer in qat.layers if "bn" in layer.name}
+        assert kinds == ({FrozenStatisticsBatchNormalization} if frozen
+                         else {fit_evaluate.keras.layers.BatchNormalization}), mode
+        hard = {q.hard_forward_from for _, _, _, q, _ in fit_evaluate.quantizer_states(qat)
+                if isinstance(q, fit_evaluate.QNetsQuantizer)}
+        assert hard == {hard_from}, mode
+    row = {"bits": 2, "mode": "frozen", "initial": 0.5, "train": 0.8, "evaluate": 0.79,
+           "recalibrated": 0.75, "seconds": 1.0}
+    block = fit_evaluate.markdown([row], args, 0.9, 60.0)
+    assert "| 2/2 | frozen | 50.00% | 80.00% | 79.00% | 75.00% |" in block
+    # The committed docs/train.md holds the block the script replaces.
+    text = open(os.path.join(ROOT, "docs", "train.md")).read()
+    assert text.count("<!-- fit-evaluate:begin -->") == 1 and text.count("<!-- fit-evaluate:end -->") == 1
+    copy = tmp_path / "train.md"
+    copy.write_text(text)
+    from markdown_block import replace_block
+    replace_block(str(copy), "fit-evaluate", block)
+    assert block in copy.read_text() and copy.read_text().count("fit-evaluate:begin") == 1

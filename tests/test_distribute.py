@@ -3,9 +3,10 @@
 Logical devices must be configured before TensorFlow initialises, and other test modules
 initialise it earlier in this pytest process, so the strategy runs in a fresh process
 (tests/_workers/mirrored_worker.py) that writes its measurements as JSON; the tests here
-read them. The scenario (tests/_workers/scenario.py) is a W3A3 network without
-BatchNormalization: with BN each replica would normalise with its own half batch, which
-legitimately differs from one replica normalising the whole batch.
+read them. The scenario (tests/_workers/scenario.py) is a W3A3 network with a
+BatchNormalization whose statistics are frozen (quantize_model's default), so every replica
+computes the same function as one replica on the whole batch; with batch statistics each
+replica would normalise its own half batch.
 
 Tolerances, after 8 steps of SGD (lr 1e-3, momentum 0.9; 2 replicas sum the same
 per-example gradients as one, in another order): temperatures and the (frozen) thresholds
@@ -65,7 +66,7 @@ def test_initialisation_is_identical_on_every_replica(measured):
 def test_initialisation_equals_the_one_replica_initialisation(measured):
     one, two = measured["one_replica"]["after_init"], measured["two_replicas"]["after_init"]
     # 5 quantizers x (alpha, beta, thresholds, temperature): the outputs of the first conv,
-    # conv_q and dense_q, and the kernels of conv_q and dense_q (first/last kernels stay float).
+    # relu_q and dense_q, and the kernels of conv_q and dense_q (first/last kernels stay float).
     assert set(one) == set(two) and len(one) == 5 * 4
     for name in one:
         np.testing.assert_array_equal(np.asarray(two[name][0]), np.asarray(one[name][0]),

@@ -20,12 +20,13 @@ _TRAINED_WEIGHTS = []
 
 
 def trained_qat():
-    """A W2A2 model fine-tuned a few steps, so that its moving statistics lag behind.
+    """A W2A2 model fine-tuned a few steps with Keras's batch statistics
+    (``batch_norm="batch"``), so that its moving statistics lag behind.
 
     Trained once per module; later calls rebuild it and load those weights (fit is the slow part).
     """
     qat = tf_qnets.quantize_model(conv_bn_model(), w_bits=2, a_bits=2, calibration_data=DATA,
-                                  first_last="low_bit", verbose=0)
+                                  first_last="low_bit", batch_norm="batch", verbose=0)
     if _TRAINED_WEIGHTS:
         qat.set_weights(_TRAINED_WEIGHTS)
         return qat

@@ -445,3 +445,33 @@ def test_infinite_inputs_give_finite_scale_gradients(bad):
         loss = tf.reduce_sum(y)
     d_alpha, d_beta = tape.gradient(loss, [alpha, beta])
     assert np.isfinite(d_alpha.numpy()) and np.isfinite(d_beta.numpy())
+
+
+# --- hard_forward_from: the hard staircase forward, the soft backward ------------------------
+
+@pytest.mark.parametrize("implementation", ["xla", "graph"])
+@pytest.mark.parametrize("gradient", ["exact", "smooth"])
+def test_hard_forward_from_gives_the_hard_value_and_keeps_the_soft_gradient(implementation, gradient):
+    levels = activation_levels(2)
+    x = tf.constant(np.random.default_rng(3).normal(1.5, 1.2, 2000).astype("float32"))
+    args = (0.7, 1.3, [0.5, 1.5, 2.5])
+    upstream = tf.constant(np.random.default_rng(4).normal(size=2000).astype("float32"))
+
+    def value_and_gradient(temperature, hard_forward_from):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = soft_staircase(x, *args, temperature, levels, gradient=gradient,
+                               implementation=implementation, hard_forward_from=hard_forward_from)
+            loss = tf.reduce_sum(y * upstream)
+        return y.numpy(), tape.gradient(loss, x).numpy()
+
+    hard = hard_staircase(x, *args, levels).numpy()
+    for temperature in (100.0, 400.0):
+        y, g = value_and_gradient(temperature, 100.0)
+        _, soft_g = value_and_gradient(temperature, None)
+        np.testing.assert_array_equal(y, hard)
+        np.testing.assert_allclose(g, soft_g, rtol=1e-6, atol=1e-6)
+    y, _ = value_and_gradient(50.0, 100.0)           # below: the soft value, not the hard one
+    soft_y, _ = value_and_gradient(50.0, None)
+    np.testing.assert_array_equal(y, soft_y)
+    assert np.abs(y - hard).max() > 0.05

@@ -16,17 +16,17 @@ from tf_qnets.levels import LevelSet
 
 EXPECTED_SNAPSHOT = """\
 Model: "snapshot_net"
-Layer (type)             Weights                Output     Params  int8 B  INT4 B  packed B   MACs  MAC precision
------------------------  ---------------------  ---------  ------  ------  ------  --------  -----  -------------
-conv1 (Conv2D)           int8                   A3 {0..7}      76      88      88        88  4,608  W8/A32
-dw (DepthwiseConv2D)     W3 {-4,-2,-1,0,1,2,4}  -              36      36      18        14  2,304  W3/A3
-bn (BatchNormalization)  -                      -              16      16      16        16      0
-relu (ReLU)              -                      A3 {0..7}       0       0       0         0      0
-pool (MaxPooling2D)      -                      -               0       0       0         0      0
-pw (Conv2D)              W2 {-1,0,1}            A3 {0..7}      40      64      48        40    512  W2/A3
-flatten (Flatten)        -                      -               0       0       0         0      0
-fc (Dense)               int8                   int8        1,290   1,320   1,320     1,320  1,280  W8/A3
------------------------  ---------------------  ---------  ------  ------  ------  --------  -----  -------------
+Layer (type)                             Weights                Output     Params  int8 B  INT4 B  packed B   MACs  MAC precision
+---------------------------------------  ---------------------  ---------  ------  ------  ------  --------  -----  -------------
+conv1 (Conv2D)                           int8                   A3 {0..7}      76      88      88        88  4,608  W8/A32
+dw (DepthwiseConv2D)                     W3 {-4,-2,-1,0,1,2,4}  -              36      36      18        14  2,304  W3/A3
+bn (FrozenStatisticsBatchNormalization)  -                      -              16      16      16        16      0
+relu (ReLU)                              -                      A3 {0..7}       0       0       0         0      0
+pool (MaxPooling2D)                      -                      -               0       0       0         0      0
+pw (Conv2D)                              W2 {-1,0,1}            A3 {0..7}      40      64      48        40    512  W2/A3
+flatten (Flatten)                        -                      -               0       0       0         0      0
+fc (Dense)                               int8                   int8        1,290   1,320   1,320     1,320  1,280  W8/A3
+---------------------------------------  ---------------------  ---------  ------  ------  ------  --------  -----  -------------
 Parameters: 1,458 (1,420 in kernels)
 MACs per sample: 8,704 = W8/A32 4,608 (52.9%) + W3/A3 2,304 (26.5%) + W8/A3 1,280 (14.7%) + W2/A3 512 (5.9%)
 Size:

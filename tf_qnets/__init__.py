@@ -11,6 +11,7 @@ Importing tf_qnets selects Keras 2 (``tf_keras``), which tensorflow-model-optimi
 
 from tf_qnets import _keras  # noqa: F401  (must come first: selects Keras 2)
 from tf_qnets.aliases import get_quantizer, quantizer_aliases
+from tf_qnets.batch_norm import FrozenStatisticsBatchNormalization
 from tf_qnets.api import count_quantizers, is_quantized_model, quantize_model
 from tf_qnets.configs import QNetsQuantizeConfig
 from tf_qnets.distribute import (
@@ -36,6 +37,7 @@ from tf_qnets.wrapper import QNetsWrapper, quantizer_states
 __version__ = "0.1.0"
 
 __all__ = [
+    "FrozenStatisticsBatchNormalization",
     "Int8OutputQuantizer",
     "Int8WeightQuantizer",
     "LevelSet",

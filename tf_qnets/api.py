@@ -8,6 +8,7 @@ from tensorflow_model_optimization.python.core.quantization.keras import quantiz
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_wrapper
 
 from tf_qnets._keras import keras, require_keras2_model, tf
+from tf_qnets.batch_norm import BATCH_NORM_MODES, freezable, frozen_copy
 from tf_qnets.distribute import broadcast_from_first_replica
 from tf_qnets.init import (
     batch_norms_after_quantized_layers,
@@ -54,14 +55,18 @@ def _check_finite_weights(model, plans):
                     f"`exclude=[{name!r}]`).")
 
 
-def _warn_stale_batch_norm(qat):
+def _warn_stale_batch_norm(qat, batch_norm):
     stale = [layer.name for layer in batch_norms_after_quantized_layers(qat)]
     if stale:
+        consequence = (
+            "fit keeps them frozen (batch_norm='frozen'), so gamma and beta must make up for "
+            "them" if batch_norm == "frozen" else
+            "the model evaluates poorly until fine-tuning has updated them")
         warnings.warn(
             f"BatchNormalization layers {stale} keep the float model's moving statistics, which "
-            "no longer match the quantized weights: the model evaluates poorly until fine-tuning "
-            "has updated them. Pass `calibration_data` (a few batches of training inputs) to "
-            "re-estimate them now.", UserWarning, stacklevel=3)
+            f"no longer match the quantized weights: {consequence}. Pass `calibration_data` (a "
+            "few batches of training inputs) to measure them on the quantized network now.",
+            UserWarning, stacklevel=3)
 
 
 def _copy_model(model):
@@ -71,8 +76,19 @@ def _copy_model(model):
     return copy
 
 
-def _annotate(model, plans):
+def _check_batch_norm_mode(batch_norm):
+    if not isinstance(batch_norm, str) or batch_norm not in BATCH_NORM_MODES:
+        raise ValueError(
+            f"`batch_norm` must be one of {BATCH_NORM_MODES}, got {batch_norm!r}: 'frozen' "
+            "(default) normalises with the moving statistics in training too, so fit trains "
+            "what evaluate and the exported file compute; 'batch' keeps Keras's usual batch "
+            "statistics.")
+
+
+def _annotate(model, plans, batch_norm="frozen"):
     def annotate(layer):
+        if batch_norm == "frozen" and freezable(layer):
+            return frozen_copy(layer)
         fresh = layer.__class__.from_config(layer.get_config())
         if layer.name in plans:
             return quantize_annotate.QuantizeAnnotate(fresh, quantize_config=plans[layer.name].config)
@@ -111,7 +127,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
                    weight_scheme="pow2", thresholds="auto", first_last="float",
                    per_layer=None, exclude=(), gradient=None,
                    activation_gradient=DEFAULT_ACTIVATION_GRADIENT,
-                   train_thresholds=False, verbose=1):
+                   train_thresholds=False, batch_norm="frozen", verbose=1):
     """Turn a float Keras model into a Quantization Network ready for fine-tuning.
 
     Each quantized tensor ``x`` (a kernel, or an activation after a ReLU-like layer)
@@ -139,10 +155,10 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
         weights (the paper) and, for activations, halfway between levels with the scale
         that minimises the quantization error on the calibration data; ``"kmeans"``
         (the paper's rule everywhere) or ``"uniform"`` (halfway between levels, MSE
-        scale, everywhere). Why "auto": on a Fashion-MNIST CNN (float 80.3%), the hard
-        W3A3 model right after initialisation scored 9.4% with k-means activation
-        thresholds and 71.2% with uniform ones; uniform activation thresholds also lower
-        to exact int8 requantization and keep training cost flat at 8 bits.
+        scale, everywhere). Why "auto": right after initialisation the hard model is
+        far more accurate with uniform activation thresholds than with k-means ones
+        (measured in docs/quantize.md); uniform activation thresholds also lower to
+        exact int8 requantization and keep training cost flat at 8 bits.
       first_last: ``"float"`` (paper: first and last kernel layers stay float),
         ``"int8"`` (simulate them as an int8 device computes them) or ``"low_bit"``.
       per_layer: ``{layer_name: {setting: value}}`` overriding ``w_bits``, ``a_bits``,
@@ -161,6 +177,16 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
         evaluates up to 11 thresholds per element from one exponential. The forward pass,
         evaluation and export do not depend on it. See :mod:`tf_qnets.staircase`.
       train_thresholds: also learn the thresholds (the paper freezes them).
+      batch_norm: ``"frozen"`` (default): every BatchNormalization normalises with its
+        moving statistics during ``fit`` too and does not update them
+        (:class:`tf_qnets.FrozenStatisticsBatchNormalization`; gamma and beta still
+        train). The statistics are those of the quantized network, measured on
+        ``calibration_data``, so ``fit`` trains exactly the network that ``evaluate``
+        and :func:`tf_qnets.export_tflite` compute, with no step in between.
+        ``"batch"``: Keras's usual behaviour (batch statistics in training, moving
+        averages for inference); the averages then trail the trained network and
+        :func:`tf_qnets.recalibrate_batch_norm` is needed after ``fit``. Measurements
+        of both: docs/train.md.
       verbose: 0 silent, 1 progress bar while calibrating.
 
     Returns:
@@ -174,6 +200,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
         qat.fit(ds, epochs=10, callbacks=[tf_qnets.TemperatureScheduler()])   # T = 10, 20, ..., 100
     """
     _check_model_structure(model)
+    _check_batch_norm_mode(batch_norm)
     plans = plan_quantization(
         model, w_bits, a_bits, weight_scheme=weight_scheme, thresholds=thresholds,
         first_last=first_last, per_layer=per_layer, exclude=exclude, gradient=gradient,
@@ -193,7 +220,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
         batches = calibration_batches(calibration_data, model)
 
     copy = _copy_model(model)
-    annotated = _annotate(copy, plans)
+    annotated = _annotate(copy, plans, batch_norm)
     with quantize_scope():
         applied = tfmot_quantize.quantize_apply(annotated, scheme=QNetsScheme())
     qat = _use_qnets_wrappers(applied)
@@ -202,7 +229,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
     if batches is not None:
         calibrate_activation_quantizers(qat, plans, batches, verbose=verbose)
     else:
-        _warn_stale_batch_norm(qat)
+        _warn_stale_batch_norm(qat, batch_norm)
     if tf.distribute.has_strategy():
         # Under a strategy, every replica (on every worker) starts from replica 0's values.
         broadcast_from_first_replica(qat)

@@ -24,6 +24,7 @@ by layer in topological order, each with the quantizers before it already active
 import numpy as np
 
 from tf_qnets._keras import keras, tf
+from tf_qnets.distribute import broadcast_from_first_replica
 from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer, initialize_int8_weight_range
 from tf_qnets.quantizer import QNetsQuantizer
 from tf_qnets.wrapper import QNetsWrapper
@@ -272,6 +273,11 @@ def reestimate_batch_norm(layer, inputs):
     layer.moving_mean.assign(np.reshape(mean, layer.moving_mean.shape).astype(np.float32))
     layer.moving_variance.assign(
         np.reshape(variance, layer.moving_variance.shape).astype(np.float32))
+    if tf.distribute.has_strategy():
+        # The statistics are per-replica (sync-on-read) variables: reading them in
+        # cross-replica context, as the calibration of the next layers does, averages the
+        # workers' values. Every worker takes the first replica's, as for the quantizers.
+        broadcast_from_first_replica([layer.moving_mean, layer.moving_variance])
 
 
 def reestimate_batch_norm_in(model, layer, batches):
@@ -305,9 +311,8 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
       variance of its new inputs (:func:`reestimate_batch_norm`). Quantizing a kernel
       per tensor changes each output channel's scale; with the float model's
       statistics the inference-mode network (and every activation range measured
-      through it) is off. Measured on the Fashion-MNIST benchmark CNN, hard test
-      accuracy right after initialisation: W2A2 18.5% with the float statistics,
-      72.7% re-estimated; W3A3 10.0% and 89.0% (table in docs/quantize.md);
+      through it) is off (hard accuracy right after initialisation with and without
+      it: docs/quantize.md);
     * every activation quantizer gets its scales and thresholds from the activations
       it sees (see the module docstring).
     """

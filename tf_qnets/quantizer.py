@@ -2,8 +2,16 @@
 
 Forward (see :mod:`tf_qnets.staircase` for the gradients)::
 
-    training:   y = alpha * ( sum_i s_i * sigmoid(clip(T * (beta * x - b_i), -10, 10)) - o )
-    inference:  y = alpha * ( sum_i s_i * [beta * x > b_i] - o )          = alpha * level
+    training, T < 100:  y = alpha * ( sum_i s_i * sigmoid(clip(T * (beta * x - b_i), -10, 10)) - o )
+    training, T >= 100,
+    and inference:      y = alpha * ( sum_i s_i * [beta * x > b_i] - o )     = alpha * level
+
+From ``T = HARD_FORWARD_TEMPERATURE`` (100, where the default temperature schedule
+ends) the training forward is the hard staircase itself and only the backward is the
+soft form's (a straight-through estimator): the last phase of training then trains
+exactly the network that ``evaluate`` measures and the exported file computes. At
+T = 100 the soft staircase still differs from the hard one within ``0.1 / beta`` of
+every threshold, enough to cost points at 2 bits (docs/train.md).
 
 Variables, created on the wrapping layer by :meth:`QNetsQuantizer.build`
 (one scalar each per quantized tensor, as in the paper's layer-wise setting):
@@ -30,9 +38,12 @@ from tf_qnets._keras import keras, tf
 from tf_qnets.levels import LevelSet
 from tf_qnets.staircase import GRADIENTS, IMPLEMENTATIONS, hard_staircase, soft_staircase
 
-__all__ = ["QNetsQuantizer", "ROLES"]
+__all__ = ["HARD_FORWARD_TEMPERATURE", "QNetsQuantizer", "ROLES"]
 
 ROLES = ("weights", "activations")
+
+# From this temperature on, the training forward is the hard staircase (see above).
+HARD_FORWARD_TEMPERATURE = 100.0
 
 
 @keras.utils.register_keras_serializable(package="tf_qnets")
@@ -51,10 +62,13 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
         passes are XLA-compiled on their own, the model's other layers keep their regular
         kernels; works with or without ``jit_compile`` and under ``MirroredStrategy``) or
         ``"graph"`` (plain TensorFlow ops, for platforms without XLA).
+      hard_forward_from: the temperature from which on training uses the hard staircase
+        in the forward pass (default ``HARD_FORWARD_TEMPERATURE``, 100), or None for the
+        soft forward at every temperature (the paper's form).
     """
 
     def __init__(self, levels, role="weights", gradient="exact", train_thresholds=False,
-                 implementation="xla"):
+                 implementation="xla", hard_forward_from=HARD_FORWARD_TEMPERATURE):
         self.levels = levels if isinstance(levels, LevelSet) else LevelSet(tuple(levels))
         if role not in ROLES:
             raise ValueError(f"`role` must be one of {ROLES}, got {role!r}.")
@@ -65,6 +79,16 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(
                 f"`implementation` must be one of {IMPLEMENTATIONS}, got {implementation!r}.")
+        if hard_forward_from is not None:
+            if isinstance(hard_forward_from, bool) or not isinstance(hard_forward_from, (int, float)):
+                raise TypeError(
+                    f"`hard_forward_from` must be a temperature (a number > 0) or None, got "
+                    f"{hard_forward_from!r}.")
+            if not hard_forward_from > 0:
+                raise ValueError(
+                    f"`hard_forward_from` must be a temperature > 0 or None, got {hard_forward_from!r}.")
+            hard_forward_from = float(hard_forward_from)
+        self.hard_forward_from = hard_forward_from
         self.implementation = implementation
         self.role = role
         self.gradient = gradient
@@ -101,7 +125,8 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
             return soft_staircase(inputs, alpha, beta, thresholds, temperature, self.levels,
                                   gradient=self.gradient,
                                   train_thresholds=self.train_thresholds,
-                                  implementation=self.implementation)
+                                  implementation=self.implementation,
+                                  hard_forward_from=self.hard_forward_from)
         return hard_staircase(inputs, alpha, beta, thresholds, self.levels)
 
     def get_config(self):
@@ -111,6 +136,7 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
             "gradient": self.gradient,
             "train_thresholds": self.train_thresholds,
             "implementation": self.implementation,
+            "hard_forward_from": self.hard_forward_from,
         }
 
     def __eq__(self, other):
@@ -122,4 +148,5 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
     def __repr__(self):
         return (f"QNetsQuantizer(levels={self.levels.levels}, role={self.role!r}, "
                 f"gradient={self.gradient!r}, train_thresholds={self.train_thresholds}, "
-                f"implementation={self.implementation!r})")
+                f"implementation={self.implementation!r}, "
+                f"hard_forward_from={self.hard_forward_from!r})")

@@ -1,29 +1,31 @@
-"""Re-estimate BatchNormalization statistics of a trained quantization network.
+"""Re-estimate BatchNormalization statistics of a quantization network trained with
+``quantize_model(..., batch_norm="batch")``.
 
-During fine-tuning every BatchNormalization normalises with the statistics of its
-current batch and keeps exponential moving averages of them (momentum 0.99). Those
-averages describe the *soft* network of earlier steps; the model evaluated and exported
-is the *hard* one after the last step. :func:`recalibrate_batch_norm` replaces them by
-the exact statistics of the hard network on a sample of training inputs, layer by layer
-in topological order (each with every layer before it already recalibrated)::
+With ``batch_norm="batch"`` every BatchNormalization normalises a training batch with
+its own statistics and keeps exponential moving averages of them (momentum 0.99 by
+default). Those averages describe the *soft* network of earlier steps; the model
+evaluated and exported is the *hard* one after the last step.
+:func:`recalibrate_batch_norm` replaces them by the exact statistics of the hard
+network on a sample of training inputs, layer by layer in topological order (each
+with every layer before it already recalibrated)::
 
     moving_mean     = E[x]                   over batch (and spatial) axes
     moving_variance = E[x^2] - E[x]^2        (population variance)
 
 where ``x`` is the layer's input in inference mode. Gamma, beta and every other weight
 stay as trained. The same re-estimation runs inside :func:`tf_qnets.quantize_model`
-(before fine-tuning); this is the call for after it.
+(before fine-tuning).
 
-Measured on the Fashion-MNIST benchmark CNN, 4096 training images for the statistics,
-test accuracy before -> after. One epoch of ``benchmarks/finetune_probe.py
---recalibrate-batch-norm`` (cosine learning rate, smooth activation gradient): W2A2
-85.60% -> 89.15%, W4A4 92.50% -> 92.44%. The two-epoch accuracy benchmark
-(docs/benchmarks.md): W1 88.62% -> 91.02%, W2 89.60% -> 91.56%, W3 92.35% -> 92.32%,
-W4A4 92.41% -> 92.48%. The fewer the bits, the more it gains; elsewhere it moves
-accuracy by a few hundredths either way.
+The default, ``batch_norm="frozen"``, needs no such step: the statistics measured by
+``quantize_model`` are used, unchanged, in training and inference alike
+(:mod:`tf_qnets.batch_norm`), and replacing them after training changes the network
+that ``fit`` optimised; this function warns when asked to. How the two modes compare:
+docs/train.md, "BatchNormalization during fine-tuning".
 
 Example::
 
+    qat = tf_qnets.quantize_model(model, w_bits=2, a_bits=2, calibration_data=ds.take(8),
+                                  batch_norm="batch")
     qat.fit(train_ds, epochs=2, callbacks=[tf_qnets.TemperatureScheduler()])
     tf_qnets.recalibrate_batch_norm(qat, train_ds.take(32))
     qat.evaluate(test_ds)
@@ -32,6 +34,7 @@ Example::
 import warnings
 
 from tf_qnets._keras import keras
+from tf_qnets.batch_norm import FrozenStatisticsBatchNormalization
 from tf_qnets.init import (
     batch_norms_after_quantized_layers,
     calibration_batches,
@@ -79,6 +82,15 @@ def recalibrate_batch_norm(model, data, max_batches=None, verbose=0):
             f"recalibrate_batch_norm: model {model.name!r} has no BatchNormalization after a "
             "quantized layer; nothing to do.", UserWarning, stacklevel=2)
         return []
+    frozen = [layer.name for layer in batch_norms
+              if isinstance(layer, FrozenStatisticsBatchNormalization)]
+    if frozen:
+        warnings.warn(
+            f"recalibrate_batch_norm: layers {frozen} were trained with their statistics frozen "
+            "(quantize_model's default batch_norm='frozen'): fit, evaluate and export already "
+            "agree, and new statistics change the network that fit optimised, usually for the "
+            "worse (docs/train.md). Recalibrating anyway; this step is meant for models "
+            "quantized with batch_norm='batch'.", UserWarning, stacklevel=2)
     batches = calibration_batches(data, model, "data", max_batches)
     progress = keras.utils.Progbar(len(batch_norms), unit_name="layer") if verbose else None
     for index, layer in enumerate(batch_norms):

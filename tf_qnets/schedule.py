@@ -4,9 +4,10 @@ Default schedule (the authors' release): ``T = base * (epoch + 1)`` for epoch 0,
 (the paper writes ``T = base * epoch``; base 10 for AlexNet, 5 for ResNet, over 55+
 epochs). ``base="auto"`` (the default) takes ``base = max(10, 100 / epochs)`` from the
 ``epochs`` given to ``fit``: the paper's 10 for long schedules, and for short fine-tunes a
-base that still ends at ``T = 100``, so the soft staircase trained comes close to the hard
-one evaluated (measured, W2A2 after 2 epochs on a Fashion-MNIST CNN: 76.91% with base 10,
-82.07% with base 50; docs/train.md). With
+base that still ends at ``T = 100``. From ``T = 100`` on (``HARD_FORWARD_TEMPERATURE``)
+the quantizers' training forward is the hard staircase itself, so the last epoch of a
+short fine-tune trains exactly the network that is evaluated and exported (the effect
+of the base is measured in docs/train.md). With
 ``per_step=True`` the epoch is fractional, ``epoch + step / steps_per_epoch``, so T
 rises smoothly. ``schedule`` replaces the formula by any ``f(epoch) -> T``.
 Weight temperatures are capped at ``weight_cap`` (2000 in the release), all at ``cap``.
@@ -24,14 +25,14 @@ import math
 import numbers
 
 from tf_qnets._keras import keras
-from tf_qnets.quantizer import QNetsQuantizer
+from tf_qnets.quantizer import HARD_FORWARD_TEMPERATURE, QNetsQuantizer
 from tf_qnets.wrapper import quantizer_states
 
 __all__ = ["TemperatureScheduler", "set_temperature", "get_temperatures"]
 
 # base="auto": the paper's base for long schedules, else one that ends at this T.
 AUTO_BASE = 10.0
-AUTO_FINAL_TEMPERATURE = 100.0
+AUTO_FINAL_TEMPERATURE = HARD_FORWARD_TEMPERATURE
 
 
 def auto_base(epochs):

@@ -14,6 +14,7 @@ __all__ = ["custom_objects", "quantize_scope", "load_model"]
 
 def custom_objects():
     """Name -> class for every serializable tf_qnets object (short and package-qualified names)."""
+    from tf_qnets.batch_norm import FrozenStatisticsBatchNormalization
     from tf_qnets.configs import QNetsQuantizeConfig
     from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
     from tf_qnets.quantizer import QNetsQuantizer
@@ -21,7 +22,7 @@ def custom_objects():
 
     objects = {}
     for cls in (QNetsQuantizer, QNetsQuantizeConfig, QNetsWrapper, Int8WeightQuantizer,
-                Int8OutputQuantizer):
+                Int8OutputQuantizer, FrozenStatisticsBatchNormalization):
         objects[cls.__name__] = cls
         objects[f"tf_qnets>{cls.__name__}"] = cls
     return objects

@@ -610,7 +610,7 @@ def _dot(a, b):
 
 
 def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="exact",
-                   train_thresholds=False, implementation="xla"):
+                   train_thresholds=False, implementation="xla", hard_forward_from=None):
     """Soft staircase (see the module docstring): a few sigmoids per element, not ``n``.
 
     Args:
@@ -628,6 +628,10 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
         XLA on their own, so the rest of the model keeps its regular kernels; also
         fine inside a ``jit_compile=True`` model) or ``"graph"`` (plain TensorFlow
         ops, for platforms without XLA).
+      hard_forward_from: None (default), or a temperature from which on the forward
+        value is the hard staircase itself (:func:`hard_staircase`) while the backward
+        stays the soft form's gradient above (a straight-through estimator). Training
+        then computes exactly the network that is evaluated and deployed.
 
     Returns ``alpha * (sum_i s_i sigmoid(clip(T (beta x - b_i))) - o)``, equal to
     :func:`soft_staircase_reference` within float32 rounding. The backward pass keeps
@@ -663,9 +667,20 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
         return tf.switch_case(
             branch, [lambda k=k: getattr(k, method)(*args) for k in variants])
 
+    def soft_forward(x, alpha, beta, thresholds, temperature):
+        return run("forward", temperature, thresholds, x, alpha, beta, thresholds, temperature)
+
+    def forward(x, alpha, beta, thresholds, temperature):
+        if hard_forward_from is None:
+            return soft_forward(x, alpha, beta, thresholds, temperature)
+        return tf.cond(
+            temperature >= tf.constant(hard_forward_from, dtype),
+            lambda: hard_staircase(x, alpha, beta, thresholds, levels),
+            lambda: soft_forward(x, alpha, beta, thresholds, temperature))
+
     @tf.custom_gradient
     def _soft(x, alpha, beta, thresholds, temperature):
-        y = run("forward", temperature, thresholds, x, alpha, beta, thresholds, temperature)
+        y = forward(x, alpha, beta, thresholds, temperature)
 
         def grad(upstream):
             # Recomputed from x: nothing of x's size is kept from the forward pass but y.
@@ -686,8 +701,8 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
             d_alpha = tf.cond(
                 tf.not_equal(alpha, 0.0),
                 lambda: _dot(upstream, y) / alpha,
-                lambda: _dot(upstream, run("forward", temperature, thresholds, x,
-                                           tf.ones_like(alpha), beta, thresholds, temperature)))
+                lambda: _dot(upstream, forward(x, tf.ones_like(alpha), beta, thresholds,
+                                               temperature)))
             if train_thresholds:
                 d_b = -alpha * factor * _threshold_gradient_kernel(levels, implementation)(
                     x, upstream, beta, thresholds, slope_temperature)

@@ -305,7 +305,7 @@ def _row(layer, members):
         mac_precision = _mac_precision(weight_bits, input_bits)
         rule_bits = _storage_bits(weight_quantizer)
         deployed = [_bytes(kernel_params, bits) + _bytes(other, BIAS_BITS) for bits in rule_bits]
-    elif layer_type == "BatchNormalization":
+    elif isinstance(inner, keras.layers.BatchNormalization):
         weights = "-"
         channels = int(inner.moving_mean.shape[0])
         target = _folded_into(layer, members)

@@ -1,11 +1,12 @@
 """The small training run shared by the distribution and fault-tolerance workers and tests.
 
-A W3A3 network without BatchNormalization (per-replica batch statistics would legitimately
-differ between 1 and 2 replicas), deterministic data, no shuffling, and the paper's
-optimizer (SGD, momentum 0.9, global gradient clipping at L2 norm 5)::
+A W3A3 network with one BatchNormalization, deterministic data, no shuffling, and the
+paper's optimizer (SGD, momentum 0.9, global gradient clipping at L2 norm 5)::
 
     Conv2D(4, relu)  [float, first layer]
-    Conv2D(6, relu)  [W3 pow2 {-4..4}, A3 {0..7}]
+    Conv2D(6)        [W3 pow2 {-4..4}]
+    BatchNormalization                   [statistics frozen: quantize_model's default]
+    ReLU             [A3 {0..7}]
     Flatten
     Dense(8, relu)   [W3, A3]
     Dense(3)         [float, last layer]
@@ -51,7 +52,11 @@ def build_float_model(seed=0):
     keras.utils.set_random_seed(seed)
     return keras.Sequential([
         keras.layers.Conv2D(4, 3, activation="relu", input_shape=(8, 8, 1), name="conv_first"),
-        keras.layers.Conv2D(6, 3, activation="relu", name="conv_q"),
+        keras.layers.Conv2D(6, 3, use_bias=False, name="conv_q"),
+        # Frozen statistics (the default) make 1 and 2 replicas compute the same function;
+        # with batch statistics each replica would normalise its own half batch.
+        keras.layers.BatchNormalization(name="bn_q"),
+        keras.layers.ReLU(name="relu_q"),
         keras.layers.Flatten(name="flatten"),
         keras.layers.Dense(8, activation="relu", name="dense_q"),
         keras.layers.Dense(3, name="logits"),

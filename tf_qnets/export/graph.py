@@ -164,7 +164,8 @@ class ExportGraph:
                 producer[tensor_id] = node
         folds = {}
         for node in self.nodes:
-            if type(node.layer).__name__ != "BatchNormalization" or len(node.flat_input_ids) != 1:
+            if (not isinstance(node.layer, keras.layers.BatchNormalization)
+                    or len(node.flat_input_ids) != 1):
                 continue
             source = producer.get(node.flat_input_ids[0])
             if source is None or _class(source.layer) not in KERNEL_ATTRIBUTES:
