@@ -85,6 +85,13 @@ def test_temperature_follows_the_schedule_on_every_replica(measured):
             assert values == [10.0, 10.0], name
 
 
+def test_the_quantization_gap_is_measured_and_falls_as_t_rises_under_the_strategy(measured):
+    for run in ("one_replica", "two_replicas"):
+        gaps = measured[run]["history_gap"]
+        assert len(gaps) == 2 and all(np.isfinite(gaps)), (run, gaps)
+        assert 0.0 < gaps[1] < gaps[0], (run, gaps)   # T = 5, then 10
+
+
 def test_replicas_stay_identical_after_training(measured):
     _replicas_agree(measured["two_replicas"]["after_fit"])
     _replicas_agree(measured["two_replicas"]["weights"])

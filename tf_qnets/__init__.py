@@ -22,6 +22,7 @@ from tf_qnets.distribute import (
     strategy_from_name,
 )
 from tf_qnets.export import export_tflite, inspect_tflite, verify_tflite
+from tf_qnets.gap import quantization_gap
 from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.levels import LevelSet, activation_levels, weight_levels
 from tf_qnets.quantizer import QNetsQuantizer
@@ -60,6 +61,7 @@ __all__ = [
     "jit_compile_supported",
     "load_model",
     "quantize_model",
+    "quantization_gap",
     "quantize_scope",
     "quantizer_aliases",
     "quantizer_states",

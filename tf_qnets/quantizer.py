@@ -22,6 +22,10 @@ Variables, created on the wrapping layer by :meth:`QNetsQuantizer.build`
 * ``temperature`` (not trainable): set by :class:`tf_qnets.TemperatureScheduler`;
   being a variable it is saved with the model and changing it does not retrace.
 
+Each training call also records the quantization gap (:mod:`tf_qnets.gap`: the mean
+``|soft - hard| / alpha`` on a sample of at most 4096 elements) in ``quantizer.gap``, a
+variable that is neither trained nor saved.
+
 Example::
 
     >>> from tf_qnets import QNetsQuantizer
@@ -35,6 +39,7 @@ Reference: Yang et al., "Quantization Networks", CVPR 2019 (arXiv:1911.09464).
 from tensorflow_model_optimization.python.core.quantization.keras import quantizers as tfmot_quantizers
 
 from tf_qnets._keras import keras, tf
+from tf_qnets.gap import gap_sample, gap_variable, record_gap, records_gap_now
 from tf_qnets.levels import LevelSet
 from tf_qnets.staircase import GRADIENTS, IMPLEMENTATIONS, hard_staircase, soft_staircase
 
@@ -95,9 +100,12 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
         self.train_thresholds = train_thresholds
         # Calibration reads the unquantized tensor by switching this on (eager only).
         self.bypass = False
+        # The latest quantization gap (tf_qnets.gap), created by build().
+        self.gap = None
 
     def build(self, tensor_shape, name, layer):
         initial = self.levels.uniform_thresholds()
+        self.gap = gap_variable(f"{layer.name}_{name}")
         return {
             "alpha": layer.add_weight(
                 f"{name}_alpha", shape=(), initializer=keras.initializers.Constant(1.0),
@@ -122,12 +130,26 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
         thresholds = tf.cast(weights["thresholds"], inputs.dtype)
         if training:
             temperature = tf.cast(weights["temperature"], inputs.dtype)
-            return soft_staircase(inputs, alpha, beta, thresholds, temperature, self.levels,
-                                  gradient=self.gradient,
-                                  train_thresholds=self.train_thresholds,
-                                  implementation=self.implementation,
-                                  hard_forward_from=self.hard_forward_from)
+            outputs = soft_staircase(inputs, alpha, beta, thresholds, temperature, self.levels,
+                                     gradient=self.gradient,
+                                     train_thresholds=self.train_thresholds,
+                                     implementation=self.implementation,
+                                     hard_forward_from=self.hard_forward_from)
+            if self.gap is not None and records_gap_now():
+                outputs = self._with_gap_recorded(inputs, outputs, alpha, beta, thresholds)
+            return outputs
         return hard_staircase(inputs, alpha, beta, thresholds, self.levels)
+
+    def _with_gap_recorded(self, inputs, outputs, alpha, beta, thresholds):
+        """Record the gap on a sample (:mod:`tf_qnets.gap`); return ``outputs`` unchanged,
+        ordered after the record so that graph-mode training runs it."""
+        sample = tf.stop_gradient(gap_sample(inputs, self.role))
+        hard = hard_staircase(sample, tf.stop_gradient(alpha), tf.stop_gradient(beta),
+                              tf.stop_gradient(thresholds), self.levels)
+        soft = tf.stop_gradient(gap_sample(outputs, self.role))
+        recorded = record_gap(self.gap, soft, hard, tf.stop_gradient(alpha))
+        with tf.control_dependencies([recorded]):
+            return tf.identity(outputs)
 
     def get_config(self):
         return {

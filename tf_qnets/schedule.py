@@ -12,6 +12,15 @@ of the base is measured in docs/train.md). With
 rises smoothly. ``schedule`` replaces the formula by any ``f(epoch) -> T``.
 Weight temperatures are capped at ``weight_cap`` (2000 in the release), all at ``cap``.
 
+The scheduler also puts the quantization gap (:mod:`tf_qnets.gap`) into the logs as
+``quant_gap``: the progress bar shows it after every step and ``History`` keeps each
+epoch's mean. It is the mean ``|soft - hard| / alpha`` of the quantizers, in levels:
+how far what training computes is from what ``evaluate`` and the exported file compute.
+It falls as T rises and is 0 once the forward is hard (T >= 100): from then on the
+training accuracy in the progress bar is the deployed network's (with the default
+``quantize_model(..., batch_norm="frozen")``; Keras BatchNormalization in batch mode
+adds a difference of its own that the gap does not show: ``validation_data`` does).
+
 The temperatures are non-trainable variables of the model: they are saved with it,
 assigning them never retraces the train function, and a run resumed with
 ``keras.callbacks.BackupAndRestore`` continues from the right T.
@@ -24,7 +33,8 @@ Example::
 import math
 import numbers
 
-from tf_qnets._keras import keras
+from tf_qnets._keras import keras, tf
+from tf_qnets.gap import gap_variables
 from tf_qnets.quantizer import HARD_FORWARD_TEMPERATURE, QNetsQuantizer
 from tf_qnets.wrapper import quantizer_states
 
@@ -85,10 +95,14 @@ class TemperatureScheduler(keras.callbacks.Callback):
       cap: upper bound on every temperature (None: no bound).
       weight_cap: upper bound on weight temperatures (2000, as in the authors' release).
       verbose: 1 prints T at each epoch start.
+      show_gap: add ``quant_gap`` (:mod:`tf_qnets.gap`) to the logs: the latest value after
+        each training step (progress bar), the epoch's mean at its end (``History``).
     """
 
+    GAP_LOG_NAME = "quant_gap"
+
     def __init__(self, base="auto", schedule=None, per_step=False, cap=None, weight_cap=2000.0,
-                 verbose=0):
+                 verbose=0, show_gap=True):
         super().__init__()
         if isinstance(base, str) and base == "auto":
             self.base = "auto"
@@ -103,7 +117,13 @@ class TemperatureScheduler(keras.callbacks.Callback):
         self.cap = None if cap is None else _validated_temperature(cap, "cap")
         self.weight_cap = None if weight_cap is None else _validated_temperature(weight_cap, "weight_cap")
         self.verbose = verbose
+        if not isinstance(show_gap, bool):
+            raise TypeError(f"`show_gap` must be a bool, got {show_gap!r}.")
+        self.show_gap = show_gap
         self._epoch = 0
+        self._read_gap = None
+        self._gap_sum = 0.0
+        self._gap_count = 0
 
     @property
     def resolved_base(self):
@@ -135,9 +155,24 @@ class TemperatureScheduler(keras.callbacks.Callback):
         if self.verbose and self.schedule is None:
             chosen = " (base='auto')" if self.base == "auto" else ""
             print(f"TemperatureScheduler: T = {self.resolved_base:g} * (epoch + 1){chosen}")
+        self._read_gap = self._gap_reader() if self.show_gap else None
+
+    def _gap_reader(self):
+        """One compiled read of the mean gap (a per-variable read costs a call each step)."""
+        variables = gap_variables(self.model)
+        if not variables:
+            return None
+
+        @tf.function
+        def read():
+            return tf.add_n([v.read_value() for v in variables]) / float(len(variables))
+
+        read()   # trace now, not inside the first step's callback time
+        return read
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._gap_sum, self._gap_count = 0.0, 0
         value = self._apply(float(epoch))
         if self.verbose:
             print(f"\nEpoch {epoch + 1}: temperature T = {value:g}")
@@ -149,14 +184,25 @@ class TemperatureScheduler(keras.callbacks.Callback):
         fraction = batch / steps if steps else 0.0
         self._apply(self._epoch + fraction)
 
+    def on_train_batch_end(self, batch, logs=None):
+        if self._read_gap is None or logs is None:
+            return
+        value = float(self._read_gap())
+        self._gap_sum += value
+        self._gap_count += 1
+        logs[self.GAP_LOG_NAME] = value
+
     def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._gap_count:
+            logs[self.GAP_LOG_NAME] = self._gap_sum / self._gap_count
         if logs is not None:
             variables = _temperature_variables(self.model, "activations") or _temperature_variables(self.model)
             logs["temperature"] = float(variables[0].numpy())
 
     def get_config(self):
         return {"base": self.base, "per_step": self.per_step, "cap": self.cap,
-                "weight_cap": self.weight_cap, "verbose": self.verbose}
+                "weight_cap": self.weight_cap, "verbose": self.verbose,
+                "show_gap": self.show_gap}
 
     @classmethod
     def from_config(cls, config):

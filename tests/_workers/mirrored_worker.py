@@ -47,6 +47,7 @@ def run(strategy, float_model, x, y, record, workdir=None):
     history = qat.fit(scenario.train_dataset(x, y), epochs=scenario.EPOCHS, verbose=0,
                       callbacks=[tf_qnets.TemperatureScheduler(base=scenario.TEMPERATURE_BASE)])
     record["history_temperature"] = history.history["temperature"]
+    record["history_gap"] = history.history["quant_gap"]
     record["after_fit"] = scenario.snapshot(scenario.quantizer_variables(qat), strategy)
     record["weights"] = scenario.snapshot(scenario.trained_variables(qat), strategy)
     record["evaluate_loss"] = float(qat.evaluate(x, y, batch_size=scenario.GLOBAL_BATCH, verbose=0))
