@@ -32,8 +32,8 @@ from tensorflow.python.saved_model import save_context
 
 from tf_qnets._keras import tf
 
-__all__ = ["GAP_SAMPLE_SIZE", "gap_variable", "gap_sample", "record_gap", "quantization_gap",
-           "records_gap_now"]
+__all__ = ["GAP_SAMPLE_SIZE", "gap_variable", "gap_variables", "gap_sample", "gap_reader",
+           "record_gap", "records_gap_now", "quantization_gap"]
 
 # Elements of one tensor that the gap is measured on, at most.
 GAP_SAMPLE_SIZE = 4096
@@ -83,7 +83,7 @@ def record_gap(variable, soft_values, hard_values, alpha):
 
 
 def gap_variables(model):
-    """The gap variables of every tf_qnets quantizer of ``model`` that has measured one."""
+    """The gap variables of every built tf_qnets quantizer of ``model``."""
     # Local import: the wrapper module imports tfmot, this one only TensorFlow.
     from tf_qnets.wrapper import quantizer_states
 
@@ -95,12 +95,24 @@ def gap_variables(model):
     return found
 
 
+def gap_reader(model):
+    """A compiled function returning the mean of ``model``'s gap variables, or None if it
+    has none. One call reads them all (a read per variable would be a call each)."""
+    variables = gap_variables(model)
+    if not variables:
+        return None
+
+    @tf.function
+    def read():
+        return tf.add_n([v.read_value() for v in variables]) / float(len(variables))
+
+    return read
+
+
 def quantization_gap(model):
     """The mean over ``model``'s tf_qnets quantizers of their latest gap (see the module).
 
     Returns a Python float: 0.0 when no quantizer has been through a training step yet.
     """
-    variables = gap_variables(model)
-    if not variables:
-        return 0.0
-    return float(sum(float(v.numpy()) for v in variables) / len(variables))
+    read = gap_reader(model)
+    return 0.0 if read is None else float(read())

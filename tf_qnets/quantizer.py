@@ -142,12 +142,10 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
 
     def _with_gap_recorded(self, inputs, outputs, alpha, beta, thresholds):
         """Record the gap on a sample (:mod:`tf_qnets.gap`); return ``outputs`` unchanged,
-        ordered after the record so that graph-mode training runs it."""
-        sample = tf.stop_gradient(gap_sample(inputs, self.role))
-        hard = hard_staircase(sample, tf.stop_gradient(alpha), tf.stop_gradient(beta),
-                              tf.stop_gradient(thresholds), self.levels)
-        soft = tf.stop_gradient(gap_sample(outputs, self.role))
-        recorded = record_gap(self.gap, soft, hard, tf.stop_gradient(alpha))
+        ordered after the record so that graph-mode training runs it (no gradient flows
+        into the record: it only feeds a variable assignment)."""
+        hard = hard_staircase(gap_sample(inputs, self.role), alpha, beta, thresholds, self.levels)
+        recorded = record_gap(self.gap, gap_sample(outputs, self.role), hard, alpha)
         with tf.control_dependencies([recorded]):
             return tf.identity(outputs)
 

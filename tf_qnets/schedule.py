@@ -33,8 +33,8 @@ Example::
 import math
 import numbers
 
-from tf_qnets._keras import keras, tf
-from tf_qnets.gap import gap_variables
+from tf_qnets._keras import keras
+from tf_qnets.gap import gap_reader
 from tf_qnets.quantizer import HARD_FORWARD_TEMPERATURE, QNetsQuantizer
 from tf_qnets.wrapper import quantizer_states
 
@@ -155,20 +155,9 @@ class TemperatureScheduler(keras.callbacks.Callback):
         if self.verbose and self.schedule is None:
             chosen = " (base='auto')" if self.base == "auto" else ""
             print(f"TemperatureScheduler: T = {self.resolved_base:g} * (epoch + 1){chosen}")
-        self._read_gap = self._gap_reader() if self.show_gap else None
-
-    def _gap_reader(self):
-        """One compiled read of the mean gap (a per-variable read costs a call each step)."""
-        variables = gap_variables(self.model)
-        if not variables:
-            return None
-
-        @tf.function
-        def read():
-            return tf.add_n([v.read_value() for v in variables]) / float(len(variables))
-
-        read()   # trace now, not inside the first step's callback time
-        return read
+        self._read_gap = gap_reader(self.model) if self.show_gap else None
+        if self._read_gap is not None:
+            self._read_gap()   # trace now, not inside the first step's callback time
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -193,9 +182,9 @@ class TemperatureScheduler(keras.callbacks.Callback):
         logs[self.GAP_LOG_NAME] = value
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self._gap_count:
-            logs[self.GAP_LOG_NAME] = self._gap_sum / self._gap_count
         if logs is not None:
+            if self._gap_count:
+                logs[self.GAP_LOG_NAME] = self._gap_sum / self._gap_count
             variables = _temperature_variables(self.model, "activations") or _temperature_variables(self.model)
             logs["temperature"] = float(variables[0].numpy())
 
