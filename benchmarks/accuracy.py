@@ -114,6 +114,10 @@ def parse_args(argv=None):
                         help="use only the first TRAIN training and TEST test images "
                              "(--quick: 2000 1000)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse-rows", action="store_true",
+                        help="keep, from the table already in --markdown, the rows of default "
+                             "methods not run now (marked as reused; for re-measuring only the "
+                             "methods whose code changed)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.epochs is None:
@@ -477,10 +481,14 @@ def markdown(rows, args, float_seconds, wall):
         checks = target_lines(arch_rows)
         if checks:
             lines += ["", f"Targets ({arch}, Keras test accuracy):"] + checks
+    measured = [row for row in rows if _REUSED not in (row.get("note") or "")]
+    if len(measured) < len(rows):
+        lines += ["", f"Rows noted \"{_REUSED}\" were not measured by this command (it ran "
+                  f"{', '.join(args.methods)}); their figures are the previous run's."]
     expected = len(args.methods) * len(args.archs)
-    if len(rows) < expected:
-        done = ", ".join(f"{row.get('arch', args.archs[0])} {row['method']}" for row in rows)
-        lines += ["", f"Partial: {len(rows)} of {expected} methods done ({done}); the run "
+    if len(measured) < expected:
+        done = ", ".join(f"{row.get('arch', args.archs[0])} {row['method']}" for row in measured)
+        lines += ["", f"Partial: {len(measured)} of {expected} methods done ({done}); the run "
                   "was still going or was stopped."]
     lines.append("<!-- accuracy:end -->")
     return "\n".join(lines)
@@ -540,6 +548,61 @@ def write_markdown(path, block):
     replace_block(path, "accuracy", block)
 
 
+_REUSED = "reused from the previous run of this table"
+
+
+def _parse_percent(text):
+    text = text.strip()
+    return float(text.rstrip("%")) / 100 if text.endswith("%") else None
+
+
+def previous_rows(path, args):
+    """Rows of the accuracy block in ``path`` for default methods this run does not measure.
+
+    Each keeps its figures and notes and gains the note "reused from the previous run".
+    """
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        text = handle.read()
+    if "<!-- accuracy:begin -->" not in text:
+        return []
+    block = text.split("<!-- accuracy:begin -->", 1)[1].split("<!-- accuracy:end -->", 1)[0]
+    headings = {arch_text(args, arch): arch for arch in ARCHS}
+    rows, notes, arch = [], {}, None
+    for line in block.splitlines():
+        if line.startswith("### "):
+            arch = headings.get(line[4:].strip())
+            continue
+        if arch is None or arch not in args.archs:
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 8 and cells[0] in DEFAULT_METHODS:
+            method = cells[0]
+            if method in args.methods:
+                continue
+            size = cells[6]
+            rows.append({
+                "arch": arch, "method": method, "init": _parse_percent(cells[2]),
+                "keras": _parse_percent(cells[3]), "recal": _parse_percent(cells[4]),
+                "tflite": _parse_percent(cells[5]),
+                "bytes": float(size.split()[0]) * 1024 if size.endswith("KiB") else None,
+                "seconds_per_epoch": float(cells[7]) if cells[7] not in ("-", "") else None,
+                "note": ""})
+        elif line.startswith("- ") and ": " in line:
+            name = line[2:].split(": ", 1)[0]
+            notes[(arch, name)] = line[2:].split(": ", 1)[1]
+    for row in rows:
+        kept = notes.get((row["arch"], row["method"]), "")
+        row["note"] = "; ".join(filter(None, [kept, _REUSED]))
+    return rows
+
+
+def _merge(rows, reused):
+    order = {method: index for index, method in enumerate(DEFAULT_METHODS + METHODS)}
+    return sorted(reused + rows, key=lambda row: order.get(row["method"], len(order)))
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -547,12 +610,13 @@ def main(argv=None):
     train, test = load(args)
     rows, float_seconds = [], {}
     block = None
+    reused = previous_rows(args.markdown, args) if args.reuse_rows else []
     for arch in args.archs:
         float_net, float_seconds[arch] = float_model(args, train, arch)
         compile_model(float_net, 1e-3)
         for method in args.methods:
             rows.append(run_method(method, float_net, train, test, args, arch))
-            block = markdown(rows, args, float_seconds, time.perf_counter() - wall)
+            block = markdown(_merge(rows, reused), args, float_seconds, time.perf_counter() - wall)
             if args.markdown:    # after every method, so that a stopped run keeps what it measured
                 write_markdown(args.markdown, block)
         del float_net

@@ -111,7 +111,10 @@ def stored_kernels(path):
         tensor = graph.Tensors(t)
         name = tensor.Name().decode()
         if "pinned_kernel" in name:
-            layer = name.split(";")[-1].split("/")[0].replace("quant_", "")
+            # "[staircase scope/]quant_<layer>/pinned_kernel": a layer emitted once per
+            # threshold (direct lowering) has one kernel per copy, all with the same codes.
+            layer = name.split(";")[-1].split("/pinned_kernel")[0].split("/")[-1]
+            layer = layer.replace("quant_", "")
             found[layer] = tensor_values(model, tfl, data, tensor)
     return found
 
@@ -302,10 +305,17 @@ def test_activation_codes_in_tflite_equal_the_keras_codes(fixture, request, tmp_
     rows = staircase_flips(model, path, images(64, seed=5))
     assert [row.layer for row in rows] == ["quant_r1", "quant_r2", "quant_c3"]
     assert all(row.codes > 0 for row in rows)
-    if fixture == "kmeans_model":
-        assert all(row.flipped == 0.0 for row in rows), rows
-    else:  # one int8 requantization: at most the int32 bias rounding can flip a code
-        assert all(row.flipped < 0.01 for row in rows), rows
+    # k-means thresholds: per-threshold copies; uniform ones: aligned requantization
+    # (tf_qnets.export.alignment), or copies where no alignment exists (the first layer).
+    assert all(row.flipped == 0.0 for row in rows), rows
+
+
+def test_uniform_staircases_after_a_staircase_take_one_kernel_layer(uniform_model, tmp_path):
+    """c2 and c3 read 3-bit codes (lattice 36 units): aligned, one CONV_2D each; c1 reads the
+    float input (lattice 1): one copy per threshold."""
+    report = export_tflite(uniform_model, str(tmp_path / "a.tflite"), images(32))
+    counts = {name: count for name, _, count in report.ops}
+    assert counts["CONV_2D"] == 7 + 1 + 1 + 1  # c1 copies, c2, c3, the logits
 
 
 def test_exact_uniform_gives_keras_codes_everywhere(uniform_model, tmp_path):
@@ -403,3 +413,12 @@ def test_inspect_lists_ops_dtypes_and_codes(exported):
     text = str(report)
     assert "[-4, -2, -1, 0, 1, 2, 4]" in text or "-4" in text
 
+
+
+def test_report_says_how_each_staircase_was_lowered(uniform_model, kmeans_model, tmp_path):
+    report = export_tflite(uniform_model, str(tmp_path / "u.tflite"), images(32))
+    assert report.staircases == {"aligned": ["quant_r2", "quant_c3"], "copies": ["quant_r1"],
+                                 "rounded": []}
+    assert "2 aligned (exact, one layer), 1 per-threshold copies (exact)" in str(report)
+    report = export_tflite(kmeans_model, str(tmp_path / "k.tflite"), images(32))
+    assert report.staircases["copies"] == ["quant_r1", "quant_r2", "quant_c3"]

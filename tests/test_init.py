@@ -83,6 +83,42 @@ def test_uniform_three_bit_weights_also_get_the_zero_band(rng):
     assert np.all(np.diff(thresholds) > 0)
 
 
+def test_auto_ternary_dead_zone_is_0_7_times_the_mean_magnitude(rng):
+    scaled = rng.laplace(scale=0.3, size=5000)
+    band = 0.7 * np.mean(np.abs(scaled))
+    np.testing.assert_allclose(weight_thresholds(scaled, weight_levels(2), method="auto"),
+                               [-band, band], rtol=1e-12)
+
+
+def test_auto_ternary_dead_zone_nearly_minimises_the_quantization_error(rng):
+    # For Gaussian weights the best ternary threshold (with its best scale) is ~0.61 sigma;
+    # TWN's 0.7 E|w| = 0.56 sigma is close, the paper's 0.05 (beta domain) is far below.
+    weights = rng.normal(size=20000)
+    scaled = weights * 1.25 / np.max(np.abs(weights))
+
+    def error(delta):
+        codes = np.sign(scaled) * (np.abs(scaled) > delta)
+        alpha = np.sum(weights * codes) / max(np.sum(codes * codes), 1)
+        return np.mean((weights - alpha * codes) ** 2)
+
+    best = min(error(d) for d in np.linspace(0.0, 0.6, 601))
+    auto = weight_thresholds(scaled, weight_levels(2), method="auto")[1]
+    assert error(auto) <= 1.01 * best
+    assert error(0.05) > 1.3 * best
+
+
+def test_auto_multi_level_weight_thresholds_keep_the_paper_zero_band(rng):
+    levels = weight_levels(3)
+    scaled = np.concatenate([rng.normal(c, 0.1, size=2) for c in (-4, -2, -1, 0, 1, 2, 4)])
+    np.testing.assert_allclose(weight_thresholds(scaled, levels, method="auto"),
+                               weight_thresholds(scaled, levels, method="kmeans"), atol=0)
+
+
+def test_unknown_weight_threshold_method_is_refused(rng):
+    with pytest.raises(ValueError, match="method"):
+        weight_thresholds(rng.normal(size=10), weight_levels(2), method="twn")
+
+
 def test_uniform_threshold_option_puts_thresholds_halfway_between_levels(rng):
     for levels in (weight_levels(2), weight_levels(3), weight_levels(4)):
         np.testing.assert_array_equal(

@@ -152,7 +152,9 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
         array of inputs; required when activations are quantized (~1000 samples).
       weight_scheme: ``"pow2"`` (paper) or ``"uniform"`` ({-3..3}) for 3-bit weights.
       thresholds: how thresholds are initialised. ``"auto"`` (default): k-means for
-        weights (the paper) and, for activations, halfway between levels with the scale
+        weights (the paper), except that 2-bit (ternary) weights get the dead zone
+        ``|w| <= 0.7 mean|w|`` (TWN) instead of the paper's ``|beta w| <= 0.05``, which zeroes
+        almost nothing; for activations, halfway between levels with the scale
         that minimises the quantization error on the calibration data; ``"kmeans"``
         (the paper's rule everywhere) or ``"uniform"`` (halfway between levels, MSE
         scale, everywhere). Why "auto": right after initialisation the hard model is

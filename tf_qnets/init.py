@@ -7,7 +7,9 @@ For a tensor ``x`` with levels ``Y`` (``p = max |y|``, ``q = max |x|``)::
 
 Thresholds ``b_i`` in the beta-scaled domain:
 
-* binary weights {-1, +1}: ``b = 0``; ternary {-1, 0, 1}: ``b = (-0.05, +0.05)``;
+* binary weights {-1, +1}: ``b = 0``; ternary {-1, 0, 1}: ``b = (-0.05, +0.05)`` (the
+  paper, ``"kmeans"``) or, by default (``"auto"``), ``b = -/+ 0.7 mean |beta w|`` (TWN's
+  dead zone: with 0.05 almost no weight is 0 and the set starts nearly binary);
 * other sets, ``"kmeans"``: 1-D k-means of ``beta * x`` into ``n + 1`` clusters, sorted
   centres ``c``, ``b_i = (c_i + c_{i+1}) / 2``; for weights the two thresholds around
   level 0 are then set to -0.05 and +0.05; 1-bit activations use ``b = 0.05``
@@ -26,6 +28,7 @@ import numpy as np
 from tf_qnets._keras import keras, tf
 from tf_qnets.distribute import broadcast_from_first_replica
 from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer, initialize_int8_weight_range
+from tf_qnets.propagation import live_bytes_per_sample, propagate
 from tf_qnets.quantizer import QNetsQuantizer
 from tf_qnets.wrapper import QNetsWrapper
 
@@ -44,8 +47,10 @@ __all__ = [
 ]
 
 ZERO_BAND = 0.05
+TERNARY_DEAD_ZONE = 0.7
 MIN_GAP = 1e-3
 MAX_KMEANS_SAMPLES = 200_000
+CALIBRATION_MEMORY_BYTES = 2 * 2**30   # live activations kept by the layer-by-layer walk
 
 
 def kmeans_1d(values, clusters, iterations=50, seed=0):
@@ -124,25 +129,53 @@ def _kmeans_thresholds(scaled, levels):
     return (centres[:-1] + centres[1:]) / 2.0
 
 
+def _paper_zero_band(thresholds, values):
+    """Set the two thresholds around level 0 to -/+ ZERO_BAND, keeping the order."""
+    zero = values.index(0)
+    if zero > 0:
+        thresholds[zero - 1] = -ZERO_BAND
+    if zero < len(values) - 1:
+        thresholds[zero] = ZERO_BAND
+    # Keep the order if clustering put outer thresholds inside the zero band.
+    thresholds[: max(zero - 1, 0)] = np.minimum(thresholds[: max(zero - 1, 0)], -ZERO_BAND - MIN_GAP)
+    thresholds[zero + 1:] = np.maximum(thresholds[zero + 1:], ZERO_BAND + MIN_GAP)
+    return thresholds
+
+
+def ternary_dead_zone(scaled_kernel):
+    """``Delta = 0.7 * mean |x|``: the ternary weights' dead zone (Li & Liu, TWN, 2016).
+
+    Weights with ``|x| <= Delta`` become 0. For Gaussian weights this is close to the
+    threshold that minimises ``E[(w - alpha * Q(w))^2]``; the paper's fixed ``0.05`` (in
+    the beta domain, ``beta = 1.25 / max|w|``) zeroes only ``|w| < 0.04 max|w|``, so the
+    ternary set starts almost binary.
+    """
+    mean_abs = float(np.mean(np.abs(scaled_kernel))) if np.size(scaled_kernel) else 0.0
+    if not np.isfinite(mean_abs) or mean_abs <= 0.0:
+        return ZERO_BAND
+    return TERNARY_DEAD_ZONE * mean_abs
+
+
 def weight_thresholds(scaled_kernel, levels, method="kmeans"):
-    """Thresholds for a weight tensor already multiplied by beta (see module docstring)."""
+    """Thresholds for a weight tensor already multiplied by beta (see module docstring).
+
+    ``method``: ``"kmeans"`` (the paper's rule: k-means, the two thresholds around 0 at
+    -/+ ZERO_BAND), ``"auto"`` (the same, except that a ternary set's dead zone comes from
+    the data, :func:`ternary_dead_zone`) or ``"uniform"``.
+    """
+    if method not in ("kmeans", "auto", "uniform"):
+        raise ValueError(f"method must be 'kmeans', 'auto' or 'uniform', got {method!r}.")
     values = tuple(levels.levels)
     if values == (-1, 1):
         return np.zeros(1)
-    if values == (-1, 0, 1):
-        return np.array([-ZERO_BAND, ZERO_BAND]) if method == "kmeans" else levels.uniform_thresholds()
     if method == "uniform":
         return levels.uniform_thresholds()
+    if values == (-1, 0, 1):
+        band = ZERO_BAND if method == "kmeans" else ternary_dead_zone(scaled_kernel)
+        return np.array([-band, band])
     thresholds = _kmeans_thresholds(scaled_kernel, levels)
     if 0 in values:
-        zero = values.index(0)
-        if zero > 0:
-            thresholds[zero - 1] = -ZERO_BAND
-        if zero < len(values) - 1:
-            thresholds[zero] = ZERO_BAND
-        # Keep the order if clustering put outer thresholds inside the zero band.
-        thresholds[: max(zero - 1, 0)] = np.minimum(thresholds[: max(zero - 1, 0)], -ZERO_BAND - MIN_GAP)
-        thresholds[zero + 1:] = np.maximum(thresholds[zero + 1:], ZERO_BAND + MIN_GAP)
+        thresholds = _paper_zero_band(thresholds, values)
     return _strictly_increasing(thresholds)
 
 
@@ -315,6 +348,9 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
       it: docs/quantize.md);
     * every activation quantizer gets its scales and thresholds from the activations
       it sees (see the module docstring).
+
+    The model is walked once, node by node (:func:`tf_qnets.propagation.propagate`),
+    on at most the batches whose activations fit :data:`CALIBRATION_MEMORY_BYTES`.
     """
     targets = []
     batch_norms = {id(layer) for layer in batch_norms_after_quantized_layers(model)}
@@ -329,25 +365,56 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
             targets.append((layer, quantizers[0], layer._output_quantizer_vars))
     if not targets:
         return
+    by_layer = {id(layer): (quantizer, variables) for layer, quantizer, variables in targets}
+    batches = limit_calibration_batches(model, batches, verbose)
     for _, quantizer, _ in targets:
         if quantizer is not None:
             quantizer.bypass = True
     progress = keras.utils.Progbar(len(targets), unit_name="layer") if verbose else None
+    visited = []
+
+    def visit(layer, inputs, compute):
+        target = by_layer.get(id(layer))
+        if target is None:
+            return compute()
+        quantizer, variables = target
+        if quantizer is None:
+            reestimate_batch_norm(layer, (np.asarray(batch) for batch in inputs))
+        else:
+            # this quantizer (and every later one) is bypassed: it sees what it will quantize
+            sample = np.concatenate([np.asarray(out).ravel() for out in compute()])
+            _calibrate_output_quantizer(layer, quantizer, variables, plans, sample)
+            quantizer.bypass = False
+        visited.append(layer)
+        if progress is not None:
+            progress.update(len(visited))
+        return compute()
+
     try:
-        for index, (layer, quantizer, variables) in enumerate(targets):
-            # A graph of the model up to this layer, traced now: quantizers before it are
-            # active, this one (and later ones) are bypassed. The bypass flag is read at trace time.
-            if quantizer is None:
-                reestimate_batch_norm_in(model, layer, batches)
-            else:
-                probe = tf.function(keras.Model(model.inputs, layer.output))
-                sample = np.concatenate(
-                    [np.asarray(probe(batch, training=False)).ravel() for batch in batches])
-                _calibrate_output_quantizer(layer, quantizer, variables, plans, sample)
-                quantizer.bypass = False
-            if progress is not None:
-                progress.update(index + 1)
+        propagate(model, batches, visit)
     finally:
         for _, quantizer, _ in targets:
             if quantizer is not None:
                 quantizer.bypass = False
+
+
+def limit_calibration_batches(model, batches, verbose=0):
+    """The leading batches whose activations fit :data:`CALIBRATION_MEMORY_BYTES` during the
+    layer-by-layer walk (at least one batch); large inputs (224x224 MobileNets) use fewer
+    images than given, which the statistics of a few hundred images do not need."""
+    per_sample = live_bytes_per_sample(model)
+    if per_sample <= 0:
+        return batches
+    budget = max(1, int(CALIBRATION_MEMORY_BYTES // per_sample))
+    kept, samples = [], 0
+    for batch in batches:
+        if kept and samples + len(batch) > budget:
+            break
+        kept.append(batch)
+        samples += len(batch)
+    if verbose and len(kept) < len(batches):
+        total = sum(len(batch) for batch in batches)
+        print(f"[tf_qnets] calibrating on the first {samples} of {total} samples "
+              f"(activations of {per_sample / 2**20:.1f} MiB per sample; memory budget "
+              f"{CALIBRATION_MEMORY_BYTES / 2**30:.0f} GiB)")
+    return kept

@@ -257,7 +257,7 @@ def plan_quantization(model, w_bits=3, a_bits=None, *, weight_scheme="pow2",
             continue
         plans[name] = LayerPlan(
             config=QNetsQuantizeConfig(weight_attr, weight_quantizer, output_quantizer),
-            weight_thresholds="kmeans" if layer_thresholds == "auto" else layer_thresholds,
+            weight_thresholds=layer_thresholds,   # "auto": k-means with a ternary dead zone from the data
             output_thresholds="uniform" if layer_thresholds == "auto" else layer_thresholds,
         )
     if not plans:

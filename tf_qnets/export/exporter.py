@@ -42,6 +42,7 @@ class ExportReport:
     float_size_bytes: int
     inspection: object          # InspectReport of the written file
     verification: object = None  # VerificationReport when verify_data was given
+    staircases: dict = None      # {"aligned"|"copies"|"rounded": [layer names]}
 
     @property
     def size_ratio(self):
@@ -71,6 +72,13 @@ class ExportReport:
                                (("input", self.inspection.inputs), ("output", self.inspection.outputs))
                                for _, dtype, _ in items),
         ]
+        if self.staircases:
+            lines.append(
+                "activation staircases: "
+                f"{len(self.staircases['aligned'])} aligned (exact, one layer), "
+                f"{len(self.staircases['copies'])} per-threshold copies (exact), "
+                f"{len(self.staircases['rounded'])} read a rounded int8 tensor"
+                + (f" ({', '.join(self.staircases['rounded'])})" if self.staircases["rounded"] else ""))
         if self.verification is not None:
             lines.append(f"verification: {self.verification}")
         return "\n".join(lines)
@@ -116,11 +124,14 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
       int4_weights: ``"auto"`` stores low-bit weights with levels in -7..7 as packed INT4;
         ``True`` requires it for every low-bit layer; ``False`` keeps int8 storage.
       verify_data: optional inputs or (inputs, labels) to compare the file with the model.
-      exact_uniform: also lower uniform staircases to one kernel-layer copy per threshold with
-        exact integer biases (as non-uniform ones always are): every activation code equals
-        the Keras code, at the cost of one layer copy per threshold. ``False`` (default)
-        keeps the single int8 requantization, where the int32 rounding of the folded bias
-        can flip a code whose value lies within half an accumulator unit of a threshold.
+      exact_uniform: lower every uniform staircase read from a kernel layer to one layer copy
+        per threshold with exact integer biases (as non-uniform ones always are), at the cost
+        of the copies. ``False`` (default): one kernel layer whose per-channel integer bias
+        and weight scale are chosen so that its single int8 requantization gives the Keras
+        code for every possible accumulator (:mod:`tf_qnets.export.alignment`); where no such
+        choice exists and the layer reads the model input, per-threshold copies of that
+        layer. Both give the Keras codes wherever the layer's input is itself exact
+        (docs/export.md, "How the file stays exact").
 
     Returns:
       :class:`ExportReport` (``print`` it for ops, dtypes, size, ratio and agreement).
@@ -153,7 +164,7 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
 
     write_atomic(path, data)
     report = ExportReport(path=path, size_bytes=len(data), float_size_bytes=float_size,
-                          inspection=inspect_tflite(path))
+                          inspection=inspect_tflite(path), staircases=graph.staircase_lowerings())
     if verify_data is not None:
         report.verification = verify_tflite(qat_model, path, verify_data)
     return report

@@ -22,17 +22,21 @@ Layers that only move values (Flatten, Reshape, Dropout, max pooling, ...) keep 
 input's range. Build with :func:`build_export_function`.
 """
 
+import dataclasses
+
 import numpy as np
 
 from tf_qnets._keras import keras, tf
 from tf_qnets.configs import KERNEL_ATTRIBUTES
 from tf_qnets.export.activations import (
+    code_multiplier,
     fake_quant,
     is_uniform_staircase,
     lower_staircase,
     lower_staircase_direct,
 )
 from tf_qnets.export.activations import decision_step as default_decision_step
+from tf_qnets.export.alignment import align_channels, channel_lattice
 from tf_qnets.export.weights import (
     bn_fold_factors,
     pin_float_kernel,
@@ -52,6 +56,10 @@ PASS_THROUGH = ("Flatten", "Reshape", "Dropout", "SpatialDropout1D", "SpatialDro
 _RANGE_MARGIN = 1e-6
 # Ops between a fake-quantization and a kernel layer that keep the int8 scale.
 _SCALE_KEEPING_OPS = ("MaxPool", "Reshape", "Identity", "Squeeze", "ExpandDims", "Transpose")
+# ... and keep every int8 value (zero padding pads with the zero point: the value 0).
+_LATTICE_KEEPING_OPS = _SCALE_KEEPING_OPS + ("Pad", "PadV2")
+# Kernel layers whose last kernel axis is the output channel (aligned per channel).
+_ALIGNABLE = ("Conv1D", "Conv2D", "Dense", "DepthwiseConv2D")
 
 
 def staircase_scope(layer_name):
@@ -104,6 +112,22 @@ def _is_plain_relu(layer):
         inner.activation, "__name__", "") == "relu"
 
 
+def _relu_cap(layer):
+    """``(True, cap)`` for a ``ReLU`` layer without slope or threshold (``cap``: its
+    ``max_value`` or None) or ``Activation("relu"/"relu6")``; ``(False, None)`` otherwise."""
+    inner = _inner(layer)
+    if type(inner).__name__ == "ReLU":
+        if getattr(inner, "negative_slope", 0) or getattr(inner, "threshold", 0):
+            return False, None
+        cap = getattr(inner, "max_value", None)
+        return True, (None if cap is None else float(cap))
+    if type(inner).__name__ == "Activation":
+        name = getattr(inner.activation, "__name__", "")
+        if name in ("relu", "relu6"):
+            return True, (6.0 if name == "relu6" else None)
+    return False, None
+
+
 class _Pooled:
     """A global average pooling left to the Dense layer after it (see ``_pooled_dense``)."""
 
@@ -117,6 +141,19 @@ class _Deferred:
     def __init__(self, layer, inputs):
         self.layer = layer
         self.inputs = inputs
+
+
+def _finer_codes(pinned):
+    """``pinned`` stored in int8 as ``k * code`` (``k = 127 // max |code|``): the same real
+    kernel, a ``k`` times finer weight scale."""
+    top = max(1, int(np.max(np.abs(pinned.levels))))
+    k = 127 // top
+    q_max = 2 ** (pinned.num_bits - 1) - 1
+    factor = 127.0 / (k * q_max)   # new range +-127 steps of (old step / k)
+    return dataclasses.replace(
+        pinned, range_min=(np.asarray(pinned.range_min, np.float64) * factor).astype(np.float32),
+        range_max=(np.asarray(pinned.range_max, np.float64) * factor).astype(np.float32),
+        num_bits=8)
 
 
 def _quantizers(layer):
@@ -152,6 +189,11 @@ class ExportGraph:
         self.direct = {}        # staircase layer name -> (kernel layer name, relu before it)
         self.deferred = set()   # kernel layers emitted only inside a direct staircase
         self.folded_pooling = set()  # global average poolings computed by the Dense after them
+        self.aligned = {}       # kernel layer name -> (uniform staircase layer it feeds, relu)
+        self.alignments = {}    # kernel layer name -> ChannelAlignment (set while tracing)
+        self._code_multipliers = {}  # graph tensor name -> code multiplier of a staircase output
+        self._model_input_names = set()  # graph tensor names of the (fake-quantized) model input
+        self._depthwise_shapes = {}  # depthwise layer name -> its (kh, kw, in, multiplier) shape
         self._producer = {}
         self._plan()
 
@@ -170,7 +212,7 @@ class ExportGraph:
             source = producer.get(node.flat_input_ids[0])
             if source is None or _class(source.layer) not in KERNEL_ATTRIBUTES:
                 continue
-            if _class(source.layer) == "DepthwiseConv2D" or not _is_linear(source.layer):
+            if not _is_linear(source.layer):
                 continue
             if _quantizers(source.layer)[2] is not None or consumers[node.flat_input_ids[0]] != 1:
                 continue
@@ -221,41 +263,66 @@ class ExportGraph:
                     user.name not in self.deferred and user.name not in self.direct):
                 self.folded_pooling.add(node.layer.name)
 
-    def _plan_direct(self, readers, consumers):
-        """Pick the non-uniform staircases computed straight from their kernel layer.
+    def _staircase_source(self, node, consumers):
+        """``(kernel layer name, relu before the staircase)`` when the staircase of ``node`` is
+        computed from a kernel layer's accumulator, else ``None``.
 
-        A staircase qualifies when it sits on a kernel layer with a linear or ReLU activation
+        That holds when the staircase sits on a kernel layer with a linear or ReLU activation
         (case a), or on a plain ReLU reading only a kernel layer with a linear activation,
-        possibly through a folded BatchNormalization (case b). Its kernel layer is then
-        emitted once per threshold with the threshold subtracted in the bias, so each
-        decision is taken on the int32 accumulator (see ``lower_staircase_direct``).
+        possibly through a folded BatchNormalization (case b).
+        """
+        activation = getattr(_inner(node.layer), "activation", None)
+        if _class(node.layer) in KERNEL_ATTRIBUTES:
+            if _is_linear(node.layer):
+                return node.layer.name, False
+            if getattr(activation, "__name__", "") == "relu":
+                return node.layer.name, True
+            return None
+        is_relu, cap = _relu_cap(node.layer)
+        if not is_relu or len(node.flat_input_ids) != 1:
+            return None
+        if cap is not None:
+            # A capped ReLU (ReLU6) changes no code when the staircase's last threshold lies
+            # below the cap: everything the cap clips is at the top level either way.
+            _, beta, thresholds, _ = self.outputs[node.layer.name][1]
+            if not np.max(np.asarray(thresholds, np.float64)) / beta < cap * (1 - 1e-6):
+                return None
+        source = self._producer.get(node.flat_input_ids[0])
+        if source is not None and source.layer.name in self.folded_bn:
+            if consumers.get(source.flat_input_ids[0], 0) != 1:
+                return None
+            source = self._producer.get(source.flat_input_ids[0])
+        if (source is None or _class(source.layer) not in KERNEL_ATTRIBUTES
+                or not _is_linear(source.layer) or source.layer.name in self.outputs
+                or consumers.get(source.flat_output_ids[0], 0) != 1
+                or consumers.get(node.flat_input_ids[0], 0) != 1):
+            return None
+        return source.layer.name, True
+
+    def _plan_direct(self, readers, consumers):
+        """Staircases computed straight from their kernel layer's accumulator.
+
+        Non-uniform ones (and uniform ones with ``exact_uniform``) go to ``direct``: the
+        kernel layer is emitted once per threshold with the threshold subtracted in the
+        bias, so each decision is taken on the int32 accumulator (``lower_staircase_direct``).
+        Uniform ones go to ``aligned``: one kernel layer whose per-channel bias and weight
+        scale are chosen so that its single requantization gives the Keras codes
+        (:mod:`tf_qnets.export.alignment`).
         """
         for node in self.nodes:
             kind, values = self.outputs.get(node.layer.name, (None, None))
-            if kind != "staircase" or (is_uniform_staircase(values[2], values[3])
-                                       and not self.exact_uniform):
+            if kind != "staircase":
                 continue
-            activation = getattr(_inner(node.layer), "activation", None)
-            if _class(node.layer) in KERNEL_ATTRIBUTES:
-                if _is_linear(node.layer):
-                    self.direct[node.layer.name] = (node.layer.name, False)
-                elif getattr(activation, "__name__", "") == "relu":
-                    self.direct[node.layer.name] = (node.layer.name, True)
+            found = self._staircase_source(node, consumers)
+            if found is None:
                 continue
-            if not _is_plain_relu(node.layer) or len(node.flat_input_ids) != 1:
+            kernel_name, relu = found
+            if is_uniform_staircase(values[2], values[3]) and not self.exact_uniform:
+                self.aligned[kernel_name] = (node.layer.name, relu)
                 continue
-            source = self._producer.get(node.flat_input_ids[0])
-            if source is not None and source.layer.name in self.folded_bn:
-                if consumers.get(source.flat_input_ids[0], 0) != 1:
-                    continue
-                source = self._producer.get(source.flat_input_ids[0])
-            if (source is None or _class(source.layer) not in KERNEL_ATTRIBUTES
-                    or not _is_linear(source.layer) or source.layer.name in self.outputs
-                    or consumers.get(source.flat_output_ids[0], 0) != 1
-                    or consumers.get(node.flat_input_ids[0], 0) != 1):
-                continue
-            self.direct[node.layer.name] = (source.layer.name, True)
-            self.deferred.add(source.layer.name)
+            self.direct[node.layer.name] = (kernel_name, relu)
+            if kernel_name != node.layer.name:
+                self.deferred.add(kernel_name)
 
     def _feeds_only_fused_quantizers(self, node, readers, consumers):
         """True when every reader of a kernel layer's output (looking through a folded BN) is a
@@ -283,6 +350,12 @@ class ExportGraph:
             kernel_var = layer._weight_vars[0][0]
         kernel = kernel_var.numpy()
         bias = inner.bias.numpy() if getattr(inner, "use_bias", False) else None
+        if type(inner).__name__ == "DepthwiseConv2D":
+            # Output channel c = input channel * multiplier + m: pinned as a (kh, kw, 1, C)
+            # kernel so that per-channel scales (and a folded BN) follow the output channels;
+            # reshaped back to (kh, kw, in, multiplier) when emitted.
+            self._depthwise_shapes[layer.name] = kernel.shape
+            kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], 1, -1)
         fold = bn_fold_factors(bn, kernel.shape[-1]) if bn is not None else None
         if isinstance(weight_q, QNetsQuantizer):
             pinned = pin_qnets_kernel(
@@ -290,13 +363,11 @@ class ExportGraph:
                 weight_v["thresholds"].numpy(), weight_q.levels, fold, self.int4_weights)
         elif isinstance(weight_q, Int8WeightQuantizer) or weight_q is not None:
             quantized = weight_q(kernel_var, training=False, weights=weight_v).numpy()
+            quantized = quantized.reshape(kernel.shape)
             pinned = pin_int8_kernel(quantized, bias, weight_v["min_var"].numpy(),
                                      weight_v["max_var"].numpy(), fold)
         else:
             pinned = pin_float_kernel(kernel, bias, fold)
-        if type(inner).__name__ == "DepthwiseConv2D":
-            pinned.range_min = np.asarray(np.min(pinned.range_min), np.float32)
-            pinned.range_max = np.asarray(np.max(pinned.range_max), np.float32)
         self.pinned[layer.name] = pinned
         config = inner.get_config()
         config["use_bias"] = True
@@ -332,8 +403,9 @@ class ExportGraph:
         self.ranges = dict(self._observed)
 
     # ----------------------------------------------------------------- forward
-    def _kernel_layer(self, layer, x, bias_shift=0.0, gain=1.0):
-        """The pinned kernel layer without its activation, computing ``gain * (z - bias_shift)``.
+    def _kernel_layer(self, layer, x, bias_shift=0.0, gain=1.0, bias_override=None):
+        """The pinned kernel layer without its activation, computing ``gain * (z - bias_shift)``
+        (``gain`` a number or one factor per output channel; ``bias_override``: the bias to use).
 
         A per-threshold copy (see ``lower_staircase_direct``) subtracts the threshold in the
         bias; a distinct ``gain`` per copy (kernel, its quantization range and bias all scaled,
@@ -342,6 +414,8 @@ class ExportGraph:
         """
         pinned = self.pinned[layer.name]
         bias = ((np.asarray(pinned.bias, np.float64) - bias_shift) * gain).astype(np.float32)
+        if bias_override is not None:
+            bias = np.asarray(bias_override, np.float32)
         clone, attr = self._clones[layer.name]
         lo = (np.asarray(pinned.range_min, np.float64) * gain).astype(np.float32)
         hi = (np.asarray(pinned.range_max, np.float64) * gain).astype(np.float32)
@@ -350,8 +424,9 @@ class ExportGraph:
         if not per_channel:
             lo, hi = float(np.min(lo)), float(np.max(hi))
         kernel = tf.constant(kernel_values)
+        shape = self._depthwise_shapes.get(layer.name)
         if not self.quantize:
-            setattr(clone, attr, kernel)
+            setattr(clone, attr, kernel if shape is None else tf.reshape(kernel, shape))
             clone.bias = tf.constant(bias)
             return clone.call(x)
         name = f"{layer.name}/pinned_kernel"
@@ -374,7 +449,7 @@ class ExportGraph:
         else:
             kernel = tf.quantization.fake_quant_with_min_max_vars(
                 kernel, lo, hi, num_bits=pinned.num_bits, narrow_range=True, name=name)
-        setattr(clone, attr, kernel)
+        setattr(clone, attr, kernel if shape is None else tf.reshape(kernel, shape))
         clone.bias = tf.constant(bias)
         return clone.call(x)
 
@@ -420,7 +495,10 @@ class ExportGraph:
         kind, values = self.outputs.get(layer.name, (None, None))
         if kind == "staircase":
             with tf.name_scope(staircase_scope(layer.name)):
-                return lower_staircase(x, *values, name=layer.name)
+                y = lower_staircase(x, *values, name=layer.name)
+            if hasattr(y, "name"):
+                self._code_multipliers[getattr(y, "name", None)] = code_multiplier(values[3])
+            return y
         if kind == "int8":
             return fake_quant(x, *values)
         if layer.name in self.skip_calibration:
@@ -454,12 +532,12 @@ class ExportGraph:
         y = tf.nn.bias_add(y, tf.constant(pinned.bias))
         return tf.reshape(y, [-1, kernel.shape[-1]])
 
-    def _accumulator_units(self, kernel_layer, inputs):
+    def _accumulator_units(self, kernel_layer, inputs, keeping_ops=_SCALE_KEEPING_OPS):
         """Per-channel value ``S_c`` of one int32 accumulator unit (input scale times weight
         scale) as the converter will set it, or ``None`` when the input's scale is unknown
         (eager calibration, or an input not produced by a fake-quantization)."""
         tensor = inputs
-        while getattr(tensor, "op", None) is not None and tensor.op.type in _SCALE_KEEPING_OPS:
+        while getattr(tensor, "op", None) is not None and tensor.op.type in keeping_ops:
             tensor = tensor.op.inputs[0]
         op = getattr(tensor, "op", None)
         if op is None or op.type != "FakeQuantWithMinMaxArgs" or op.get_attr("num_bits") != 8:
@@ -471,6 +549,90 @@ class ExportGraph:
         hi = np.asarray(pinned.range_max, np.float64)
         weight_scale = (hi - lo) / (2.0 * q_max)
         return input_scale * np.broadcast_to(weight_scale, np.shape(pinned.bias))
+
+    def staircase_lowerings(self):
+        """``{"aligned", "copies", "rounded": [staircase layer names]}`` after tracing: how each
+        activation staircase was lowered (``rounded``: it reads an int8 tensor that a calibrated
+        range or a plain requantization rounded, so its codes can differ from Keras')."""
+        aligned = {self.aligned[name][0] for name, plan in self.alignments.items()
+                   if np.all(plan.exact) and self.aligned[name][0] not in self.direct}
+        copies = set(self.direct)
+        names = [name for name, (kind, _) in self.outputs.items() if kind == "staircase"]
+        return {"aligned": [n for n in names if n in aligned],
+                "copies": [n for n in names if n in copies],
+                "rounded": [n for n in names if n not in aligned and n not in copies]}
+
+    @staticmethod
+    def _source_tensor(inputs):
+        """Name of the tensor ``inputs`` copies int8 values from (through pooling, padding, ...)."""
+        tensor = inputs
+        while getattr(tensor, "op", None) is not None and tensor.op.type in _LATTICE_KEEPING_OPS:
+            tensor = tensor.op.inputs[0]
+        return getattr(tensor, "name", None)
+
+    def _input_code_multiplier(self, inputs):
+        """``m`` when ``inputs`` is a lowered staircase's output (level ``y`` stored as ``m y``),
+        possibly through ops that keep the int8 values; 1 for any other int8 tensor."""
+        return self._code_multipliers.get(self._source_tensor(inputs), 1)
+
+    def _aligned_kernel_layer(self, layer, inputs):
+        """A kernel layer; when it feeds a uniform staircase (``aligned``), with per-channel
+        weight scales and integer biases that make TFLite's requantization reproduce every
+        Keras code (:func:`tf_qnets.export.alignment.align_channels`).
+
+        The accumulator lattice grows with the stored weight codes: when the trained codes
+        leave some channel without a solution and ``int4_weights`` allows it, the layer's
+        low-bit codes are stored as ``k * level`` in int8 (``k = 127 // max level``; the
+        same weights, ``k`` times finer accumulator) and the search is repeated. When that
+        fails too and the layer reads the model input (a first layer), the staircase is
+        computed from per-threshold copies (``direct``): returns a ``_Deferred``.
+        """
+        staircase, relu = self.aligned.get(layer.name, (None, False))
+        if (staircase is None or not self.quantize or self.ranges is None
+                or _class(layer) not in _ALIGNABLE):
+            return self._kernel_layer(layer, inputs)
+        pinned = self.pinned[layer.name]
+        plan = self._alignment(layer, inputs, pinned, staircase)
+        if plan is None:
+            return self._kernel_layer(layer, inputs)
+        if not np.all(plan.exact) and pinned.levels is not None and self.int4_weights is not True:
+            finer = _finer_codes(pinned)
+            finer_plan = self._alignment(layer, inputs, finer, staircase)
+            if finer_plan is not None and np.all(finer_plan.exact):
+                self.pinned[layer.name], plan = finer, finer_plan
+        self.alignments[layer.name] = plan
+        if np.all(plan.exact):
+            return self._kernel_layer(layer, inputs, gain=plan.gain, bias_override=plan.bias)
+        if self._source_tensor(inputs) in self._model_input_names:
+            # The model input is exact on its int8 grid (8-bit images): keep it exact with
+            # per-threshold copies (a first layer is small). Any other int8 tensor here was
+            # rounded by a calibrated range already, so copies could not make it exact.
+            self.direct[staircase] = (layer.name, relu)
+            return _Deferred(layer, inputs)
+        return self._kernel_layer(layer, inputs)
+
+    def _alignment(self, layer, inputs, pinned, staircase):
+        """:func:`align_channels` for ``layer`` stored as ``pinned``; None if scales are unknown."""
+        input_scale = self._input_scale(inputs)
+        if input_scale is None:
+            return None
+        q_max = 2 ** (pinned.num_bits - 1) - 1
+        step = (np.asarray(pinned.range_max, np.float64) - np.asarray(pinned.range_min, np.float64))
+        step = np.broadcast_to(step / (2.0 * q_max), np.shape(pinned.bias))
+        codes = np.round(np.asarray(pinned.kernel, np.float64) / np.where(step > 0, step, 1.0))
+        lattice = channel_lattice(codes, self._input_code_multiplier(inputs))
+        _, beta, thresholds, levels = self.outputs[staircase][1]
+        return align_channels(input_scale * step, pinned.bias, lattice, beta, thresholds, levels)
+
+    def _input_scale(self, inputs):
+        """The int8 scale of ``inputs`` (its fake-quantization), or None when unknown."""
+        tensor = inputs
+        while getattr(tensor, "op", None) is not None and tensor.op.type in _LATTICE_KEEPING_OPS:
+            tensor = tensor.op.inputs[0]
+        op = getattr(tensor, "op", None)
+        if op is None or op.type != "FakeQuantWithMinMaxArgs" or op.get_attr("num_bits") != 8:
+            return None
+        return (float(op.get_attr("max")) - float(op.get_attr("min"))) / 255.0
 
     def _direct_staircase(self, layer, kernel_layer, inputs):
         """A staircase computed from per-threshold copies of ``kernel_layer``.
@@ -500,14 +662,19 @@ class ExportGraph:
         decision_step = step if step is not None else default_decision_step(
             np.asarray(thresholds, np.float64) / beta)
         with tf.name_scope(staircase_scope(layer.name)):
-            return lower_staircase_direct(copy, relu, alpha, beta, thresholds, levels,
-                                          step=decision_step, name=layer.name)
+            y = lower_staircase_direct(copy, relu, alpha, beta, thresholds, levels,
+                                       step=decision_step, name=layer.name)
+        if hasattr(y, "name"):
+            self._code_multipliers[y.name] = code_multiplier(levels)
+        return y
 
     def forward(self, inputs):
         """The export computation for one input batch (eager or traced)."""
         values = {}
         for tensor in self.model.inputs:
             values[str(id(tensor))] = self._calibrated("__input__", inputs)
+            if hasattr(values[str(id(tensor))], "name"):
+                self._model_input_names.add(values[str(id(tensor))].name)
         for node in self.nodes:
             layer = node.layer
             cls = _class(layer)
@@ -527,8 +694,13 @@ class ExportGraph:
                     deferred = values[node.flat_input_ids[0]]
                     out = self._direct_staircase(layer, deferred.layer, deferred.inputs)
             elif cls in KERNEL_ATTRIBUTES:
-                x = self._kernel_layer(layer, values[node.flat_input_ids[0]])
-                out = self._output(layer, self._activation(layer, x))
+                x = self._aligned_kernel_layer(layer, values[node.flat_input_ids[0]])
+                if isinstance(x, _Deferred) and layer.name in self.direct:
+                    out = self._direct_staircase(layer, layer, x.inputs)
+                elif isinstance(x, _Deferred):
+                    out = x
+                else:
+                    out = self._output(layer, self._activation(layer, x))
             elif layer.name in self.folded_bn:
                 out = values[node.flat_input_ids[0]]
             elif cls in PASS_THROUGH:
