@@ -1,5 +1,7 @@
 """Every user error of quantize_model gets a clear message that names the problem and the fix."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -76,21 +78,26 @@ def test_an_already_quantized_model_is_rejected():
     (keras.layers.LSTM(4, return_sequences=True, name="lstm"), "lstm"),
     (keras.layers.Conv1DTranspose(4, 3, padding="same", name="deconv"), "deconv"),
 ])
-def test_an_unsupported_layer_with_weights_is_named_with_the_exclude_fix(layer, name):
+def test_an_unsupported_layer_with_weights_stays_float_with_one_warning(layer, name):
     model = _with_layer(layer)
-    with pytest.raises(ValueError, match=rf"Layer '{name}' \(\w+\) has weights.*exclude=\['{name}'\]"):
-        tf_qnets.quantize_model(model, w_bits=3)
+    with pytest.warns(UserWarning, match=rf"Layers '{name}' \(\w+\) have weights.*exclude=\['{name}'\]"):
+        qat = tf_qnets.quantize_model(model, w_bits=3, first_last="low_bit", verbose=0)
+    assert not isinstance(qat.get_layer(name), tf_qnets.QNetsWrapper)
+    assert isinstance(qat.get_layer("quant_middle"), tf_qnets.QNetsWrapper)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")       # excluded: kept float silently
+        tf_qnets.quantize_model(model, w_bits=3, exclude=[name], first_last="low_bit", verbose=0)
 
 
-def test_an_embedding_layer_is_named_with_the_exclude_fix():
+def test_an_embedding_layer_stays_float_with_the_exclude_hint():
     inputs = keras.Input((5,), dtype="int32")
     x = keras.layers.Embedding(10, 4, name="embed")(inputs)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(4, name="first")(x)
     x = keras.layers.Dense(4, name="middle")(x)
     model = keras.Model(inputs, keras.layers.Dense(2, name="last")(x))
-    with pytest.raises(ValueError, match=r"'embed' \(Embedding\).*exclude=\['embed'\]"):
-        tf_qnets.quantize_model(model, w_bits=3)
+    with pytest.warns(UserWarning, match=r"'embed' \(Embedding\).*exclude=\['embed'\]"):
+        tf_qnets.quantize_model(model, w_bits=3, verbose=0)
 
 
 def test_excluding_the_unsupported_layer_makes_the_model_quantizable():

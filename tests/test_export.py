@@ -417,8 +417,54 @@ def test_inspect_lists_ops_dtypes_and_codes(exported):
 
 def test_report_says_how_each_staircase_was_lowered(uniform_model, kmeans_model, tmp_path):
     report = export_tflite(uniform_model, str(tmp_path / "u.tflite"), images(32))
-    assert report.staircases == {"aligned": ["quant_r2", "quant_c3"], "copies": ["quant_r1"],
+    assert report.staircases == {"aligned": ["quant_r2", "quant_c3"], "copies": ["quant_r1"], "partial": [],
                                  "rounded": []}
     assert "2 aligned (exact, one layer), 1 per-threshold copies (exact)" in str(report)
     report = export_tflite(kmeans_model, str(tmp_path / "k.tflite"), images(32))
     assert report.staircases["copies"] == ["quant_r1", "quant_r2", "quant_c3"]
+
+
+def _depthwise_model():
+    """MobileNet-style: conv, BN, ReLU6; depthwise (multiplier 2), BN, ReLU; pointwise, BN, ReLU."""
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(6.0, name="r1")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, depth_multiplier=2,
+                                     name="dw")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.ReLU(name="r2")(x)
+    x = keras.layers.Conv2D(6, 1, use_bias=False, name="pw")(x)
+    x = keras.layers.BatchNormalization(name="bn3")(x)
+    x = keras.layers.ReLU(name="r3")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+    rng = np.random.default_rng(1)
+    for name in ("bn1", "bn2", "bn3"):  # per-channel BN factors of both signs
+        layer = model.get_layer(name)
+        gamma, beta, mean, var = layer.get_weights()
+        gamma = gamma * rng.uniform(0.5, 2.0, gamma.shape) * np.sign(rng.normal(size=gamma.shape))
+        layer.set_weights([gamma, beta + 0.1, mean + 0.05, var * 2.0])
+    return model
+
+
+def test_depthwise_conv_with_bn_exports_exactly(tmp_path):
+    x = (np.random.default_rng(0).integers(0, 256, (48, 10, 10, 3)) / 255.0).astype("float32")
+    qat = tf_qnets.quantize_model(_depthwise_model(), w_bits=4, a_bits=4, calibration_data=x,
+                                  first_last="int8", verbose=0)
+    path = str(tmp_path / "dw.tflite")
+    report = export_tflite(qat, path, x[:16], int4_weights=False)
+    counts = {name: count for name, _, count in report.ops}
+    assert counts["DEPTHWISE_CONV_2D"] == 1
+    # BN folded into the depthwise kernel (int8, one scale per output channel): aligned
+    assert report.staircases["aligned"] == ["quant_r2", "quant_r3"]
+    assert report.staircases["copies"] == ["quant_r1"]   # reads the model input
+    rows = staircase_flips(qat, path, x[:16])
+    assert all(row.flipped == 0.0 for row in rows), rows
+    # Default INT4 storage of the pointwise 4-bit kernel: a 4-bit input (m = 17) leaves some
+    # channels without an alignment; they keep the rounded bias and the report says so.
+    report = export_tflite(qat, str(tmp_path / "dw4.tflite"), x[:16])
+    assert report.staircases["aligned"] == ["quant_r2"]
+    assert report.staircases["partial"] == ["quant_r3"]
+    assert "1 partly aligned (INT4 weights)" in str(report)

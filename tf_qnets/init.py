@@ -111,12 +111,22 @@ def mse_scales(values, levels, candidates=64, seed=0):
     if not np.isfinite(top) or top <= 0.0:
         return scales_for(levels, top)
     y = np.asarray(levels.levels, dtype=np.float64)
-    midpoints = levels.uniform_thresholds()
+    midpoints = np.asarray(levels.uniform_thresholds(), dtype=np.float64)
+    # Sorted data and prefix sums: each candidate's error from the bin edges alone,
+    # sum_j sum_{x in bin j} (x - s y_j)^2 = S2 - 2 s y_j S1 + s^2 y_j^2 N per bin.
+    data = np.sort(data)
+    first = np.concatenate([[0.0], np.cumsum(data)])
+    second = np.concatenate([[0.0], np.cumsum(data * data)])
     best_step, best_error = None, np.inf
     for ratio in np.linspace(1.25 / candidates, 1.25, candidates):
         step = ratio * top / levels.max_abs
-        quantized = step * y[np.searchsorted(midpoints, data / step, side="left")]
-        error = float(np.mean((data - quantized) ** 2))
+        # bin j holds the x with midpoint_{j-1} < x / step <= midpoint_j
+        edges = np.concatenate([[0], np.searchsorted(data, midpoints * step, side="right"),
+                                [data.size]])
+        count = np.diff(edges)
+        total = first[edges[1:]] - first[edges[:-1]]
+        squares = second[edges[1:]] - second[edges[:-1]]
+        error = float(np.sum(squares - 2.0 * step * y * total + (step * y) ** 2 * count)) / data.size
         if error < best_error:
             best_step, best_error = step, error
     return best_step, 1.0 / best_step

@@ -21,6 +21,7 @@ supports nothing on its own, so ``quantize_apply`` adds nothing we did not annot
 
 import dataclasses
 import difflib
+import warnings
 
 from tensorflow_model_optimization.python.core.quantization.keras import (
     quantize_layout_transform,
@@ -117,10 +118,20 @@ def _check_layer_supported(layer, excluded):
         return
     if cls in _FLOAT_LAYERS_WITH_WEIGHTS or cls == "InputLayer" or not layer.weights:
         return
-    raise ValueError(
-        f"Layer {layer.name!r} ({cls}) has weights but tf_qnets cannot quantize it "
-        f"(supported: {', '.join(sorted(KERNEL_ATTRIBUTES))}). Keep it float with "
-        f"`exclude=[{layer.name!r}]` or `per_layer={{{layer.name!r}: None}}`.")
+    return f"{layer.name!r} ({cls})"
+
+
+def _warn_float_layers(found):
+    """One warning naming every layer with weights that stays float for want of a quantizer."""
+    if not found:
+        return
+    names = [text.split(" (")[0] for text in found]
+    warnings.warn(
+        f"Layers {', '.join(found)} have weights but tf_qnets has no quantizer for them "
+        f"(supported: {', '.join(sorted(KERNEL_ATTRIBUTES))}); they stay float in training, "
+        "and export_tflite stores them as float-calibrated int8 or reports them if the "
+        f"converter cannot. Pass `exclude=[{', '.join(names)}]` to keep them float without "
+        "this warning.", UserWarning, stacklevel=3)
 
 
 def _validate_per_layer(model, per_layer, exclude):
@@ -193,8 +204,8 @@ def plan_quantization(model, w_bits=3, a_bits=None, *, weight_scheme="pow2",
         raise ValueError("Nothing to quantize: `w_bits` and `a_bits` are both None.")
     per_layer, excluded = _validate_per_layer(model, per_layer, exclude)
 
-    for layer in model.layers:
-        _check_layer_supported(layer, excluded)
+    _warn_float_layers([found for found in (_check_layer_supported(layer, excluded)
+                                            for layer in model.layers) if found])
 
     weight_layers = [layer for layer in model.layers if type(layer).__name__ in KERNEL_ATTRIBUTES]
     edge_layers = set()

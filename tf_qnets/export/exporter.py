@@ -77,6 +77,7 @@ class ExportReport:
                 "activation staircases: "
                 f"{len(self.staircases['aligned'])} aligned (exact, one layer), "
                 f"{len(self.staircases['copies'])} per-threshold copies (exact), "
+                f"{len(self.staircases.get('partial', []))} partly aligned (INT4 weights), "
                 f"{len(self.staircases['rounded'])} read a rounded int8 tensor"
                 + (f" ({', '.join(self.staircases['rounded'])})" if self.staircases["rounded"] else ""))
         if self.verification is not None:

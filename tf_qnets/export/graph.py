@@ -7,13 +7,19 @@ emits TensorFlow ops in which every tensor carries a fake-quantization range:
   a linear kernel layer; the kernel pinned by :mod:`tf_qnets.export.weights` so that
   TFLite stores exactly the trained codes (low-bit layers), the trained int8 codes
   (``first_last="int8"`` layers), or ordinary per-channel int8 (layers Keras kept float);
-* low-bit activation quantizers: :func:`tf_qnets.export.activations.lower_staircase`, or,
-  for a non-uniform staircase (any staircase with ``exact_uniform``) reading a kernel layer
-  (through a folded BN and a ReLU), ``lower_staircase_direct``: the kernel layer emitted
-  once per threshold with the threshold as an exact integer number of accumulator units
-  in its bias, so every decision equals the Keras one;
+* low-bit activation quantizers: :func:`tf_qnets.export.activations.lower_staircase`; when
+  the staircase reads a kernel layer (through a folded BN and a ReLU/ReLU6), the kernel
+  layer's per-channel integer bias and weight scale are aligned so that its one int8
+  requantization gives every Keras code (:mod:`tf_qnets.export.alignment`; int8 weight
+  codes ``k * level`` where INT4 codes leave too coarse a lattice). A non-uniform staircase
+  (any staircase with ``exact_uniform``, and a uniform one on a first layer that no
+  alignment fits) uses ``lower_staircase_direct``: the kernel layer emitted once per
+  threshold with the threshold as an exact integer number of accumulator units in its bias;
+* ``DepthwiseConv2D``: pinned as a ``(kh, kw, 1, channels)`` kernel with one scale per output
+  channel (so a following BN folds), reshaped back when emitted;
 * ``GlobalAveragePooling2D`` read only by a Dense layer: one VALID convolution with the
-  Dense kernel tiled over the map (same codes), so the mean is never rounded to int8;
+  Dense kernel tiled over the map (same codes), so the mean is never rounded to int8, while
+  the tiled kernel stays small (:data:`MAX_TILED_POOLING_WEIGHTS`);
 * int8 output quantizers (tfmot): their trained FakeQuant range;
 * every other tensor (the model input, unfolded BN, Add, average pooling, float outputs):
   a range calibrated on the representative data (min/max over it).
@@ -58,6 +64,10 @@ _RANGE_MARGIN = 1e-6
 _SCALE_KEEPING_OPS = ("MaxPool", "Reshape", "Identity", "Squeeze", "ExpandDims", "Transpose")
 # ... and keep every int8 value (zero padding pads with the zero point: the value 0).
 _LATTICE_KEEPING_OPS = _SCALE_KEEPING_OPS + ("Pad", "PadV2")
+# A global average pooling is folded into the Dense layer after it (its kernel tiled over the
+# map) only while the tiled kernel stays this small: a 7x7 map before a 1280x1000 classifier
+# would store 63M weights.
+MAX_TILED_POOLING_WEIGHTS = 1 << 20
 # Kernel layers whose last kernel axis is the output channel (aligned per channel).
 _ALIGNABLE = ("Conv1D", "Conv2D", "Dense", "DepthwiseConv2D")
 
@@ -245,7 +255,8 @@ class ExportGraph:
         self._plan_pooling(readers, consumers)
 
     def _plan_pooling(self, readers, consumers):
-        """Global average poolings read only by a Dense layer: folded into it."""
+        """Global average poolings read only by a Dense layer: folded into it (while the tiled
+        kernel has at most MAX_TILED_POOLING_WEIGHTS weights)."""
         for node in self.nodes:
             inner = _inner(node.layer)
             if (type(inner).__name__ != "GlobalAveragePooling2D" or getattr(inner, "keepdims", False)
@@ -259,8 +270,11 @@ class ExportGraph:
             if len(users) != 1 or consumers.get(tensor_id, 0) != 1:
                 continue
             user = users[0].layer
+            tiled = int(shape[1]) * int(shape[2]) * int(np.prod(self.pinned[user.name].kernel.shape)) if (
+                user.name in self.pinned) else None
             if _class(user) == "Dense" and len(users[0].flat_input_ids) == 1 and (
-                    user.name not in self.deferred and user.name not in self.direct):
+                    user.name not in self.deferred and user.name not in self.direct) and (
+                    tiled is not None and tiled <= MAX_TILED_POOLING_WEIGHTS):
                 self.folded_pooling.add(node.layer.name)
 
     def _staircase_source(self, node, consumers):
@@ -358,9 +372,12 @@ class ExportGraph:
             kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], 1, -1)
         fold = bn_fold_factors(bn, kernel.shape[-1]) if bn is not None else None
         if isinstance(weight_q, QNetsQuantizer):
+            # INT4 depthwise kernels need DEPTHWISE_CONV_2D version 7, which TFLite's reference
+            # kernels and tflite-runtime 2.14 lack; depthwise kernels are small: int8.
+            int4 = False if type(inner).__name__ == "DepthwiseConv2D" else self.int4_weights
             pinned = pin_qnets_kernel(
                 kernel, bias, weight_v["alpha"].numpy(), weight_v["beta"].numpy(),
-                weight_v["thresholds"].numpy(), weight_q.levels, fold, self.int4_weights)
+                weight_v["thresholds"].numpy(), weight_q.levels, fold, int4)
         elif isinstance(weight_q, Int8WeightQuantizer) or weight_q is not None:
             quantized = weight_q(kernel_var, training=False, weights=weight_v).numpy()
             quantized = quantized.reshape(kernel.shape)
@@ -551,16 +568,22 @@ class ExportGraph:
         return input_scale * np.broadcast_to(weight_scale, np.shape(pinned.bias))
 
     def staircase_lowerings(self):
-        """``{"aligned", "copies", "rounded": [staircase layer names]}`` after tracing: how each
-        activation staircase was lowered (``rounded``: it reads an int8 tensor that a calibrated
-        range or a plain requantization rounded, so its codes can differ from Keras')."""
-        aligned = {self.aligned[name][0] for name, plan in self.alignments.items()
-                   if np.all(plan.exact) and self.aligned[name][0] not in self.direct}
+        """How each activation staircase was lowered, after tracing: ``{"aligned", "copies",
+        "partial", "rounded": [staircase layer names]}``. ``partial``: aligned except for some
+        output channels (INT4 weights leave no solution there; ``int4_weights=False`` gives
+        them one); ``rounded``: it reads an int8 tensor that a calibrated range rounded, so
+        its codes can differ from Keras'."""
+        plans = {self.aligned[name][0]: plan for name, plan in self.alignments.items()
+                 if self.aligned[name][0] not in self.direct}
+        aligned = {name for name, plan in plans.items() if np.all(plan.exact)}
+        partial = {name for name, plan in plans.items() if np.any(plan.exact) and name not in aligned}
         copies = set(self.direct)
         names = [name for name, (kind, _) in self.outputs.items() if kind == "staircase"]
         return {"aligned": [n for n in names if n in aligned],
                 "copies": [n for n in names if n in copies],
-                "rounded": [n for n in names if n not in aligned and n not in copies]}
+                "partial": [n for n in names if n in partial],
+                "rounded": [n for n in names
+                            if n not in aligned and n not in copies and n not in partial]}
 
     @staticmethod
     def _source_tensor(inputs):
@@ -581,11 +604,13 @@ class ExportGraph:
         Keras code (:func:`tf_qnets.export.alignment.align_channels`).
 
         The accumulator lattice grows with the stored weight codes: when the trained codes
-        leave some channel without a solution and ``int4_weights`` allows it, the layer's
-        low-bit codes are stored as ``k * level`` in int8 (``k = 127 // max level``; the
-        same weights, ``k`` times finer accumulator) and the search is repeated. When that
-        fails too and the layer reads the model input (a first layer), the staircase is
-        computed from per-threshold copies (``direct``): returns a ``_Deferred``.
+        leave some channel without a solution and the weights are stored in int8 anyway
+        (``int4_weights=False``, or levels beyond -7..7), the codes are stored as
+        ``k * level`` (``k = 127 // max level``; the same weights, a ``k`` times finer
+        accumulator) and the search is repeated. INT4 storage is kept: its unsolved channels
+        keep the plain rounded bias. When the layer reads the model input (a first layer)
+        and some channel is unsolved, the staircase is computed from per-threshold copies
+        (``direct``): returns a ``_Deferred``.
         """
         staircase, relu = self.aligned.get(layer.name, (None, False))
         if (staircase is None or not self.quantize or self.ranges is None
@@ -595,7 +620,8 @@ class ExportGraph:
         plan = self._alignment(layer, inputs, pinned, staircase)
         if plan is None:
             return self._kernel_layer(layer, inputs)
-        if not np.all(plan.exact) and pinned.levels is not None and self.int4_weights is not True:
+        if not np.all(plan.exact) and pinned.levels is not None and pinned.num_bits == 8:
+            # int8 storage already: storing k * level instead of level costs nothing
             finer = _finer_codes(pinned)
             finer_plan = self._alignment(layer, inputs, finer, staircase)
             if finer_plan is not None and np.all(finer_plan.exact):
@@ -609,7 +635,8 @@ class ExportGraph:
             # rounded by a calibrated range already, so copies could not make it exact.
             self.direct[staircase] = (layer.name, relu)
             return _Deferred(layer, inputs)
-        return self._kernel_layer(layer, inputs)
+        # Exact channels aligned, the others with the plain rounded bias (gain 1).
+        return self._kernel_layer(layer, inputs, gain=plan.gain, bias_override=plan.bias)
 
     def _alignment(self, layer, inputs, pinned, staircase):
         """:func:`align_channels` for ``layer`` stored as ``pinned``; None if scales are unknown."""
