@@ -344,3 +344,38 @@ def test_fit_evaluate_modes_and_its_table_in_train_md(tmp_path):
     from markdown_block import replace_block
     replace_block(str(copy), "fit-evaluate", block)
     assert block in copy.read_text() and copy.read_text().count("fit-evaluate:begin") == 1
+
+
+def test_accuracy_reuse_rows_keeps_the_methods_not_run_and_says_so(tmp_path):
+    path = tmp_path / "benchmarks.md"
+    args = accuracy.parse_args(["--epochs", "2", "--archs", "vgg", "--methods", "float",
+                                "qkeras-W2A2", "--markdown", str(path)])
+    old = [{"method": "float", "keras": 0.9253, "tflite": 0.9253, "bytes": 564828,
+            "seconds_per_epoch": None, "note": ""},
+           {"method": "qkeras-W2A2", "init": 0.2976, "keras": 0.9004, "tflite": None,
+            "bytes": None, "seconds_per_epoch": 64.8, "note": "range [0, 2) won"}]
+    accuracy.write_markdown(str(path), accuracy.markdown(old, args, None, 600.0))
+    rerun = accuracy.parse_args(["--epochs", "2", "--archs", "vgg", "--methods", "float",
+                                 "--reuse-rows", "--markdown", str(path)])
+    reused = accuracy.previous_rows(str(path), rerun)
+    assert [row["method"] for row in reused] == ["qkeras-W2A2"]
+    assert reused[0]["keras"] == pytest.approx(0.9004) and reused[0]["init"] == pytest.approx(0.2976)
+    new = [{"method": "float", "arch": "vgg", "keras": 0.9260, "tflite": 0.9260, "bytes": 564828,
+            "seconds_per_epoch": None, "note": ""}]
+    text = accuracy.markdown(accuracy._merge(new, reused), rerun, None, 60.0)
+    assert "| float | 32/32 | - | 92.60% |" in text and "| qkeras-W2A2 | 2/2 | 29.76% | 90.04% |" in text
+    assert "- qkeras-W2A2: range [0, 2) won; reused from the previous run of this table" in text
+    assert "were not measured by this command" in text and "Partial" not in text
+
+
+def test_export_zoo_runs_a_tiny_model_and_writes_its_table(tmp_path):
+    import export_zoo
+
+    path = tmp_path / "export.md"
+    path.write_text("# Export\n")
+    export_zoo.main(["--size", "32", "--models", "MobileNetV2", "--calibration", "8",
+                     "--runs", "2", "--markdown", str(path)])
+    text = path.read_text()
+    assert "<!-- export-zoo:begin -->" in text and "| MobileNetV2 | 4/4 |" in text
+    row = [line for line in text.splitlines() if line.startswith("| MobileNetV2")][0]
+    assert "| 17 / 0 / " in row   # the 17 depthwise staircases aligned, no layer copies at A4

@@ -451,7 +451,7 @@ def _depthwise_model():
 
 def test_depthwise_conv_with_bn_exports_exactly(tmp_path):
     x = (np.random.default_rng(0).integers(0, 256, (48, 10, 10, 3)) / 255.0).astype("float32")
-    qat = tf_qnets.quantize_model(_depthwise_model(), w_bits=4, a_bits=4, calibration_data=x,
+    qat = tf_qnets.quantize_model(_depthwise_model(), w_bits=4, a_bits=3, calibration_data=x,
                                   first_last="int8", verbose=0)
     path = str(tmp_path / "dw.tflite")
     report = export_tflite(qat, path, x[:16], int4_weights=False)
@@ -462,9 +462,18 @@ def test_depthwise_conv_with_bn_exports_exactly(tmp_path):
     assert report.staircases["copies"] == ["quant_r1"]   # reads the model input
     rows = staircase_flips(qat, path, x[:16])
     assert all(row.flipped == 0.0 for row in rows), rows
-    # Default INT4 storage of the pointwise 4-bit kernel: a 4-bit input (m = 17) leaves some
-    # channels without an alignment; they keep the rounded bias and the report says so.
+
+
+
+def test_four_bit_activations_keep_int4_weights_and_say_which_staircases_are_partial(tmp_path):
+    # A 4-bit input (m = 17) and INT4 pointwise codes leave some channels without an alignment;
+    # they keep the rounded bias and the report says so. The first layer is not copied 15 times.
+    x = (np.random.default_rng(0).integers(0, 256, (48, 10, 10, 3)) / 255.0).astype("float32")
+    qat = tf_qnets.quantize_model(_depthwise_model(), w_bits=4, a_bits=4, calibration_data=x,
+                                  first_last="int8", verbose=0)
     report = export_tflite(qat, str(tmp_path / "dw4.tflite"), x[:16])
-    assert report.staircases["aligned"] == ["quant_r2"]
-    assert report.staircases["partial"] == ["quant_r3"]
-    assert "1 partly aligned (INT4 weights)" in str(report)
+    assert report.staircases["aligned"] == ["quant_r2"]      # the int8 depthwise kernel
+    assert report.staircases["copies"] == []
+    assert "quant_r3" in report.staircases["partial"]
+    assert any(w.dtype == "INT4" for w in report.inspection.weights)
+    assert "partly aligned (INT4 weights)" in str(report)

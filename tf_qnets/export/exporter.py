@@ -158,7 +158,11 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
     data = convert_function(concrete_function(graph), int8_io=int8_io)
     problems = find_problems(data)
     if problems:
-        raise ExportError("The converted model is not pure builtin int8: " + "; ".join(problems))
+        layers = sorted({p.split(" in layer ")[1] for p in problems if " in layer " in p})
+        raise ExportError(
+            "The converted model is not pure builtin int8"
+            + (f"; these layers block an all-integer file: {', '.join(layers)}" if layers else "")
+            + ": " + "; ".join(problems))
     graph.quantize = False
     float_size = len(convert_function(concrete_function(graph), quantize=False))
     graph.quantize = True

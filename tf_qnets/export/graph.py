@@ -58,7 +58,9 @@ __all__ = ["ExportGraph", "build_export_function", "concrete_function", "stairca
 PASS_THROUGH = ("Flatten", "Reshape", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
                 "GaussianDropout", "GaussianNoise", "AlphaDropout", "MaxPooling1D", "MaxPooling2D",
                 "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Permute", "Cropping1D", "Cropping2D",
-                "ZeroPadding1D", "ZeroPadding2D", "ActivityRegularization")
+                "ZeroPadding1D", "ZeroPadding2D", "ActivityRegularization",
+                # TFLite's int8 average pooling keeps its input's scale (same-scale constraint)
+                "AveragePooling1D", "AveragePooling2D")
 _RANGE_MARGIN = 1e-6
 # Ops between a fake-quantization and a kernel layer that keep the int8 scale.
 _SCALE_KEEPING_OPS = ("MaxPool", "Reshape", "Identity", "Squeeze", "ExpandDims", "Transpose")
@@ -68,6 +70,11 @@ _LATTICE_KEEPING_OPS = _SCALE_KEEPING_OPS + ("Pad", "PadV2")
 # map) only while the tiled kernel stays this small: a 7x7 map before a 1280x1000 classifier
 # would store 63M weights.
 MAX_TILED_POOLING_WEIGHTS = 1 << 20
+# A first layer (reading the model input) whose staircase no alignment fits is emitted once per
+# threshold up to this many thresholds (3-bit activations): 7 copies of a small layer. At 4 bits
+# (15 copies) the copies cost more file and time than the rare flipped code: aligned where
+# possible instead.
+MAX_FIRST_LAYER_COPIES = 7
 # Kernel layers whose last kernel axis is the output channel (aligned per channel).
 _ALIGNABLE = ("Conv1D", "Conv2D", "Dense", "DepthwiseConv2D")
 
@@ -138,6 +145,28 @@ def _relu_cap(layer):
     return False, None
 
 
+def _affine_factors(layer):
+    """``(scale, offset)`` arrays with ``layer(x) = x * scale + offset`` (inference), or None."""
+    cls = type(layer).__name__
+    if isinstance(layer, keras.layers.BatchNormalization):   # FrozenStatistics... included
+        axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
+        rank = len(layer.input_shape)
+        if len(np.atleast_1d(layer.axis)) != 1 or axis not in (-1, rank - 1):
+            return None
+        channels = int(layer.input_shape[-1])
+        g, shift = bn_fold_factors(layer, channels)
+        return g.astype(np.float32), shift.astype(np.float32)
+    if cls == "Rescaling":
+        return (np.asarray(layer.scale, np.float32), np.asarray(layer.offset, np.float32))
+    if cls == "Normalization":
+        if getattr(layer, "invert", False):
+            return None
+        mean = np.asarray(layer.mean, np.float64)
+        std = np.maximum(np.sqrt(np.asarray(layer.variance, np.float64)), keras.backend.epsilon())
+        return ((1.0 / std).astype(np.float32), (-mean / std).astype(np.float32))
+    return None
+
+
 class _Pooled:
     """A global average pooling left to the Dense layer after it (see ``_pooled_dense``)."""
 
@@ -200,6 +229,7 @@ class ExportGraph:
         self.deferred = set()   # kernel layers emitted only inside a direct staircase
         self.folded_pooling = set()  # global average poolings computed by the Dense after them
         self.aligned = {}       # kernel layer name -> (uniform staircase layer it feeds, relu)
+        self.affine = {}        # unfolded BN / Rescaling / Normalization name -> (scale, offset)
         self.alignments = {}    # kernel layer name -> ChannelAlignment (set while tracing)
         self._code_multipliers = {}  # graph tensor name -> code multiplier of a staircase output
         self._model_input_names = set()  # graph tensor names of the (fake-quantized) model input
@@ -253,6 +283,11 @@ class ExportGraph:
                     float(output_v["min_var"].numpy()), float(output_v["max_var"].numpy())))
         self._plan_direct(readers, consumers)
         self._plan_pooling(readers, consumers)
+        for node in self.nodes:
+            if node.layer.name not in self.folded_bn and not isinstance(node.layer, QNetsWrapper):
+                factors = _affine_factors(node.layer)
+                if factors is not None:
+                    self.affine[node.layer.name] = factors
 
     def _plan_pooling(self, readers, consumers):
         """Global average poolings read only by a Dense layer: folded into it (while the tiled
@@ -585,6 +620,14 @@ class ExportGraph:
                 "rounded": [n for n in names
                             if n not in aligned and n not in copies and n not in partial]}
 
+    def _affine(self, layer, x):
+        """``x * scale + offset`` (an unfolded BatchNormalization, Rescaling, Normalization) with
+        a calibrated range on the product too: TFLite has no int8 op for the pair, and a
+        tensor without a range would stay float."""
+        scale, offset = self.affine[layer.name]
+        y = self._calibrated(f"{layer.name}/scaled", x * tf.constant(scale, x.dtype))
+        return y + tf.constant(offset, x.dtype)
+
     @staticmethod
     def _source_tensor(inputs):
         """Name of the tensor ``inputs`` copies int8 values from (through pooling, padding, ...)."""
@@ -629,7 +672,9 @@ class ExportGraph:
         self.alignments[layer.name] = plan
         if np.all(plan.exact):
             return self._kernel_layer(layer, inputs, gain=plan.gain, bias_override=plan.bias)
-        if self._source_tensor(inputs) in self._model_input_names:
+        thresholds = self.outputs[staircase][1][2]
+        if (self._source_tensor(inputs) in self._model_input_names
+                and len(thresholds) <= MAX_FIRST_LAYER_COPIES):
             # The model input is exact on its int8 grid (8-bit images): keep it exact with
             # per-threshold copies (a first layer is small). Any other int8 tensor here was
             # rounded by a calibrated range already, so copies could not make it exact.
@@ -732,6 +777,8 @@ class ExportGraph:
                 out = values[node.flat_input_ids[0]]
             elif cls in PASS_THROUGH:
                 out = _inner(layer)(values[node.flat_input_ids[0]], training=False)
+            elif layer.name in self.affine:
+                out = self._output(layer, self._affine(layer, values[node.flat_input_ids[0]]))
             else:
                 args, kwargs = node.map_arguments({k: [v] * 64 for k, v in values.items()})
                 if "training" in getattr(_inner(layer), "_call_spec").arg_names:

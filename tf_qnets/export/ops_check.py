@@ -33,6 +33,15 @@ def _tensor_types(graph, op, type_names):
     return [type_names[graph.Tensors(i).Type()] for i in indices if i >= 0]
 
 
+def _layer_of(graph, op):
+    """The Keras layer an op comes from: the first name scope of its output tensor's name."""
+    if op.OutputsLength() == 0 or op.Outputs(0) < 0:
+        return None
+    name = graph.Tensors(op.Outputs(0)).Name().decode(errors="replace")
+    first = name.split(";")[0].split("/")[0]
+    return first or None
+
+
 def find_problems(path):
     """Every rule the file at ``path`` (or these bytes) breaks, as readable strings (``[]``: clean)."""
     data, model = read_model(path)
@@ -47,7 +56,9 @@ def find_problems(path):
             continue
         floats = sorted(set(_tensor_types(graph, op, type_names)) & set(FLOAT_TYPES))
         if floats:
-            problems.append(f"float op {name} v{version} ({'/'.join(floats)} tensors)")
+            layer = _layer_of(graph, op)
+            problems.append(f"float op {name} v{version} ({'/'.join(floats)} tensors)"
+                            + (f" in layer {layer!r}" if layer else ""))
     try:
         from tf_qnets.runtime import load_interpreter
 
