@@ -20,17 +20,19 @@ import numpy as np
 
 from tf_qnets._keras import tf
 
-__all__ = ["propagate", "live_bytes_per_sample"]
+__all__ = ["propagate", "live_bytes_per_sample", "ordered_nodes", "count_readers"]
 
 
-def _ordered_nodes(model):
+def ordered_nodes(model):
+    """The model's call nodes in topological order (inputs first), input nodes left out."""
     nodes = []
     for depth in sorted(model._nodes_by_depth, reverse=True):  # noqa: SLF001 - graph walk
         nodes.extend(node for node in model._nodes_by_depth[depth] if not node.is_input)
     return nodes
 
 
-def _readers(model, nodes):
+def count_readers(model, nodes):
+    """Tensor id -> number of ``nodes`` (plus model outputs) reading it."""
     counts = {}
     for node in nodes:
         for tensor_id in node.flat_input_ids:
@@ -44,7 +46,7 @@ def live_bytes_per_sample(model):
     """An upper estimate of the float32 bytes per sample the walk keeps alive at once: the
     three largest layer outputs (a residual block holds its shortcut and two branch tensors)."""
     sizes = []
-    for node in _ordered_nodes(model):
+    for node in ordered_nodes(model):
         for tensor in tf.nest.flatten(node.outputs):
             shape = getattr(tensor, "shape", None)
             if shape is None or shape.rank is None:
@@ -62,8 +64,8 @@ def propagate(model, batches, visit):
     mode) on every batch with its current state and returns the list of outputs. ``visit``
     returns the outputs the later layers should see.
     """
-    nodes = _ordered_nodes(model)
-    remaining = _readers(model, nodes)
+    nodes = ordered_nodes(model)
+    remaining = count_readers(model, nodes)
     values = {}
     for tensor in model.inputs:
         values[str(id(tensor))] = [tf.convert_to_tensor(np.asarray(b, np.float32)) for b in batches]

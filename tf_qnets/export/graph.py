@@ -50,6 +50,7 @@ from tf_qnets.export.weights import (
     pin_qnets_kernel,
 )
 from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
+from tf_qnets.propagation import count_readers, ordered_nodes
 from tf_qnets.quantizer import QNetsQuantizer
 from tf_qnets.wrapper import QNetsWrapper
 
@@ -94,23 +95,7 @@ def _class(layer):
 
 def _consumers(model):
     """Tensor id -> number of nodes (plus model outputs) reading it."""
-    counts = {}
-    for depth_nodes in model._nodes_by_depth.values():
-        for node in depth_nodes:
-            if node.is_input:
-                continue
-            for tensor_id in node.flat_input_ids:
-                counts[tensor_id] = counts.get(tensor_id, 0) + 1
-    for tensor in model.outputs:
-        counts[str(id(tensor))] = counts.get(str(id(tensor)), 0) + 1
-    return counts
-
-
-def _ordered_nodes(model):
-    nodes = []
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        nodes.extend(node for node in model._nodes_by_depth[depth] if not node.is_input)
-    return nodes
+    return count_readers(model, ordered_nodes(model))
 
 
 def _is_linear(layer):
@@ -215,7 +200,7 @@ class ExportGraph:
         self.model = model
         self.exact_uniform = exact_uniform
         self.int4_weights = int4_weights
-        self.nodes = _ordered_nodes(model)
+        self.nodes = ordered_nodes(model)
         self.ranges = None
         self._observed = {}
         self.pinned = {}        # layer name -> PinnedKernel
@@ -588,13 +573,9 @@ class ExportGraph:
         """Per-channel value ``S_c`` of one int32 accumulator unit (input scale times weight
         scale) as the converter will set it, or ``None`` when the input's scale is unknown
         (eager calibration, or an input not produced by a fake-quantization)."""
-        tensor = inputs
-        while getattr(tensor, "op", None) is not None and tensor.op.type in keeping_ops:
-            tensor = tensor.op.inputs[0]
-        op = getattr(tensor, "op", None)
-        if op is None or op.type != "FakeQuantWithMinMaxArgs" or op.get_attr("num_bits") != 8:
+        input_scale = self._input_scale(inputs, keeping_ops)
+        if input_scale is None:
             return None
-        input_scale = (float(op.get_attr("max")) - float(op.get_attr("min"))) / 255.0
         pinned = self.pinned[kernel_layer.name]
         q_max = 2 ** (pinned.num_bits - 1) - 1
         lo = np.asarray(pinned.range_min, np.float64)
@@ -696,10 +677,12 @@ class ExportGraph:
         _, beta, thresholds, levels = self.outputs[staircase][1]
         return align_channels(input_scale * step, pinned.bias, lattice, beta, thresholds, levels)
 
-    def _input_scale(self, inputs):
-        """The int8 scale of ``inputs`` (its fake-quantization), or None when unknown."""
+    @staticmethod
+    def _input_scale(inputs, keeping_ops=_LATTICE_KEEPING_OPS):
+        """The int8 scale of ``inputs`` (its fake-quantization, looking through ``keeping_ops``),
+        or None when unknown (eager calibration, or no fake-quantization)."""
         tensor = inputs
-        while getattr(tensor, "op", None) is not None and tensor.op.type in _LATTICE_KEEPING_OPS:
+        while getattr(tensor, "op", None) is not None and tensor.op.type in keeping_ops:
             tensor = tensor.op.inputs[0]
         op = getattr(tensor, "op", None)
         if op is None or op.type != "FakeQuantWithMinMaxArgs" or op.get_attr("num_bits") != 8:
