@@ -58,15 +58,6 @@ def nested_model():
     return keras.Model(inputs, keras.layers.Dense(2, name="last")(x))
 
 
-def unsupported_layer_model():
-    inputs = keras.Input((6, 4))
-    x = keras.layers.Conv1D(4, 1, name="first")(inputs)
-    x = keras.layers.SeparableConv1D(4, 3, padding="same", name="sep")(x)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(5, name="middle")(x)
-    return keras.Model(inputs, keras.layers.Dense(2, name="last")(x))
-
-
 class Resources:
     """Expensive objects built once per module, on first use."""
 
@@ -181,8 +172,6 @@ CASES = [
     ("nested model", quantize_lazy(nested_model), ValueError, r"'backbone' is a nested model"),
     ("already quantized", lambda r: tf_qnets.quantize_model(r.qat, w_bits=3), ValueError,
      r"`model` is already quantized.*pass the original float model"),
-    ("unsupported layer", quantize_lazy(unsupported_layer_model, w_bits=3), ValueError,
-     r"Layer 'sep' \(SeparableConv1D\).*exclude=\['sep'\]"),
     ("per_layer unknown name", quantize(w_bits=3, per_layer={"midle": {"w_bits": 2}}), ValueError,
      r"`per_layer` names layer 'midle'.*Did you mean \['middle'"),
     ("exclude unknown name", quantize(w_bits=3, exclude=["nope"]), ValueError,
