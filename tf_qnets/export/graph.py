@@ -106,12 +106,7 @@ def _is_linear(layer):
 
 def _is_plain_relu(layer):
     """A ``ReLU()`` layer (no slope, cap or threshold) or ``Activation("relu")``."""
-    inner = _inner(layer)
-    if type(inner).__name__ == "ReLU":
-        return not getattr(inner, "negative_slope", 0) and (
-            getattr(inner, "max_value", None) is None and not getattr(inner, "threshold", 0))
-    return type(inner).__name__ == "Activation" and getattr(
-        inner.activation, "__name__", "") == "relu"
+    return _relu_cap(layer) == (True, None)
 
 
 def _relu_cap(layer):
@@ -178,6 +173,13 @@ def _finer_codes(pinned):
         pinned, range_min=(np.asarray(pinned.range_min, np.float64) * factor).astype(np.float32),
         range_max=(np.asarray(pinned.range_max, np.float64) * factor).astype(np.float32),
         num_bits=8)
+
+
+def _weight_steps(pinned):
+    """Per-output-channel weight scale of a pinned (symmetric, narrow-range) kernel."""
+    q_max = 2 ** (pinned.num_bits - 1) - 1
+    span = np.asarray(pinned.range_max, np.float64) - np.asarray(pinned.range_min, np.float64)
+    return np.broadcast_to(span / (2.0 * q_max), np.shape(pinned.bias))
 
 
 def _quantizers(layer):
@@ -533,9 +535,7 @@ class ExportGraph:
         if kind == "staircase":
             with tf.name_scope(staircase_scope(layer.name)):
                 y = lower_staircase(x, *values, name=layer.name)
-            if hasattr(y, "name"):
-                self._code_multipliers[getattr(y, "name", None)] = code_multiplier(values[3])
-            return y
+            return self._staircase_output(y, values[3])
         if kind == "int8":
             return fake_quant(x, *values)
         if layer.name in self.skip_calibration:
@@ -576,12 +576,7 @@ class ExportGraph:
         input_scale = self._input_scale(inputs, keeping_ops)
         if input_scale is None:
             return None
-        pinned = self.pinned[kernel_layer.name]
-        q_max = 2 ** (pinned.num_bits - 1) - 1
-        lo = np.asarray(pinned.range_min, np.float64)
-        hi = np.asarray(pinned.range_max, np.float64)
-        weight_scale = (hi - lo) / (2.0 * q_max)
-        return input_scale * np.broadcast_to(weight_scale, np.shape(pinned.bias))
+        return input_scale * _weight_steps(self.pinned[kernel_layer.name])
 
     def staircase_lowerings(self):
         """How each activation staircase was lowered, after tracing: ``{"aligned", "copies",
@@ -610,12 +605,16 @@ class ExportGraph:
         return y + tf.constant(offset, x.dtype)
 
     @staticmethod
-    def _source_tensor(inputs):
-        """Name of the tensor ``inputs`` copies int8 values from (through pooling, padding, ...)."""
+    def _source(inputs, keeping_ops=_LATTICE_KEEPING_OPS):
+        """The tensor ``inputs`` copies its int8 values from (through ``keeping_ops``)."""
         tensor = inputs
-        while getattr(tensor, "op", None) is not None and tensor.op.type in _LATTICE_KEEPING_OPS:
+        while getattr(tensor, "op", None) is not None and tensor.op.type in keeping_ops:
             tensor = tensor.op.inputs[0]
-        return getattr(tensor, "name", None)
+        return tensor
+
+    def _source_tensor(self, inputs):
+        """Name of the tensor ``inputs`` copies int8 values from (through pooling, padding, ...)."""
+        return getattr(self._source(inputs), "name", None)
 
     def _input_code_multiplier(self, inputs):
         """``m`` when ``inputs`` is a lowered staircase's output (level ``y`` stored as ``m y``),
@@ -669,22 +668,16 @@ class ExportGraph:
         input_scale = self._input_scale(inputs)
         if input_scale is None:
             return None
-        q_max = 2 ** (pinned.num_bits - 1) - 1
-        step = (np.asarray(pinned.range_max, np.float64) - np.asarray(pinned.range_min, np.float64))
-        step = np.broadcast_to(step / (2.0 * q_max), np.shape(pinned.bias))
+        step = _weight_steps(pinned)
         codes = np.round(np.asarray(pinned.kernel, np.float64) / np.where(step > 0, step, 1.0))
         lattice = channel_lattice(codes, self._input_code_multiplier(inputs))
         _, beta, thresholds, levels = self.outputs[staircase][1]
         return align_channels(input_scale * step, pinned.bias, lattice, beta, thresholds, levels)
 
-    @staticmethod
-    def _input_scale(inputs, keeping_ops=_LATTICE_KEEPING_OPS):
+    def _input_scale(self, inputs, keeping_ops=_LATTICE_KEEPING_OPS):
         """The int8 scale of ``inputs`` (its fake-quantization, looking through ``keeping_ops``),
         or None when unknown (eager calibration, or no fake-quantization)."""
-        tensor = inputs
-        while getattr(tensor, "op", None) is not None and tensor.op.type in keeping_ops:
-            tensor = tensor.op.inputs[0]
-        op = getattr(tensor, "op", None)
+        op = getattr(self._source(inputs, keeping_ops), "op", None)
         if op is None or op.type != "FakeQuantWithMinMaxArgs" or op.get_attr("num_bits") != 8:
             return None
         return (float(op.get_attr("max")) - float(op.get_attr("min"))) / 255.0
@@ -719,6 +712,10 @@ class ExportGraph:
         with tf.name_scope(staircase_scope(layer.name)):
             y = lower_staircase_direct(copy, relu, alpha, beta, thresholds, levels,
                                        step=decision_step, name=layer.name)
+        return self._staircase_output(y, levels)
+
+    def _staircase_output(self, y, levels):
+        """Remember that the traced tensor ``y`` stores level ``v`` as ``m * v`` (for alignment)."""
         if hasattr(y, "name"):
             self._code_multipliers[y.name] = code_multiplier(levels)
         return y
