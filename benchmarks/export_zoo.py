@@ -2,13 +2,17 @@
 
 For each model (random weights, ``--size`` square RGB inputs, ``--calibration`` images of
 random pixels scaled to [-1, 1]): ``tf_qnets.quantize_model`` at each ``--bits`` setting with
-``first_last="int8"``, then ``export_tflite``; prints and writes (between the ``export-zoo``
-markers of ``--markdown``) one row per model and setting: quantize and export wall time, how
-the activation staircases were lowered (aligned / per-threshold copies / partly aligned /
-reading a rounded tensor: docs/export.md, "How the file stays exact"), file size against the
-float32 TFLite file of the same Keras model, and single-thread XNNPACK latency of both files
-(median of ``--runs`` invocations on one input). Accuracy needs trained weights and real
-images, which this offline machine has not: see benchmarks/accuracy.py for accuracy.
+``first_last="int8"``, then ``export_tflite`` (default int8 storage); prints and writes (between
+the ``export-zoo`` markers of ``--markdown``) one row per model and setting: quantize and export
+wall time, how the activation staircases were lowered (aligned / per-threshold copies / partly
+aligned / reading a rounded tensor: docs/export.md, "How the file stays exact"), the share of
+aligned channels exact under TFLite's reference kernels too, top-1 agreement of the file with
+the Keras model on ``--calibration`` other random images, file size against the float32 TFLite
+file of the same Keras model, and single-thread XNNPACK latency of the file, the float32 file
+and TFLite's own post-training int8 file of the float model (median of ``--runs`` invocations
+on one input); then the size and latency of the same model exported with
+``int4_weights="auto"``. Accuracy needs trained weights and real images, which this offline
+machine has not: see benchmarks/accuracy.py for accuracy.
 
     python benchmarks/export_zoo.py --size 224 --models MobileNet MobileNetV2 ResNet50
 """
@@ -27,7 +31,7 @@ import numpy as np  # noqa: E402
 
 import tf_qnets  # noqa: E402
 from tf_qnets._keras import keras, tf  # noqa: E402
-from tf_qnets.export import export_tflite  # noqa: E402
+from tf_qnets.export import export_tflite, verify_tflite  # noqa: E402
 from tf_qnets.runtime import load_interpreter  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -79,8 +83,9 @@ def latency_ms(path, shape, runs):
 def run(name, bits, args, folder):
     w_bits, a_bits = (int(part) for part in bits[1:].split("A"))
     model = build(name, args.size)
-    images = np.random.default_rng(0).integers(0, 256, (args.calibration, args.size, args.size, 3))
+    images = np.random.default_rng(0).integers(0, 256, (2 * args.calibration, args.size, args.size, 3))
     images = (images / 127.5 - 1.0).astype("float32")
+    images, held_out = images[:args.calibration], images[args.calibration:]
     calibration = tf.data.Dataset.from_tensor_slices(images).batch(16)
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -92,20 +97,46 @@ def run(name, bits, args, folder):
     start = time.perf_counter()
     report = export_tflite(qat, path, images[:32])
     export_s = time.perf_counter() - start
+    agreement = verify_tflite(qat, path, held_out).agreement
+    int4_path = os.path.join(folder, f"{name}_{bits}_int4.tflite")
+    int4_report = export_tflite(qat, int4_path, images[:32], int4_weights="auto")
     float_path = os.path.join(folder, f"{name}_float.tflite")
     with open(float_path, "wb") as handle:
         handle.write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    ptq_path = os.path.join(folder, f"{name}_ptq.tflite")
+    with open(ptq_path, "wb") as handle:
+        handle.write(post_training_int8(model, images[:32]))
     shape = [1, args.size, args.size, 3]
     row = {
         "model": name, "bits": bits, "quantize_s": quantize_s, "export_s": export_s,
         "lowering": {kind: len(names) for kind, names in report.staircases.items()},
+        "reference_exact": report.reference_exact, "agreement": agreement,
         "bytes": report.size_bytes, "float_bytes": os.path.getsize(float_path),
         "ms": latency_ms(path, shape, args.runs), "float_ms": latency_ms(float_path, shape, args.runs),
+        "ptq_ms": latency_ms(ptq_path, shape, args.runs),
+        "int4_bytes": int4_report.size_bytes, "int4_ms": latency_ms(int4_path, shape, args.runs),
     }
     print(f"[{name} {bits}] quantize {quantize_s:.1f} s, export {export_s:.1f} s, "
-          f"{row['lowering']}, {row['bytes'] / 1e6:.2f} MB ({row['bytes'] / row['float_bytes']:.3f} "
-          f"of float), {row['ms']:.1f} ms vs float {row['float_ms']:.1f} ms", flush=True)
+          f"{row['lowering']}, reference-exact {_percent(row['reference_exact'])}, agreement "
+          f"{100 * agreement:.1f}%, {row['bytes'] / 1e6:.2f} MB ({row['bytes'] / row['float_bytes']:.3f} "
+          f"of float), {row['ms']:.1f} ms vs float {row['float_ms']:.1f} ms, TFLite int8 PTQ "
+          f"{row['ptq_ms']:.1f} ms; INT4: {row['int4_bytes'] / 1e6:.2f} MB, {row['int4_ms']:.1f} ms",
+          flush=True)
     return row
+
+
+def _percent(fraction):
+    return "-" if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def post_training_int8(model, images):
+    """TFLite's own full-integer post-training quantization of the float model (the latency a
+    user compares against)."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image[None]] for image in images)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
 
 
 def markdown(rows, args, wall):
@@ -118,16 +149,19 @@ def markdown(rows, args, wall):
         f"Whole run: {wall / 60:.1f} min.",
         "",
         "| model | W/A | quantize_model | export_tflite | staircases: aligned / copies / partly / rounded "
-        "| size (of float32) | latency (float32) |",
-        "|---|---|---|---|---|---|---|",
+        "| reference-exact channels | agreement | size (of float32) | latency: file / float32 / "
+        "TFLite int8 PTQ | `int4_weights=\"auto\"`: size, latency |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         low = row["lowering"]
         lines.append(
             f"| {row['model']} | {row['bits'][1:].replace('A', '/')} | {row['quantize_s']:.0f} s "
             f"| {row['export_s']:.0f} s | {low.get('aligned', 0)} / {low.get('copies', 0)} / "
-            f"{low.get('partial', 0)} / {low.get('rounded', 0)} | {row['bytes'] / 1e6:.2f} MB "
-            f"({row['bytes'] / row['float_bytes']:.2f}) | {row['ms']:.1f} ms ({row['float_ms']:.1f} ms) |")
+            f"{low.get('partial', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
+            f"| {100 * row['agreement']:.1f}% | {row['bytes'] / 1e6:.2f} MB "
+            f"({row['bytes'] / row['float_bytes']:.2f}) | {row['ms']:.1f} / {row['float_ms']:.1f} / "
+            f"{row['ptq_ms']:.1f} ms | {row['int4_bytes'] / 1e6:.2f} MB, {row['int4_ms']:.1f} ms |")
     lines.append("<!-- export-zoo:end -->")
     return "\n".join(lines)
 

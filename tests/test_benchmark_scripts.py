@@ -3,6 +3,7 @@ step timer), without their long measurements."""
 
 import argparse
 import os
+import re
 import sys
 
 import numpy as np
@@ -378,4 +379,6 @@ def test_export_zoo_runs_a_tiny_model_and_writes_its_table(tmp_path):
     text = path.read_text()
     assert "<!-- export-zoo:begin -->" in text and "| MobileNetV2 | 4/4 |" in text
     row = [line for line in text.splitlines() if line.startswith("| MobileNetV2")][0]
-    assert "| 17 / 0 / " in row   # the 17 depthwise staircases aligned, no layer copies at A4
+    # 34 of the 35 staircases aligned (the first layer's at least partly), no copies at A4
+    assert re.search(r"\| 3[45] / 0 / [01] / [01] \|", row), row
+    assert re.search(r"\| [\d.]+ / [\d.]+ / [\d.]+ ms \| [\d.]+ MB, [\d.]+ ms \|$", row), row

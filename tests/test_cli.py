@@ -1,6 +1,7 @@
 """The ``tf-qnets`` command: export and inspect, one-line errors with a non-zero status."""
 
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -49,6 +50,13 @@ def test_export_and_inspect(saved, capsys):
     assert main(["inspect", out]) == 0
     text = capsys.readouterr().out
     assert f"{os.path.getsize(out)} bytes" in text
+    assert "INT4" not in text and re.search(r"(\d+ x )?\[-1, 0, 1\]", text), text
+    packed = str(saved / "m4.tflite")
+    assert main(["export", str(saved / "qat_savedmodel"), "-o", packed, "--int4-weights", "on",
+                 "--representative", str(saved / "rep.npy")]) == 0
+    capsys.readouterr()
+    assert main(["inspect", packed]) == 0
+    text = capsys.readouterr().out
     assert "INT4" in text and "[-1, 0, 1]" in text
 
 

@@ -5,6 +5,7 @@ Every expectation is computed independently with numpy from the quantizers' vari
 """
 
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -137,15 +138,23 @@ def test_stored_codes_are_exactly_the_trained_levels_with_bn_folded(uniform_mode
         if bn is not None:
             expected = expected * bn_sign(uniform_model, bn)      # folded BN flips the sign
         stored = kernels[layer]                                   # (out, h, w, in)
-        np.testing.assert_array_equal(stored, np.moveaxis(expected, -1, 0))
-        assert set(np.unique(stored)) <= set(W3_LEVELS)
+        # int8 storage: the levels themselves, or k * level (k = 127 // 4) where the finer
+        # weight scale lets the staircase after the layer be aligned exactly
+        factor = int(np.gcd.reduce(np.abs(stored).ravel().astype(np.int64)))
+        assert factor in (1, 127 // 4)
+        np.testing.assert_array_equal(stored, factor * np.moveaxis(expected, -1, 0))
+        assert set(np.unique(stored // factor)) <= set(W3_LEVELS)
 
 
-def test_every_low_bit_weight_tensor_holds_only_levels(exported):
-    low_bit = [w for w in exported.inspection.weights if w.dtype == "INT4"]
-    assert len(low_bit) == 2
-    for weight in low_bit:
-        assert set(weight.codes) <= set(W3_LEVELS)
+def test_every_low_bit_weight_tensor_holds_only_levels(exported, uniform_model, tmp_path):
+    low_bit = [w for w in exported.inspection.weights if "c2" in w.name or "c3" in w.name]
+    assert len(low_bit) == 2 and {w.dtype for w in low_bit} == {"INT8"}
+    packed = export_tflite(uniform_model, str(tmp_path / "int4.tflite"), images(32),
+                           int4_weights="auto")
+    int4 = [w for w in packed.inspection.weights if w.dtype == "INT4"]
+    assert len(int4) == 2
+    for weight in low_bit + int4:
+        assert set(weight.levels) <= set(W3_LEVELS)
         assert len(weight.codes) >= 5
 
 
@@ -409,9 +418,10 @@ def test_inspect_lists_ops_dtypes_and_codes(exported):
     report = inspect_tflite(exported.path)
     assert report.size_bytes == os.path.getsize(exported.path)
     assert {name for name, _, _ in report.ops} >= {"QUANTIZE", "CONV_2D", "DEQUANTIZE"}
-    assert report.tensor_dtypes["INT4"] == 2
+    assert "INT4" not in report.tensor_dtypes       # int8 storage by default
     text = str(report)
-    assert "[-4, -2, -1, 0, 1, 2, 4]" in text or "-4" in text
+    # low-bit kernels: their levels, times the factor they are stored with in int8
+    assert re.search(r"(\d+ x )?\[-4, -2, -1, 0, 1, 2, 4\]", text), text
 
 
 
@@ -419,7 +429,9 @@ def test_report_says_how_each_staircase_was_lowered(uniform_model, kmeans_model,
     report = export_tflite(uniform_model, str(tmp_path / "u.tflite"), images(32))
     assert report.staircases == {"aligned": ["quant_r2", "quant_c3"], "copies": ["quant_r1"], "partial": [],
                                  "rounded": []}
-    assert "2 aligned (exact, one layer), 1 per-threshold copies (exact)" in str(report)
+    assert re.search(r"2 aligned \(exact, one layer; [\d.]+% of their channels exact in the "
+                     r"reference kernels too\), 1 per-threshold copies \(exact\)", str(report))
+    assert report.reference_exact > 0.9
     report = export_tflite(kmeans_model, str(tmp_path / "k.tflite"), images(32))
     assert report.staircases["copies"] == ["quant_r1", "quant_r2", "quant_c3"]
 
@@ -466,14 +478,19 @@ def test_depthwise_conv_with_bn_exports_exactly(tmp_path):
 
 
 def test_four_bit_activations_keep_int4_weights_and_say_which_staircases_are_partial(tmp_path):
-    # A 4-bit input (m = 17) and INT4 pointwise codes leave some channels without an alignment;
-    # they keep the rounded bias and the report says so. The first layer is not copied 15 times.
+    # With int4_weights="auto", INT4 pointwise codes (a lattice of one unit: the 4-bit input
+    # codes are the levels) leave channels without an alignment; they keep the rounded bias
+    # and the report says so. int8 storage (the default) aligns every channel. The first
+    # layer is not copied 15 times.
     x = (np.random.default_rng(0).integers(0, 256, (48, 10, 10, 3)) / 255.0).astype("float32")
     qat = tf_qnets.quantize_model(_depthwise_model(), w_bits=4, a_bits=4, calibration_data=x,
                                   first_last="int8", verbose=0)
-    report = export_tflite(qat, str(tmp_path / "dw4.tflite"), x[:16])
+    report = export_tflite(qat, str(tmp_path / "dw4.tflite"), x[:16], int4_weights="auto")
     assert report.staircases["aligned"] == ["quant_r2"]      # the int8 depthwise kernel
     assert report.staircases["copies"] == []
-    assert "quant_r3" in report.staircases["partial"]
+    assert "quant_r3" in report.staircases["partial"] + report.staircases["rounded"]
     assert any(w.dtype == "INT4" for w in report.inspection.weights)
-    assert "partly aligned (INT4 weights)" in str(report)
+    assert "1 aligned" in str(report)
+    report = export_tflite(qat, str(tmp_path / "dw4_int8.tflite"), x[:16])
+    assert report.staircases["aligned"][-2:] == ["quant_r2", "quant_r3"]
+    assert not any(w.dtype == "INT4" for w in report.inspection.weights)

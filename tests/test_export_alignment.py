@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from tf_qnets.export.alignment import align_channels, channel_lattice
+from tf_qnets.export.alignment import align_channels, channel_lattice, double_rounding_shift
 from tf_qnets.levels import activation_levels
 
 
@@ -72,11 +72,13 @@ def random_layer(rng, channels, lattice_multiplier):
     return levels, beta, units, bias, lattice.astype(np.float64), thresholds
 
 
-def mismatches(levels, beta, units, bias, lattice, thresholds, gain, new_bias, rounding):
-    """Number of lattice points (over every transition, +-3 lattice steps) coded differently."""
+def mismatches(levels, beta, units, bias, lattice, thresholds, gain, new_bias, rounding,
+               channels=None):
+    """Number of lattice points (over every transition, +-3 lattice steps) coded differently
+    (in ``channels``, a boolean mask; all by default)."""
     top = levels.levels[-1]
     count = 0
-    for c in range(units.size):
+    for c in np.flatnonzero(np.ones(units.size, bool) if channels is None else channels):
         p = (np.asarray(thresholds) / beta - bias[c]) / units[c]
         lo, hi = np.floor(p.min() / lattice[c]) - 3, np.ceil(p.max() / lattice[c]) + 3
         acc = lattice[c] * np.arange(lo, hi + 1)
@@ -95,6 +97,25 @@ def test_aligned_channels_reproduce_every_keras_code(rounding):
     plan = align_channels(*layer[2:4], layer[4], layer[1], layer[5], layer[0])
     assert plan.exact.all()
     assert mismatches(*layer[:2], *layer[2:], plan.gain, plan.bias, rounding) == 0
+
+
+@pytest.mark.parametrize("rounding", ["single", "double"])
+def test_exact_channels_survive_both_roundings_and_solved_ones_the_single_one(rounding):
+    # Levels stored as codes (m = 1), int8 weights as 18 * level: lattice 18 units. The
+    # "double" margins (lower 1/(2 mu) + eps) hold under TFLite's two roundings; the
+    # channels only the "single" margins solve hold under one rounding (XNNPACK).
+    rng = np.random.default_rng(3)
+    layer = random_layer(rng, 64, lattice_multiplier=18)
+    plan = align_channels(*layer[2:4], layer[4], layer[1], layer[5], layer[0])
+    assert plan.exact.mean() > 0.5 and plan.solved.all()
+    checked = plan.exact if rounding == "double" else plan.solved
+    assert mismatches(*layer[:2], *layer[2:], plan.gain, plan.bias, rounding, checked) == 0
+
+
+def test_double_rounding_shift_is_half_over_the_mantissa():
+    # E = 0.75 * 2**-7: mantissa 0.75, shift 1 / 1.5; a mantissa at the edge: the largest shift
+    np.testing.assert_allclose(double_rounding_shift([0.75 / 128, 0.5 / 64, 0.999 / 8]),
+                               [2 / 3, 1.0, 1.0])
 
 
 @pytest.mark.parametrize("rounding", ["single", "double"])

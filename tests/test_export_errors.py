@@ -140,3 +140,21 @@ def test_inspect_rejects_a_truncated_model(qat, tmp_path):
 def test_inspect_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         inspect_tflite(str(tmp_path / "none.tflite"))
+
+
+def test_an_unknown_quantizer_type_is_refused_naming_the_layer(tmp_path):
+    """A quantizer export cannot lower (here tfmot's 4-bit LastValue on the int8 first layer)
+    raises instead of being written as if it were int8."""
+    from tensorflow_model_optimization.python.core.quantization.keras import quantizers
+
+    x = data(16)
+    model = tf_qnets.quantize_model(float_model(), 2, 2, calibration_data=x, first_last="int8",
+                                    verbose=0)
+    wrapper = model.get_layer("quant_c1")
+    weight, _, variables = wrapper._weight_vars[0]
+    wrapper._weight_vars[0] = (weight, quantizers.LastValueQuantizer(
+        num_bits=4, per_axis=False, symmetric=True, narrow_range=True), variables)
+    target = tmp_path / "m.tflite"
+    with pytest.raises(ValueError, match=r"'quant_c1'.*LastValueQuantizer \(4 bits\) cannot be exported"):
+        export_tflite(model, str(target), x)
+    assert not target.exists()

@@ -99,9 +99,11 @@ def saved(tmp_path_factory):
 
 def fake_conversion(monkeypatch):
     """Skip the slow TFLite conversion: the export pipeline gets ready-made bytes."""
-    monkeypatch.setattr(exporter, "ExportGraph", lambda *a, **k: type(
-        "G", (), {"calibrate": lambda self, b: None, "quantize": True})())
-    monkeypatch.setattr(exporter, "concrete_function", lambda graph: None)
+    monkeypatch.setattr(exporter, "make_plan", lambda *a, **k: None)
+    monkeypatch.setattr(exporter, "calibrate", lambda plan, batches: None)
+    monkeypatch.setattr(exporter, "trace", lambda plan, ranges, quantize=True: (None, type(
+        "Lowering", (), {"staircase_lowerings": lambda self: {}, "reference_exact_fraction":
+                         lambda self: None})()))
     monkeypatch.setattr(exporter, "convert_function", lambda *a, **k: b"\x1c\x00\x00\x00TFL3new")
     monkeypatch.setattr(exporter, "find_problems", lambda data: [])
 

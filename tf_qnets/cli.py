@@ -43,8 +43,9 @@ def build_parser():
                         metavar=("LO", "HI"),
                         help="range of the uniform inputs used without --representative")
     export.add_argument("--int8-io", action="store_true", help="int8 input and output tensors")
-    export.add_argument("--int4-weights", choices=sorted(INT4_FLAGS), default="auto",
-                        help="pack weights with levels in -7..7 as INT4 (default auto)")
+    export.add_argument("--int4-weights", choices=sorted(INT4_FLAGS), default="off",
+                        help="pack weights with levels in -7..7 as INT4: a smaller, slower file "
+                             "(default off)")
     export.add_argument("--verify", help=".npz file with x (and y) to compare Keras and TFLite")
     inspect = commands.add_parser("inspect", help="describe a .tflite file")
     inspect.add_argument("file", help="the .tflite file")

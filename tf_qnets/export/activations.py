@@ -4,14 +4,22 @@ Everything here is built from TFLite int8 builtins (fake-quant ranges fix every
 tensor's scale, so no float op survives conversion).
 
 **Uniform** thresholds (unit steps, ``b_i`` halfway between levels ``y_0 .. y_n``):
-the staircase is rounding, ``y = alpha * clip(round(beta x), y_0, y_n)``, so::
+the staircase is rounding, ``y = alpha * clip(round(beta x), y_0, y_n)``. With levels
+``0 .. n`` (activations) the clip costs no op: the output has scale ``alpha`` and zero point
+``127 - n`` (range ``[(n - 255) alpha, n alpha]``), so int8 saturation is the top clip and a
+fused ReLU the bottom one::
+
+    q  = FakeQuant8(x, [0, 255/beta])            # only if x has no int8 range yet: round(beta x)
+    y  = FakeQuant8(relu(q * alpha beta), [(n - 255) alpha, n alpha])   # code = level + 127 - n
+
+one MUL with a fused ReLU (:func:`saturating_range`). When ``x`` is a kernel layer's output,
+the export graph scales that layer by ``alpha beta`` instead, so the staircase is the
+layer's own requantization and fused ReLU: no op at all. Signed levels keep an explicit clip::
 
     q  = FakeQuant8(clip(x, y_0/beta, y_n/beta), scale 1/beta)    # code = round(beta x)
     y  = FakeQuant8(q * (alpha beta), scale alpha / m)            # code m * level
 
-with ``m`` the largest integer keeping ``m y`` in the int8 window (36 for levels 0..7):
-the values are exactly ``alpha * level`` and the next layer's int32 bias is quantized
-``m`` times more finely than with scale ``alpha`` (see :func:`_output_range`).
+with ``m`` the largest integer keeping ``m y`` in the int8 window (see :func:`_output_range`).
 
 **Non-uniform** thresholds (k-means or learned): ``x`` is put on a fine int8 grid of step
 ``d`` covering ``[min(0, t_1), t_n]`` (``t_i = b_i / beta``), each threshold is snapped
@@ -37,7 +45,7 @@ import numpy as np
 from tf_qnets._keras import tf
 
 __all__ = ["is_uniform_staircase", "lower_staircase", "lower_staircase_direct", "decision_step",
-           "code_range",
+           "code_range", "saturating_range", "has_saturating_lowering", "is_int8_tensor",
            "code_multiplier", "fake_quant"]
 
 UNIFORM_TOLERANCE = 1e-5
@@ -91,7 +99,36 @@ def _output_range(alpha, levels):
     return c_min * alpha / m, c_max * alpha / m
 
 
+def saturating_range(alpha, levels):
+    """Fake-quant range ``[(n - 255) alpha, n alpha]`` of a staircase with levels ``0 .. n``:
+    scale ``alpha``, zero point ``127 - n``, so int8 saturation clips at the top level ``n``
+    and a fused ReLU at level 0."""
+    top = int(levels.levels[-1])
+    return (top - 255) * alpha, top * alpha
+
+
+def has_saturating_lowering(levels):
+    """True for uniform levels ``0 .. n`` (unit steps from 0): lowered by saturation."""
+    return levels.levels[0] == 0 and set(levels.steps) == {1} and levels.levels[-1] <= 255
+
+
+def is_int8_tensor(x):
+    """True when ``x`` is the output of an 8-bit fake-quantization (an int8 tensor in TFLite)."""
+    op = getattr(x, "op", None)
+    return op is not None and op.type.startswith("FakeQuantWithMinMax") and op.get_attr("num_bits") == 8
+
+
+def _saturating(x, alpha, beta, levels):
+    if not is_int8_tensor(x):
+        # Eager values, or a tensor without an int8 range yet (a kernel layer's output): put
+        # it on the grid of step 1/beta (negative values saturate to 0).
+        x = fake_quant(x, 0.0, 255.0 / beta)
+    return fake_quant(tf.nn.relu(x * np.float32(alpha * beta)), *saturating_range(alpha, levels))
+
+
 def _uniform(x, alpha, beta, levels):
+    if has_saturating_lowering(levels) and np.float32(alpha * beta) != 1.0:
+        return _saturating(x, alpha, beta, levels)
     c_min, c_max = code_range(levels)
     lo, hi = c_min / beta, c_max / beta
     x = fake_quant(x, lo, hi)

@@ -21,12 +21,19 @@ input exactly when each ``r_i`` lies in the same lattice gap as ``p_i``:
 
     L_c J_i + margin  <  a_i u_c - B_c  <  L_c (J_i + 1) - margin,    J_i = floor(p_i / L_c)
 
-with a ``margin`` (in accumulator units) that covers the requantization's own rounding
-(TFLite's reference kernels round twice, at a grid of at most 2 units; XNNPACK once).
+with margins (in accumulator units) that cover the requantization's own rounding.
+XNNPACK requantizes with one float32 multiplication and one rounding: a margin of
+``EPSILON`` on both sides covers it. TFLite's reference kernels (and CMSIS-NN, TFLite Micro)
+round twice: with ``E = beta S'_c = mu 2**-s`` (``1/2 <= mu < 1``, ``s >= 1``) they compute
+``round(round(mu (A + B)) / 2**s)``; since ``(k - 1/2) 2**s`` is an integer, that passes
+level ``k`` exactly when ``A + B >= (k - 1/2) / E - delta`` with ``delta = 1 / (2 mu)``
+(between 1/2 and 1 unit): the same transition moved down by ``delta``. So the lower margin
+is ``delta + EPSILON`` and the upper one ``EPSILON`` ("double" margins; "single": ``EPSILON``
+on both sides).
 :func:`align_channels` searches, per channel, the integer ``B_c`` nearest the folded bias
 and the scale ``u_c`` nearest the trained one that satisfy every inequality; ``S'_c`` is
 realised by scaling the channel's weight scale (the stored codes do not change). Channels
-without a solution (a lattice too fine for the margin) keep the plain rounding and are
+without a solution (a lattice too fine for the margins) keep the plain rounding and are
 reported.
 
 Example::
@@ -41,12 +48,16 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["ChannelAlignment", "align_channels", "channel_lattice", "DEFAULT_MARGINS"]
+__all__ = ["ChannelAlignment", "align_channels", "channel_lattice", "double_rounding_shift",
+           "DEFAULT_MARGINS"]
 
-# Margins (accumulator units) tried in turn: 1.5 covers TFLite's reference kernels (two
-# roundings at a grid of at most 2 units); 0.25 still covers one float32 rounding (XNNPACK's
-# requantization) on lattices too fine for the first.
-DEFAULT_MARGINS = (1.5, 0.25)
+# Margins tried in turn: "double" covers TFLite's reference kernels (two roundings, see the
+# module docstring) and XNNPACK; "single" covers XNNPACK's one float32 rounding only.
+DEFAULT_MARGINS = ("double", "single")
+MARGIN_KINDS = ("double", "single")
+# Distance (accumulator units) kept from a lattice point beyond the rounding's own shift: far
+# more than float32 errors in the requantization scale (relative 1e-7 of accumulators < 1e6).
+EPSILON = 0.25
 MAX_SHIFT = 256          # largest |B_c - round(b_c / S_c)| tried, in accumulator units
 _DEAD_LATTICE = 2.0 ** 40   # a channel whose codes are all 0: the accumulator is always 0
 
@@ -83,6 +94,25 @@ def channel_lattice(codes, input_multiplier=1):
     return lattice
 
 
+def double_rounding_shift(scale):
+    """``delta = 1 / (2 mu)`` for the requantization scale ``E = mu 2**-s`` (accumulator units):
+    how far TFLite's two roundings move a transition down. 1 (the largest) where the
+    mantissa ``mu`` sits so near 1/2 or 1 that an alignment gain could carry it across."""
+    mantissa = np.frexp(np.asarray(scale, np.float64))[0]
+    safe = (mantissa > 0.505) & (mantissa < 0.995)
+    return np.where(safe, 0.5 / np.where(mantissa > 0, mantissa, 1.0), 1.0)
+
+
+def _margins(kind, units, beta):
+    """``(lower, upper)`` margins per channel for a margin ``kind`` ("double" or "single")."""
+    if kind not in MARGIN_KINDS:
+        raise ValueError(f"margin kind must be one of {MARGIN_KINDS}, got {kind!r}.")
+    upper = np.full(units.shape, EPSILON)
+    if kind == "single":
+        return upper, upper
+    return double_rounding_shift(float(beta) * units) + EPSILON, upper
+
+
 def _transition_points(levels):
     """``a_i = y_i - 1/2`` for the levels ``y_1 .. y_n`` (unit steps)."""
     return np.asarray(levels.levels[1:], np.float64) - 0.5
@@ -92,8 +122,8 @@ def align_channels(units, bias, lattice, beta, thresholds, levels, margins=DEFAU
                    max_shift=MAX_SHIFT):
     """Per-channel gain and bias that make one int8 requantization reproduce Keras' codes.
 
-    Tries each margin in ``margins`` in turn for the channels not solved yet (see
-    :func:`_align`); ``exact`` is True for channels solved with the first (safe) margin.
+    Tries each margin kind in ``margins`` in turn for the channels not solved yet (see
+    :func:`_align`); ``exact`` is True for channels solved with the first (safe) margins.
     """
     result = None
     for margin in margins:
@@ -118,7 +148,7 @@ def _align(units, bias, lattice, beta, thresholds, levels, margin, max_shift):
       lattice: ``L_c`` (:func:`channel_lattice`).
       beta, thresholds, levels: the staircase (uniform levels, ``thresholds`` the trained
         ``b_i`` in the beta domain).
-      margin: distance kept from every lattice point, in accumulator units.
+      margin: margin kind, "double" or "single" (:func:`_margins`).
     """
     units = np.asarray(units, np.float64).ravel()
     bias = np.asarray(bias, np.float64).ravel()
@@ -131,10 +161,11 @@ def _align(units, bias, lattice, beta, thresholds, levels, margin, max_shift):
     if not np.all(units > 0):
         return ChannelAlignment(np.ones(channels), bias.copy(), np.zeros(channels, bool),
                                 np.zeros(channels, bool))
+    lower, upper = _margins(margin, units, beta)
     p = (t[None, :] - bias[:, None]) / units[:, None]       # [C, n] Keras transitions
     gap = np.floor(p / lattice[:, None])
-    lo = lattice[:, None] * gap + margin
-    hi = lattice[:, None] * (gap + 1.0) - margin
+    lo = lattice[:, None] * gap + lower[:, None]
+    hi = lattice[:, None] * (gap + 1.0) - upper[:, None]
     wide = np.all(hi > lo, axis=1)
     trained_u = 1.0 / (float(beta) * units)                 # u with S' = S
     base = np.round(bias / units)

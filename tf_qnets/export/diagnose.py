@@ -8,7 +8,7 @@ compound (a flipped code changes the next layer's input), so the first layer wit
 flips is where to look.
 
 TFLite tensors are found by name: the export graph builds each staircase inside the
-name scope :func:`tf_qnets.export.graph.staircase_scope`, and the staircase output is
+name scope :func:`tf_qnets.export.emit.staircase_scope`, and the staircase output is
 the output of the last operator (in execution order) producing a tensor of that scope.
 Intermediate tensors are read with ``experimental_preserve_all_tensors``; this works
 for the reference kernels (``kernels="reference"``) only, since delegated (XNNPACK)
@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 
 from tf_qnets._keras import keras
-from tf_qnets.export.graph import staircase_scope
+from tf_qnets.export.emit import staircase_scope
 from tf_qnets.quantizer import QNetsQuantizer
 from tf_qnets.runtime import load_interpreter
 from tf_qnets.wrapper import QNetsWrapper

@@ -21,7 +21,8 @@ import numpy as np
 from tf_qnets._keras import require_keras2_model
 from tf_qnets.api import is_quantized_model
 from tf_qnets.export.convert import ExportError, check_writable, convert_function, write_atomic
-from tf_qnets.export.graph import ExportGraph, concrete_function
+from tf_qnets.export.emit import calibrate, trace
+from tf_qnets.export.plan import make_plan
 from tf_qnets.export.inspect import inspect_tflite
 from tf_qnets.export.ops_check import find_problems
 from tf_qnets.export.verify import verify_tflite
@@ -42,7 +43,8 @@ class ExportReport:
     float_size_bytes: int
     inspection: object          # InspectReport of the written file
     verification: object = None  # VerificationReport when verify_data was given
-    staircases: dict = None      # {"aligned"|"copies"|"rounded": [layer names]}
+    staircases: dict = None      # {"aligned"|"copies"|"partial"|"rounded": [layer names]}
+    reference_exact: float = None  # aligned channels exact under TFLite's reference kernels too
 
     @property
     def size_ratio(self):
@@ -75,9 +77,11 @@ class ExportReport:
         if self.staircases:
             lines.append(
                 "activation staircases: "
-                f"{len(self.staircases['aligned'])} aligned (exact, one layer), "
+                f"{len(self.staircases['aligned'])} aligned (exact, one layer"
+                + (f"; {100 * self.reference_exact:.1f}% of their channels exact in the reference "
+                   "kernels too" if self.reference_exact is not None else "") + "), "
                 f"{len(self.staircases['copies'])} per-threshold copies (exact), "
-                f"{len(self.staircases.get('partial', []))} partly aligned (INT4 weights), "
+                f"{len(self.staircases.get('partial', []))} partly aligned, "
                 f"{len(self.staircases['rounded'])} read a rounded int8 tensor"
                 + (f" ({', '.join(self.staircases['rounded'])})" if self.staircases["rounded"] else ""))
         if self.verification is not None:
@@ -112,7 +116,7 @@ def _representative_batches(data, model):
     return batches
 
 
-def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_weights="auto",
+def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_weights=False,
                   verify_data=None, exact_uniform=False):
     """Export a :func:`tf_qnets.quantize_model` result to an integer TFLite file.
 
@@ -122,8 +126,12 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
       representative_data: typical inputs (Dataset of x or (x, y) batches, or an array) that
         calibrate the ranges the model does not fix itself (input, unfolded BN, Add, pooling).
       int8_io: int8 input and output tensors instead of float32 with QUANTIZE/DEQUANTIZE.
-      int4_weights: ``"auto"`` stores low-bit weights with levels in -7..7 as packed INT4;
-        ``True`` requires it for every low-bit layer; ``False`` keeps int8 storage.
+      int4_weights: ``False`` (default) stores every kernel in int8 (low-bit codes as
+        ``k * level`` where that makes the activation staircase after the layer exact);
+        ``"auto"`` packs low-bit kernels with levels in -7..7 as INT4 (a smaller file, slower
+        in XNNPACK, which runs INT4 convolutions in no fast kernel, and fewer exact
+        staircases); ``True`` requires INT4 for every low-bit layer. Figures:
+        docs/export.md.
       verify_data: optional inputs or (inputs, labels) to compare the file with the model.
       exact_uniform: lower every uniform staircase read from a kernel layer to one layer copy
         per threshold with exact integer biases (as non-uniform ones always are), at the cost
@@ -153,9 +161,10 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
         raise TypeError(f"`exact_uniform` must be a bool, got {exact_uniform!r}.")
     batches = _representative_batches(representative_data, qat_model)
 
-    graph = ExportGraph(qat_model, int4_weights=int4_weights, exact_uniform=exact_uniform)
-    graph.calibrate(batches)
-    data = convert_function(concrete_function(graph), int8_io=int8_io)
+    plan = make_plan(qat_model, int4_weights=int4_weights, exact_uniform=exact_uniform)
+    ranges = calibrate(plan, batches)
+    function, lowering = trace(plan, ranges)
+    data = convert_function(function, int8_io=int8_io)
     problems = find_problems(data)
     if problems:
         layers = sorted({p.split(" in layer ")[1] for p in problems if " in layer " in p})
@@ -163,13 +172,13 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
             "The converted model is not pure builtin int8"
             + (f"; these layers block an all-integer file: {', '.join(layers)}" if layers else "")
             + ": " + "; ".join(problems))
-    graph.quantize = False
-    float_size = len(convert_function(concrete_function(graph), quantize=False))
-    graph.quantize = True
+    float_function, _ = trace(plan, ranges, quantize=False)
+    float_size = len(convert_function(float_function, quantize=False))
 
     write_atomic(path, data)
     report = ExportReport(path=path, size_bytes=len(data), float_size_bytes=float_size,
-                          inspection=inspect_tflite(path), staircases=graph.staircase_lowerings())
+                          inspection=inspect_tflite(path), staircases=lowering.staircase_lowerings(),
+                          reference_exact=lowering.reference_exact_fraction())
     if verify_data is not None:
         report.verification = verify_tflite(qat_model, path, verify_data)
     return report

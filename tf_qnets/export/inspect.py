@@ -84,6 +84,18 @@ class WeightTensor:
     per_channel: bool
     stored_bytes: int
 
+    @property
+    def code_factor(self):
+        """The largest integer dividing every stored code (1 for an all-zero tensor): int8
+        kernels of low-bit layers may be stored as ``k * level`` (docs/export.md)."""
+        factor = int(np.gcd.reduce(np.abs(np.asarray(self.codes, np.int64)))) if self.codes else 0
+        return max(factor, 1)
+
+    @property
+    def levels(self):
+        """The distinct codes divided by :attr:`code_factor`: the layer's levels for a low-bit layer."""
+        return tuple(int(code) // self.code_factor for code in self.codes)
+
 
 @dataclasses.dataclass
 class InspectReport:
@@ -109,8 +121,10 @@ class InspectReport:
                 lines.append(f"{kind}: {name} {dtype} {list(shape)}")
         lines.append("weight tensors (dtype, shape, distinct codes):")
         for w in self.weights:
-            codes = list(w.codes) if len(w.codes) <= 16 else (
+            codes = list(w.levels) if len(w.codes) <= 16 else (
                 f"{len(w.codes)} values in [{w.codes[0]}, {w.codes[-1]}]")
+            if len(w.codes) <= 16 and w.code_factor > 1:
+                codes = f"{w.code_factor} x {codes}"
             lines.append(f"  {w.name[:48]:<48} {w.dtype:<5} {list(w.shape)} {w.op}: {codes}")
         if self.custom_ops:
             lines.append("custom ops: " + ", ".join(self.custom_ops))

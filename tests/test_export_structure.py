@@ -1,0 +1,98 @@
+"""The export pipeline's structure: plan -> calibrate -> emit, one module per rewrite."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import tf_qnets  # noqa: E402
+from tf_qnets._keras import keras  # noqa: E402
+from tf_qnets.export import emit, plan as plan_module  # noqa: E402
+from tf_qnets.export.rewrites import REWRITES, discover  # noqa: E402
+from tf_qnets.export.rewrites.layer_call import LayerCall  # noqa: E402
+from tf_qnets.export.rewrites.pass_through import PassThrough  # noqa: E402
+
+
+def small_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="c1")(x)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="r1")(x)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", name="c2", activation="relu")(x)
+    x = keras.layers.Dropout(0.1, name="drop")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+
+
+@pytest.fixture(scope="module")
+def qat():
+    x = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 1)).astype("float32")
+    return tf_qnets.quantize_model(small_model(), w_bits=3, a_bits=3, calibration_data=x,
+                                   first_last="int8", verbose=0), x
+
+
+def test_rewrites_are_discovered_once_each_in_order():
+    names = [rewrite.name for rewrite in REWRITES]
+    assert len(names) == len(set(names)) >= 8
+    assert [rewrite.order for rewrite in REWRITES] == sorted(r.order for r in REWRITES)
+    assert names[0] == "layer call"            # the fallback claims first, others take over
+    assert [r.name for r in discover()] == names
+
+
+def test_every_rewrite_module_says_what_it_matches_and_emits():
+    for rewrite in REWRITES:
+        doc = __import__(type(rewrite).__module__, fromlist=["_"]).__doc__
+        assert doc and "Matches" in doc and "Emits" in doc, type(rewrite).__module__
+
+
+def test_the_plan_names_the_rewrite_of_every_layer(qat):
+    model, _ = qat
+    plan = plan_module.make_plan(model)
+    claims = {name: rewrite.name for name, rewrite in plan.claims.items()}
+    assert claims["scale"] == "affine"
+    assert claims["bn1"] == "batch norm fold"
+    assert claims["pool"] == claims["drop"] == "pass through"
+    assert claims["gap"] == claims["quant_logits"] == "pooled dense"
+    # c2's staircase (its own ReLU) and r1's (a ReLU after c1 and a folded BN): aligned
+    assert claims["quant_c2"] == "aligned staircase"
+    assert claims["quant_r1"] == claims["quant_c1"] == "aligned staircase"
+    assert set(claims) == {node.layer.name for node in plan.nodes}
+
+
+def test_a_new_rewrite_only_needs_its_class(qat, monkeypatch):
+    """A rewrite added to the list takes over the nodes it claims (here: the Dropout, emitted
+    as the identity) and its emit runs while calibrating and tracing."""
+    model, x = qat
+    emitted = []
+
+    class DropoutAsIdentity:
+        name, order = "dropout as identity", 100
+
+        def plan(self, plan):
+            for node in plan.nodes:
+                if type(node.layer).__name__ == "Dropout":
+                    plan.claim(node, self)
+
+        def emit(self, node, values, context):
+            emitted.append(context.tracing)
+            return values[node.flat_input_ids[0]]
+
+    monkeypatch.setattr("tf_qnets.export.rewrites.REWRITES", REWRITES + (DropoutAsIdentity(),))
+    plan = plan_module.make_plan(model)
+    assert plan.claims["drop"].name == "dropout as identity"
+    ranges = emit.calibrate(plan, [x[:8]])
+    emit.trace(plan, ranges)
+    assert emitted == [False, True]
+
+
+def test_a_plan_without_a_claim_for_some_node_is_a_bug(qat, monkeypatch):
+    model, _ = qat
+    monkeypatch.setattr("tf_qnets.export.rewrites.REWRITES", tuple(
+        r for r in REWRITES if not isinstance(r, (LayerCall, PassThrough))))
+    with pytest.raises(AssertionError, match="no rewrite claimed"):
+        plan_module.make_plan(model)

@@ -1,0 +1,199 @@
+"""Steps 2 and 3 of the export pipeline (plan -> calibrate -> emit): ranges, then the graph.
+
+:func:`emit` walks the plan's nodes in order and lets the rewrite that claimed each node
+(:mod:`tf_qnets.export.rewrites`) emit TensorFlow ops for it, in which every tensor carries a
+fake-quantization range. :func:`calibrate` runs that walk eagerly on the representative
+batches and records the min/max of every tensor whose range no quantizer fixes (the model
+input, unfolded BN, Add, float outputs); :func:`trace` then traces it into the concrete
+function the TFLite converter reads, either in int8 (``quantize=True``) or as the same network
+in float (for the size comparison).
+
+An :class:`EmitContext` holds what one walk needs and learns: the ranges, the traced values,
+and the decisions taken on traced tensors (per-channel alignments, which staircases became
+their kernel layer's own requantization, code multipliers of staircase outputs).
+
+Example::
+
+    plan = make_plan(qat_model)
+    ranges = calibrate(plan, batches)
+    function, context = trace(plan, ranges)
+    context.staircase_lowerings()      # {"aligned": [...], "copies": [...], ...}
+"""
+
+import numpy as np
+
+from tf_qnets._keras import tf
+from tf_qnets.export.activations import fake_quant, lower_staircase
+from tf_qnets.export.activations import has_saturating_lowering, is_int8_tensor
+from tf_qnets.export.activations import code_multiplier
+
+__all__ = ["EmitContext", "emit", "calibrate", "trace", "staircase_scope"]
+
+_RANGE_MARGIN = 1e-6
+# Ops between a fake-quantization and a kernel layer that keep the int8 scale.
+SCALE_KEEPING_OPS = ("MaxPool", "Reshape", "Identity", "Squeeze", "ExpandDims", "Transpose")
+# ... and keep every int8 value (zero padding pads with the zero point: the value 0).
+LATTICE_KEEPING_OPS = SCALE_KEEPING_OPS + ("Pad", "PadV2")
+
+
+def staircase_scope(layer_name):
+    """Name scope of a lowered staircase; its TFLite tensor names contain ``scope + "/"``."""
+    return f"{layer_name}_qnets_staircase"
+
+
+class EmitContext:
+    """One walk over an :class:`~tf_qnets.export.plan.ExportPlan` (see the module docstring).
+
+    ``ranges`` None: calibrating (eager; calibrated tensors are recorded, not quantized).
+    ``quantize`` False: the same network in float, with no fake-quantization at all.
+    """
+
+    def __init__(self, plan, ranges=None, quantize=True):
+        self.plan = plan
+        self.ranges = ranges
+        self.quantize = quantize
+        self.observed = {}
+        self.alignments = {}        # kernel layer name -> ChannelAlignment
+        self.prescaled = {}         # staircase name -> kernel layer that computes it
+        self.copied = {}            # staircase name -> kernel layer copied per threshold
+        self.pinned_overrides = {}  # kernel layer name -> PinnedKernel re-stored while emitting
+        self.code_multipliers = {}  # traced tensor name -> code multiplier of a staircase output
+        self.model_input_names = set()
+
+    @property
+    def tracing(self):
+        """True when emitting the int8 graph for conversion (ranges known, tensors symbolic)."""
+        return self.quantize and self.ranges is not None
+
+    # ------------------------------------------------------------------ ranges
+    def calibrated(self, key, x):
+        """Record min/max of ``x`` (calibration) or fake-quantize it with the recorded range."""
+        if not self.quantize:
+            return x
+        if self.ranges is None:
+            value = np.asarray(x)
+            lo = min(float(np.min(value)), 0.0)
+            hi = max(float(np.max(value)), 0.0)
+            old = self.observed.get(key)
+            self.observed[key] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+            return x
+        lo, hi = self.ranges[key]
+        if hi - lo < _RANGE_MARGIN:
+            hi = lo + _RANGE_MARGIN
+        return fake_quant(x, lo, hi)
+
+    def output(self, layer, x, calibrate=True):
+        """``x`` through ``layer``'s output quantizer: its lowered staircase, its int8 range, or
+        (``calibrate``) a calibrated range."""
+        if not self.quantize:
+            return x
+        kind, values = self.plan.outputs.get(layer.name, (None, None))
+        if kind == "staircase":
+            with tf.name_scope(staircase_scope(layer.name)):
+                y = lower_staircase(x, *values, name=layer.name)
+            saturated = has_saturating_lowering(values[3]) and is_int8_tensor(y) and (
+                y.op.inputs[0].op.type == "Relu")
+            return self.staircase_output(y, 1 if saturated else code_multiplier(values[3]))
+        if kind == "int8":
+            return fake_quant(x, *values)
+        return self.calibrated(layer.name, x) if calibrate else x
+
+    def staircase_output(self, y, multiplier):
+        """Remember that the traced tensor ``y`` stores level ``v`` as ``multiplier * v`` (for
+        the alignment of the layers reading it)."""
+        if hasattr(y, "name"):
+            self.code_multipliers[y.name] = multiplier
+        return y
+
+    # --------------------------------------------------------- traced tensors
+    @staticmethod
+    def source(x, keeping_ops=LATTICE_KEEPING_OPS):
+        """The tensor ``x`` copies its int8 values from (through ``keeping_ops``)."""
+        tensor = x
+        while getattr(tensor, "op", None) is not None and tensor.op.type in keeping_ops:
+            tensor = tensor.op.inputs[0]
+        return tensor
+
+    def input_scale(self, x, keeping_ops=LATTICE_KEEPING_OPS):
+        """The int8 scale of ``x`` (its fake-quantization, looking through ``keeping_ops``),
+        or None when unknown (eager calibration, or no fake-quantization)."""
+        op = getattr(self.source(x, keeping_ops), "op", None)
+        if op is None or op.type != "FakeQuantWithMinMaxArgs" or op.get_attr("num_bits") != 8:
+            return None
+        return (float(op.get_attr("max")) - float(op.get_attr("min"))) / 255.0
+
+    def input_code_multiplier(self, x):
+        """``m`` when ``x`` is a lowered staircase's output (level ``y`` stored as ``m y``),
+        possibly through ops that keep the int8 values; 1 for any other int8 tensor."""
+        return self.code_multipliers.get(getattr(self.source(x), "name", None), 1)
+
+    def reads_model_input(self, x):
+        """True when ``x`` is the (fake-quantized) model input, possibly padded or pooled."""
+        return getattr(self.source(x), "name", None) in self.model_input_names
+
+    # ------------------------------------------------------------------ report
+    def staircase_lowerings(self):
+        """How each activation staircase was lowered, after tracing: ``{"aligned", "copies",
+        "partial", "rounded": [staircase layer names]}``. ``aligned``: one requantization gives
+        every Keras code in every output channel (XNNPACK's single rounding; see
+        :meth:`reference_exact_fraction` for TFLite's reference kernels); ``partial``: aligned
+        except for some channels (INT4 weights leave no solution there; int8 weights give them
+        one); ``rounded``: it reads an int8 tensor that a calibrated range rounded, so its codes
+        can differ from Keras'."""
+        plans = self._aligned_plans()
+        aligned = {name for name, plan in plans.items() if np.all(plan.solved)}
+        partial = {name for name, plan in plans.items() if np.any(plan.solved) and name not in aligned}
+        copies = set(self.copied)
+        names = [name for name, (kind, _) in self.plan.outputs.items() if kind == "staircase"]
+        return {"aligned": [n for n in names if n in aligned],
+                "copies": [n for n in names if n in copies],
+                "partial": [n for n in names if n in partial],
+                "rounded": [n for n in names
+                            if n not in aligned and n not in copies and n not in partial]}
+
+    def reference_exact_fraction(self):
+        """Fraction of the aligned staircases' output channels whose alignment also holds under
+        TFLite's reference kernels (two roundings); None when nothing was aligned."""
+        plans = [plan for plan in self._aligned_plans().values() if np.all(plan.solved)]
+        if not plans:
+            return None
+        return float(np.mean(np.concatenate([plan.exact for plan in plans])))
+
+    def _aligned_plans(self):
+        """Staircase name -> the ChannelAlignment of the kernel layer that computes it."""
+        return {staircase: plan for staircase, plan in self.alignments.items()
+                if staircase not in self.copied}
+
+
+def emit(context, inputs):
+    """The export computation for one input batch (eager or traced)."""
+    plan = context.plan
+    values = {}
+    for tensor in plan.model.inputs:
+        x = context.calibrated("__input__", inputs)
+        if hasattr(x, "name"):
+            context.model_input_names.add(x.name)
+        values[str(id(tensor))] = x
+    for node in plan.nodes:
+        rewrite = plan.claims[node.layer.name]
+        values[node.flat_output_ids[0]] = rewrite.emit(node, values, context)
+    outputs = [values[str(id(t))] for t in plan.model.outputs]
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+def calibrate(plan, batches):
+    """Run the float export graph eagerly on ``batches``; return the observed ranges."""
+    context = EmitContext(plan, ranges=None)
+    for batch in batches:
+        emit(context, tf.convert_to_tensor(np.asarray(batch, np.float32)))
+    return dict(context.observed)
+
+
+def trace(plan, ranges, quantize=True):
+    """``(concrete function, EmitContext)``: the export graph traced for a float32 batch of the
+    model's input shape, in int8 (``quantize``) or float."""
+    context = EmitContext(plan, ranges=ranges, quantize=quantize)
+    shape = [None] + list(plan.model.inputs[0].shape[1:])
+    function = tf.function(lambda x: emit(context, x), autograph=False,
+                           input_signature=[tf.TensorSpec(shape, tf.float32)])
+    return function.get_concrete_function(), context

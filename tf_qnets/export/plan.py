@@ -1,0 +1,106 @@
+"""Step 1 of the export pipeline (plan -> calibrate -> emit): what the export graph will be.
+
+:func:`make_plan` walks the Keras graph of a :func:`tf_qnets.quantize_model` result once and
+records what is fixed before any data is seen: the graph facts (nodes in order, who produces
+and who reads each tensor), each layer's output quantizer (a staircase's ``alpha``, ``beta``,
+thresholds and levels, or an int8 range), and then lets every rewrite of
+:data:`tf_qnets.export.rewrites.REWRITES` claim the nodes it lowers, in order: a later (more
+specific) rewrite takes a node over from an earlier one. A rewrite keeps its own decisions in
+``plan.notes[rewrite.name]``. Nothing in a plan changes after :func:`make_plan` returns;
+decisions that need traced tensors (the input scale of an aligned layer) are taken while
+emitting (:mod:`tf_qnets.export.emit`).
+
+Example::
+
+    plan = make_plan(qat_model, int4_weights=False, exact_uniform=False)
+    plan.claims["quant_conv1"].name      # "aligned staircase": the rewrite that emits it
+"""
+
+import numpy as np
+
+from tf_qnets.export.layers import check_int8_quantizer, quantizers
+from tf_qnets.propagation import count_readers, ordered_nodes
+from tf_qnets.quantizer import QNetsQuantizer
+
+__all__ = ["ExportPlan", "make_plan"]
+
+
+class ExportPlan:
+    """Graph facts, output quantizers, and which rewrite emits each node (see the module docstring).
+
+    Attributes:
+      model: the QAT model.
+      nodes: its nodes in execution order (:func:`tf_qnets.propagation.ordered_nodes`).
+      producer: tensor id -> the node that computes it.
+      readers: tensor id -> the nodes that read it.
+      consumers: tensor id -> number of nodes (plus model outputs) reading it.
+      outputs: layer name -> ``("staircase", (alpha, beta, thresholds, levels))`` or
+        ``("int8", (lo, hi))``: the output quantizer export reproduces.
+      claims: layer name -> the rewrite that emits its node.
+      notes: rewrite name -> that rewrite's planning decisions.
+      int4_weights, exact_uniform: the export options (see ``export_tflite``).
+    """
+
+    def __init__(self, model, int4_weights=False, exact_uniform=False):
+        self.model = model
+        self.int4_weights = int4_weights
+        self.exact_uniform = exact_uniform
+        self.nodes = ordered_nodes(model)
+        self.consumers = count_readers(model, self.nodes)
+        self.producer = {}
+        self.readers = {}
+        for node in self.nodes:
+            for tensor_id in node.flat_output_ids:
+                self.producer[tensor_id] = node
+            for tensor_id in node.flat_input_ids:
+                self.readers.setdefault(tensor_id, []).append(node)
+        self.outputs = {}
+        for node in self.nodes:
+            _, _, output_q, output_v = quantizers(node.layer)
+            if isinstance(output_q, QNetsQuantizer):
+                self.outputs[node.layer.name] = ("staircase", (
+                    float(output_v["alpha"].numpy()), float(output_v["beta"].numpy()),
+                    np.asarray(output_v["thresholds"].numpy()), output_q.levels))
+            elif output_q is not None:
+                check_int8_quantizer(node.layer, output_q, output_v, "output")
+                self.outputs[node.layer.name] = ("int8", (
+                    float(output_v["min_var"].numpy()), float(output_v["max_var"].numpy())))
+        self.claims = {}
+        self.notes = {}
+
+    def claim(self, node, rewrite):
+        """``rewrite`` emits ``node`` (replacing an earlier, less specific claim)."""
+        self.claims[node.layer.name] = rewrite
+
+    def claimed_by(self, layer_name, rewrite_name):
+        """True when the rewrite called ``rewrite_name`` emits ``layer_name``."""
+        rewrite = self.claims.get(layer_name)
+        return rewrite is not None and rewrite.name == rewrite_name
+
+    def note(self, rewrite_name):
+        """The planning decisions of one rewrite (an empty dict before it planned)."""
+        return self.notes.setdefault(rewrite_name, {})
+
+    def only_reader(self, tensor_id):
+        """The one node reading ``tensor_id`` when nothing else (no model output) does, else None."""
+        users = self.readers.get(tensor_id, [])
+        if len(users) == 1 and self.consumers.get(tensor_id, 0) == 1:
+            return users[0]
+        return None
+
+    def source_node(self, node):
+        """The node producing ``node``'s (first) input, or None for a model input."""
+        return self.producer.get(node.flat_input_ids[0]) if node.flat_input_ids else None
+
+
+def make_plan(model, int4_weights=False, exact_uniform=False):
+    """Build the :class:`ExportPlan` of ``model``: every rewrite plans, in order."""
+    from tf_qnets.export.rewrites import REWRITES
+
+    plan = ExportPlan(model, int4_weights=int4_weights, exact_uniform=exact_uniform)
+    for rewrite in REWRITES:
+        rewrite.plan(plan)
+    unclaimed = [node.layer.name for node in plan.nodes if node.layer.name not in plan.claims]
+    if unclaimed:  # the last rewrite (calling the layer) claims everything: a bug otherwise
+        raise AssertionError(f"export plan: no rewrite claimed {unclaimed}")
+    return plan

@@ -1,0 +1,146 @@
+"""Rewrite: a uniform staircase computed by its kernel layer's own int8 requantization.
+
+Matches a staircase with uniform thresholds computed from a kernel layer's accumulator
+(:func:`.staircase_source.staircase_source`; not with ``exact_uniform=True``); it takes over
+the kernel layer's node and the staircase's. Emits the kernel layer alone: when the graph
+is traced, its per-channel integer bias and weight scale are chosen so that its single
+requantization gives every Keras code (:func:`tf_qnets.export.alignment.align_channels`),
+its int8 codes stored as ``k * level`` where that aligns more channels. For levels ``0 .. n`` the layer is also scaled
+by ``alpha * beta`` and its output given the scale ``alpha`` and zero point ``127 - n``: the
+requantization is then ``round(beta z)``, the fused ReLU clips at level 0 and int8
+saturation at level ``n``, and no op follows the kernel layer. A first layer reading the
+model input that no alignment fits is emitted as per-threshold copies instead (up to
+:data:`MAX_FIRST_LAYER_COPIES` thresholds).
+"""
+
+import numpy as np
+
+from tf_qnets._keras import tf
+from tf_qnets.export.activations import (
+    fake_quant,
+    has_saturating_lowering,
+    is_uniform_staircase,
+    saturating_range,
+)
+from tf_qnets.export.alignment import align_channels, channel_lattice
+from tf_qnets.export.emit import staircase_scope
+from tf_qnets.export.layers import layer_class
+from tf_qnets.export.rewrites.kernels import (
+    emit_activation,
+    emit_kernel,
+    finer_codes,
+    pinned_kernel,
+    weight_steps,
+)
+from tf_qnets.export.rewrites.layer_call import LayerCall
+from tf_qnets.export.rewrites.staircase_copies import emit_copies
+from tf_qnets.export.rewrites.staircase_source import Deferred, staircases_from_accumulators
+
+__all__ = ["AlignedStaircase", "MAX_FIRST_LAYER_COPIES"]
+
+# A first layer (reading the model input) whose staircase no alignment fits is emitted once per
+# threshold up to this many thresholds (3-bit activations): 7 copies of a small layer. At 4 bits
+# (15 copies) the copies cost more file and time than the rare flipped code: aligned where
+# possible instead.
+MAX_FIRST_LAYER_COPIES = 7
+# Kernel layers whose last kernel axis is the output channel (aligned per channel).
+ALIGNABLE = ("Conv1D", "Conv2D", "Dense", "DepthwiseConv2D")
+
+
+class AlignedStaircase:
+    name = "aligned staircase"
+    order = 60
+
+    def plan(self, plan):
+        # kernel layer name -> (staircase name, relu before it), and staircase name -> relu
+        by_kernel = plan.note(self.name).setdefault("by kernel", {})
+        relu_of = plan.note(self.name).setdefault("relu of staircase", {})
+        for staircase, kernel, relu in staircases_from_accumulators(plan):
+            _, _, thresholds, levels = plan.outputs[staircase.layer.name][1]
+            if not is_uniform_staircase(thresholds, levels) or plan.exact_uniform:
+                continue
+            by_kernel[kernel.layer.name] = (staircase.layer.name, relu)
+            relu_of[staircase.layer.name] = relu
+            plan.claim(kernel, self)
+            plan.claim(staircase, self)
+
+    def emit(self, node, values, context):
+        layer = node.layer
+        x = values[node.flat_input_ids[0]]
+        note = context.plan.note(self.name)
+        entry = note["by kernel"].get(layer.name)
+        if entry is None:   # the staircase node (a ReLU after the kernel layer)
+            if isinstance(x, Deferred):
+                return emit_copies(context, layer, x.layer, x.inputs,
+                                   note["relu of staircase"][layer.name])
+            if layer.name in context.prescaled:
+                return _prescaled_output(context, layer, x)
+            return LayerCall().emit(node, values, context)
+        staircase, relu = entry
+        y = self._kernel_layer(context, layer, x, staircase, relu)
+        if isinstance(y, Deferred):
+            return emit_copies(context, layer, layer, y.inputs, relu) if staircase == layer.name else y
+        y = emit_activation(context, layer, y)
+        if staircase in context.prescaled:
+            # the staircase is this layer's requantization: no range in between
+            return _prescaled_output(context, layer, y) if staircase == layer.name else y
+        skip = layer.name in context.plan.note("kernels: no calibrated output")
+        return context.output(layer, y, calibrate=not skip)
+
+    def _kernel_layer(self, context, layer, inputs, staircase, relu):
+        """The kernel layer, aligned for its staircase when the graph is traced (or a Deferred
+        for per-threshold copies of a first layer no alignment fits)."""
+        if not context.tracing or layer_class(layer) not in ALIGNABLE:
+            return emit_kernel(context, layer, inputs)
+        pinned = pinned_kernel(context, layer.name)
+        plan = _alignment(context, inputs, pinned, staircase)
+        if plan is None:
+            return emit_kernel(context, layer, inputs)
+        if not np.all(plan.exact) and pinned.levels is not None and pinned.num_bits == 8:
+            # int8 storage already: storing k * level instead of level costs nothing
+            finer = finer_codes(pinned)
+            finer_plan = _alignment(context, inputs, finer, staircase)
+            if finer_plan is not None and _score(finer_plan) > _score(plan):
+                context.pinned_overrides[layer.name], plan = finer, finer_plan
+        context.alignments[staircase] = plan
+        thresholds = context.plan.outputs[staircase][1][2]
+        if (not np.all(plan.exact) and context.reads_model_input(inputs)
+                and len(thresholds) <= MAX_FIRST_LAYER_COPIES):
+            # The model input is exact on its int8 grid (8-bit images): keep it exact with
+            # per-threshold copies (a first layer is small). Any other int8 tensor here was
+            # rounded by a calibrated range already, so copies could not make it exact.
+            return Deferred(layer, inputs)
+        # Channels without a solution keep the plain rounded bias (gain 1).
+        alpha, beta, _, levels = context.plan.outputs[staircase][1]
+        factor = 1.0
+        if has_saturating_lowering(levels):
+            factor = float(alpha) * float(beta)
+            context.prescaled[staircase] = layer.name
+        return emit_kernel(context, layer, inputs, gain=plan.gain * factor,
+                           bias_override=plan.bias * factor)
+
+
+def _prescaled_output(context, layer, x):
+    """The staircase of a kernel layer scaled by ``alpha * beta``: its ReLU and its saturating
+    int8 range (:func:`tf_qnets.export.activations.saturating_range`)."""
+    alpha, _, _, levels = context.plan.outputs[layer.name][1]
+    with tf.name_scope(staircase_scope(layer.name)):
+        y = fake_quant(tf.nn.relu(x), *saturating_range(alpha, levels))
+    return context.staircase_output(y, 1)
+
+
+def _alignment(context, inputs, pinned, staircase):
+    """:func:`align_channels` for a layer stored as ``pinned``; None if scales are unknown."""
+    input_scale = context.input_scale(inputs)
+    if input_scale is None:
+        return None
+    step = weight_steps(pinned)
+    codes = np.round(np.asarray(pinned.kernel, np.float64) / np.where(step > 0, step, 1.0))
+    lattice = channel_lattice(codes, context.input_code_multiplier(inputs))
+    _, beta, thresholds, levels = context.plan.outputs[staircase][1]
+    return align_channels(input_scale * step, pinned.bias, lattice, beta, thresholds, levels)
+
+
+def _score(plan):
+    """How good an alignment is: channels exact under every rounding, then under one."""
+    return int(np.sum(plan.exact)), int(np.sum(plan.solved))

@@ -1,0 +1,243 @@
+"""Rewrite: a kernel layer (Conv1D, Conv2D, DepthwiseConv2D, Dense) with pinned weight codes.
+
+Matches every kernel layer. Planning pins its kernel (:mod:`tf_qnets.export.weights`) so that
+TFLite stores exactly the trained codes (low-bit layers), the trained int8 codes
+(``first_last="int8"`` layers) or ordinary per-channel int8 codes (layers Keras kept float),
+with a BatchNormalization folded in where :mod:`.batch_norm_fold` planned one. A
+``DepthwiseConv2D`` is pinned as a ``(kh, kw, 1, channels)`` kernel with one scale per output
+channel (so a following BN folds) and reshaped back when emitted. Emits the convolution (or
+a Dense as a 1x1 CONV_2D when its scales are per channel), its activation, then its output
+quantizer; the output gets no calibrated range of its own when every reader is a ReLU whose
+quantizer fixes the range (TFLite fuses that ReLU into the kernel op).
+
+The helpers :func:`emit_kernel`, :func:`emit_activation`, :func:`pinned_kernel` and
+:func:`weight_steps` serve the other rewrites that emit a kernel layer (aligned staircases,
+per-threshold copies, pooled Dense).
+"""
+
+import dataclasses
+
+import numpy as np
+
+from tf_qnets._keras import keras, tf
+from tf_qnets.configs import KERNEL_ATTRIBUTES
+from tf_qnets.export.layers import (
+    check_int8_quantizer,
+    inner,
+    is_plain_relu,
+    layer_class,
+    quantizers,
+)
+from tf_qnets.export.rewrites.batch_norm_fold import BatchNormFold, folded_bn_names
+from tf_qnets.export.weights import (
+    bn_fold_factors,
+    pin_float_kernel,
+    pin_int8_kernel,
+    pin_qnets_kernel,
+)
+from tf_qnets.quantizer import QNetsQuantizer
+from tf_qnets.wrapper import QNetsWrapper
+
+__all__ = ["Kernels", "emit_kernel", "emit_activation", "pinned_kernel", "weight_steps",
+           "finer_codes"]
+
+
+@dataclasses.dataclass
+class PinnedLayer:
+    """A kernel layer ready to emit: its pinned kernel, a Keras clone to call, its activation."""
+
+    pinned: object            # PinnedKernel
+    clone: object             # the layer rebuilt with a bias and a linear activation
+    attribute: str            # the clone's kernel attribute ("kernel", "depthwise_kernel")
+    activation: object        # the layer's own activation function
+    depthwise_shape: tuple = None   # (kh, kw, in, multiplier) for DepthwiseConv2D
+
+
+class Kernels:
+    name = "kernels"
+    order = 40
+
+    def plan(self, plan):
+        folds = plan.note(BatchNormFold.name)
+        pins = plan.note(self.name)
+        skip = plan.note("kernels: no calibrated output")
+        for node in plan.nodes:
+            if layer_class(node.layer) not in KERNEL_ATTRIBUTES:
+                continue
+            pins[node.layer.name] = _pin(node.layer, folds.get(node.layer.name), plan.int4_weights)
+            if _feeds_only_fused_quantizers(plan, node):
+                skip[node.layer.name] = True
+            plan.claim(node, self)
+
+    def emit(self, node, values, context):
+        layer = node.layer
+        x = emit_kernel(context, layer, values[node.flat_input_ids[0]])
+        x = emit_activation(context, layer, x)
+        skip = layer.name in context.plan.note("kernels: no calibrated output")
+        return context.output(layer, x, calibrate=not skip)
+
+
+def _feeds_only_fused_quantizers(plan, node):
+    """True when every reader of a kernel layer's output (looking through a folded BN) is a
+    ReLU whose output quantizer fixes the range: TFLite fuses that ReLU into the kernel op,
+    so a calibrated range in between would only add a rounding."""
+    tensor_id = node.flat_output_ids[0]
+    next_nodes = plan.readers.get(tensor_id, [])
+    if len(next_nodes) == 1 and next_nodes[0].layer.name in folded_bn_names(plan):
+        tensor_id = next_nodes[0].flat_output_ids[0]
+        next_nodes = plan.readers.get(tensor_id, [])
+    if not next_nodes or len(next_nodes) != plan.consumers.get(tensor_id, 0):
+        return False
+    return all(is_plain_relu(reader.layer) and quantizers(reader.layer)[2] is not None
+               for reader in next_nodes)
+
+
+def _pin(layer, bn, int4_weights):
+    keras_layer = inner(layer)
+    attribute = KERNEL_ATTRIBUTES[type(keras_layer).__name__]
+    weight_q, weight_v, _, _ = quantizers(layer)
+    kernel_var = getattr(keras_layer, attribute)
+    if isinstance(layer, QNetsWrapper) and getattr(layer, "_weight_vars", None):
+        # tfmot's call leaves the quantized tensor in the attribute; use the variable.
+        kernel_var = layer._weight_vars[0][0]
+    kernel = kernel_var.numpy()
+    bias = keras_layer.bias.numpy() if getattr(keras_layer, "use_bias", False) else None
+    depthwise_shape = None
+    if type(keras_layer).__name__ == "DepthwiseConv2D":
+        # Output channel c = input channel * multiplier + m: pinned as a (kh, kw, 1, C)
+        # kernel so that per-channel scales (and a folded BN) follow the output channels;
+        # reshaped back to (kh, kw, in, multiplier) when emitted.
+        depthwise_shape = kernel.shape
+        kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], 1, -1)
+    fold = bn_fold_factors(bn, kernel.shape[-1]) if bn is not None else None
+    if isinstance(weight_q, QNetsQuantizer):
+        # INT4 depthwise kernels need DEPTHWISE_CONV_2D version 7, which TFLite's reference
+        # kernels and tflite-runtime 2.14 lack; depthwise kernels are small: int8.
+        int4 = False if depthwise_shape is not None else int4_weights
+        pinned = pin_qnets_kernel(
+            kernel, bias, weight_v["alpha"].numpy(), weight_v["beta"].numpy(),
+            weight_v["thresholds"].numpy(), weight_q.levels, fold, int4)
+    elif weight_q is not None:
+        check_int8_quantizer(layer, weight_q, weight_v, "weight")
+        quantized = weight_q(kernel_var, training=False, weights=weight_v).numpy()
+        pinned = pin_int8_kernel(quantized.reshape(kernel.shape), bias,
+                                 weight_v["min_var"].numpy(), weight_v["max_var"].numpy(), fold)
+    else:
+        pinned = pin_float_kernel(kernel, bias, fold)
+    config = keras_layer.get_config()
+    config["use_bias"] = True
+    clone = type(keras_layer).from_config(config)
+    clone.build(layer.input_shape)
+    activation = clone.activation
+    clone.activation = keras.activations.linear
+    return PinnedLayer(pinned, clone, attribute, activation, depthwise_shape)
+
+
+def pinned_kernel(context, layer_name):
+    """The layer's PinnedKernel, as the emitting walk may have re-stored it (:func:`finer_codes`)."""
+    if layer_name in context.pinned_overrides:
+        return context.pinned_overrides[layer_name]
+    return context.plan.note(Kernels.name)[layer_name].pinned
+
+
+def finer_codes(pinned):
+    """``pinned`` stored in int8 as ``k * code`` (``k = 127 // max |code|``): the same real
+    kernel, a ``k`` times finer weight scale."""
+    top = max(1, int(np.max(np.abs(pinned.levels))))
+    k = 127 // top
+    q_max = 2 ** (pinned.num_bits - 1) - 1
+    factor = 127.0 / (k * q_max)   # new range +-127 steps of (old step / k)
+    return dataclasses.replace(
+        pinned, range_min=(np.asarray(pinned.range_min, np.float64) * factor).astype(np.float32),
+        range_max=(np.asarray(pinned.range_max, np.float64) * factor).astype(np.float32),
+        num_bits=8)
+
+
+def weight_steps(pinned):
+    """Per-output-channel weight scale of a pinned (symmetric, narrow-range) kernel."""
+    q_max = 2 ** (pinned.num_bits - 1) - 1
+    span = np.asarray(pinned.range_max, np.float64) - np.asarray(pinned.range_min, np.float64)
+    return np.broadcast_to(span / (2.0 * q_max), np.shape(pinned.bias))
+
+
+def _fake_quant_kernel(values, lo, hi, num_bits, per_channel, name):
+    if per_channel:
+        return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            tf.constant(values), lo, hi, num_bits=num_bits, narrow_range=True, name=name)
+    return tf.quantization.fake_quant_with_min_max_vars(
+        tf.constant(values), lo, hi, num_bits=num_bits, narrow_range=True, name=name)
+
+
+def emit_kernel(context, layer, x, bias_shift=0.0, gain=1.0, bias_override=None):
+    """The pinned kernel layer without its activation, computing ``gain * (z - bias_shift)``
+    (``gain`` a number or one factor per output channel; ``bias_override``: the bias to use).
+
+    A per-threshold copy (:mod:`.staircase_copies`) subtracts the threshold in the bias; a
+    distinct ``gain`` per copy (kernel, its quantization range and bias all scaled, so the
+    stored codes do not change) keeps the converter from merging the copies into one float
+    convolution followed by float bias additions.
+    """
+    entry = context.plan.note(Kernels.name)[layer.name]
+    pinned = pinned_kernel(context, layer.name)
+    bias = ((np.asarray(pinned.bias, np.float64) - bias_shift) * gain).astype(np.float32)
+    if bias_override is not None:
+        bias = np.asarray(bias_override, np.float32)
+    clone, attribute = entry.clone, entry.attribute
+    lo = (np.asarray(pinned.range_min, np.float64) * gain).astype(np.float32)
+    hi = (np.asarray(pinned.range_max, np.float64) * gain).astype(np.float32)
+    kernel_values = (np.asarray(pinned.kernel, np.float64) * gain).astype(np.float32)
+    per_channel = np.ndim(lo) > 0 and not (np.all(lo == lo.flat[0]) and np.all(hi == hi.flat[0]))
+    if not per_channel:
+        lo, hi = float(np.min(lo)), float(np.max(hi))
+    shape = entry.depthwise_shape
+    if not context.quantize:
+        kernel = tf.constant(kernel_values)
+        setattr(clone, attribute, kernel if shape is None else tf.reshape(kernel, shape))
+        clone.bias = tf.constant(bias)
+        return clone.call(x)
+    name = f"{layer.name}/pinned_kernel"
+    if layer_class(layer) == "Dense" and per_channel and len(x.shape) == 2:
+        # TFLite stores FULLY_CONNECTED weights transposed, which a per-channel range on the
+        # last axis cannot follow; a 1x1 CONV_2D keeps per-channel int8 weights exact.
+        kernel = _fake_quant_kernel(kernel_values[None, None], lo, hi, pinned.num_bits, True, name)
+        y = tf.nn.conv2d(tf.reshape(x, [-1, 1, 1, x.shape[-1]]), kernel, strides=1,
+                         padding="VALID")
+        y = tf.nn.bias_add(y, tf.constant(bias))
+        return tf.reshape(y, [-1, pinned.kernel.shape[-1]])
+    if layer_class(layer) == "Conv1D":
+        return _conv1d_as_conv2d(clone, kernel_values, bias, x, lo, hi, per_channel, name,
+                                 pinned.num_bits)
+    kernel = _fake_quant_kernel(kernel_values, lo, hi, pinned.num_bits, per_channel, name)
+    setattr(clone, attribute, kernel if shape is None else tf.reshape(kernel, shape))
+    clone.bias = tf.constant(bias)
+    return clone.call(x)
+
+
+def _conv1d_as_conv2d(clone, kernel_values, bias, x, lo, hi, per_channel, name, num_bits):
+    """Conv1D written as a height-1 Conv2D: the converter's own Conv1D lowering reshapes a
+    per-channel quantized kernel and loses its channel axis."""
+    if clone.padding == "causal" or clone.groups != 1 or clone.data_format != "channels_last":
+        raise ValueError(
+            f"Layer {clone.name!r}: export supports Conv1D with padding 'same'/'valid', "
+            "groups=1 and channels_last.")
+    kernel = _fake_quant_kernel(kernel_values[None], lo, hi, num_bits, per_channel, name)
+    y = tf.nn.conv2d(tf.expand_dims(x, 1), kernel, strides=[1, 1, clone.strides[0], 1],
+                     padding=clone.padding.upper(), dilations=[1, 1, clone.dilation_rate[0], 1])
+    y = tf.nn.bias_add(y, tf.constant(bias))
+    return tf.squeeze(y, 1)
+
+
+def emit_activation(context, layer, x):
+    """The kernel layer's activation; a range before anything TFLite cannot fuse (softmax, ...).
+
+    A ReLU before a staircase whose levels start at 0 or above is left out: the lowered
+    staircase clamps below its first level anyway (and the converter mis-handles the pair).
+    """
+    activation = context.plan.note(Kernels.name)[layer.name].activation
+    name = getattr(activation, "__name__", "")
+    kind, values = context.plan.outputs.get(layer.name, (None, None))
+    if name == "relu" and kind == "staircase" and values[3].levels[0] >= 0:
+        return x
+    if name in ("linear", "relu", "relu6"):
+        return activation(x)
+    return activation(context.calibrated(f"{layer.name}/preactivation", x))

@@ -1,0 +1,29 @@
+"""Rewrite: layers that only move values keep their input's int8 range.
+
+Matches Flatten, Reshape, dropout and noise layers (identities at inference), max pooling,
+Permute, cropping and zero padding, and average pooling (TFLite's int8 average pooling keeps
+its input's scale). Emits the layer's call with no range of its own.
+"""
+
+from tf_qnets.export.layers import inner, layer_class
+
+__all__ = ["PassThrough", "PASS_THROUGH"]
+
+PASS_THROUGH = ("Flatten", "Reshape", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+                "GaussianDropout", "GaussianNoise", "AlphaDropout", "MaxPooling1D", "MaxPooling2D",
+                "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Permute", "Cropping1D", "Cropping2D",
+                "ZeroPadding1D", "ZeroPadding2D", "ActivityRegularization",
+                "AveragePooling1D", "AveragePooling2D")
+
+
+class PassThrough:
+    name = "pass through"
+    order = 10
+
+    def plan(self, plan):
+        for node in plan.nodes:
+            if layer_class(node.layer) in PASS_THROUGH:
+                plan.claim(node, self)
+
+    def emit(self, node, values, context):
+        return inner(node.layer)(values[node.flat_input_ids[0]], training=False)

@@ -1,0 +1,72 @@
+"""Which staircases are computed straight from a kernel layer's int32 accumulator.
+
+Shared by the two rewrites that lower such a staircase inside its kernel layer
+(:mod:`.aligned_staircase` for uniform thresholds, :mod:`.staircase_copies` for the others).
+"""
+
+import numpy as np
+
+from tf_qnets.configs import KERNEL_ATTRIBUTES
+from tf_qnets.export.layers import inner, is_linear, layer_class, relu_cap
+from tf_qnets.export.rewrites.batch_norm_fold import folded_bn_names
+
+__all__ = ["staircase_source", "Deferred"]
+
+
+class Deferred:
+    """A kernel layer's output not emitted yet: its staircase builds per-threshold copies."""
+
+    def __init__(self, layer, inputs):
+        self.layer = layer
+        self.inputs = inputs
+
+
+def staircase_source(plan, node):
+    """``(kernel layer name, relu before the staircase)`` when the staircase of ``node`` is
+    computed from a kernel layer's accumulator, else ``None``.
+
+    That holds when the staircase sits on a kernel layer with a linear or ReLU activation
+    (case a), or on a plain ReLU reading only a kernel layer with a linear activation,
+    possibly through a folded BatchNormalization (case b). A capped ReLU (ReLU6) counts when
+    the staircase's last threshold lies below the cap: everything the cap clips is at the
+    top level either way.
+    """
+    activation = getattr(inner(node.layer), "activation", None)
+    if layer_class(node.layer) in KERNEL_ATTRIBUTES:
+        if is_linear(node.layer):
+            return node.layer.name, False
+        if getattr(activation, "__name__", "") == "relu":
+            return node.layer.name, True
+        return None
+    is_relu, cap = relu_cap(node.layer)
+    if not is_relu or len(node.flat_input_ids) != 1:
+        return None
+    if cap is not None:
+        _, beta, thresholds, _ = plan.outputs[node.layer.name][1]
+        if not np.max(np.asarray(thresholds, np.float64)) / beta < cap * (1 - 1e-6):
+            return None
+    source = plan.source_node(node)
+    if source is not None and source.layer.name in folded_bn_names(plan):
+        if plan.consumers.get(source.flat_input_ids[0], 0) != 1:
+            return None
+        source = plan.source_node(source)
+    if (source is None or layer_class(source.layer) not in KERNEL_ATTRIBUTES
+            or not is_linear(source.layer) or source.layer.name in plan.outputs
+            or plan.consumers.get(source.flat_output_ids[0], 0) != 1
+            or plan.consumers.get(node.flat_input_ids[0], 0) != 1):
+        return None
+    return source.layer.name, True
+
+
+def staircases_from_accumulators(plan):
+    """``[(staircase node, kernel node, relu)]`` for every staircase :func:`staircase_source` finds."""
+    by_name = {node.layer.name: node for node in plan.nodes}
+    found = []
+    for node in plan.nodes:
+        kind, _ = plan.outputs.get(node.layer.name, (None, None))
+        if kind != "staircase":
+            continue
+        source = staircase_source(plan, node)
+        if source is not None:
+            found.append((node, by_name[source[0]], source[1]))
+    return found
