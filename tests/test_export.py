@@ -6,6 +6,7 @@ Every expectation is computed independently with numpy from the quantizers' vari
 
 import os
 import re
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -244,6 +245,13 @@ def test_int4_weights_true_rejects_levels_beyond_seven(tmp_path):
 
 
 # ----------------------------------------------------------------- requirement 3: staircases
+def _write(data):
+    path = os.path.join(tempfile.mkdtemp(), "staircase.tflite")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return path
+
+
 def _convert_staircase(alpha, beta, thresholds, levels, low, high):
     function = tf.function(
         lambda x: lower_staircase(
@@ -253,10 +261,13 @@ def _convert_staircase(alpha, beta, thresholds, levels, low, high):
     return convert_function(function.get_concrete_function())
 
 
-def test_uniform_staircase_is_exact_in_tflite():
+@pytest.mark.parametrize("alpha, beta", [(0.37, 2.9), (0.5, 2.0)])   # alpha * beta == 1 too
+def test_uniform_staircase_is_exact_in_tflite(alpha, beta):
     levels = activation_levels(3)
-    alpha, beta = 0.37, 2.9
     data = _convert_staircase(alpha, beta, levels.uniform_thresholds(), levels, -1.0, 4.0)
+    # one MUL with a fused ReLU (saturation clips the top level): no MINIMUM, no separate RELU
+    ops = {name for name, _, _ in inspect_tflite(_write(data)).ops}
+    assert "MUL" in ops and not ops & {"MINIMUM", "MAXIMUM", "RELU"}, ops
     # Inputs on the input's int8 grid, so that the input quantization itself is exact.
     x = (-1.0 + np.random.default_rng(0).integers(0, 256, (32, 64)) * (5.0 / 255)).astype("float32")
     y = predict(load_interpreter(data), x)

@@ -96,3 +96,27 @@ def test_a_plan_without_a_claim_for_some_node_is_a_bug(qat, monkeypatch):
         r for r in REWRITES if not isinstance(r, (LayerCall, PassThrough))))
     with pytest.raises(AssertionError, match="no rewrite claimed"):
         plan_module.make_plan(model)
+
+
+def test_the_staircase_after_a_residual_add_is_the_add_s_own_requantization(tmp_path):
+    """ResNet block output: ReLU(Add(shortcut, conv-BN)) with a staircase. The ADD rounds the
+    sum once, straight to the staircase codes (fused ReLU, saturating range): no RELU,
+    MINIMUM or calibrated range for the sum."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c0")(inputs)
+    y = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="c1")(x)
+    y = keras.layers.BatchNormalization(name="bn1")(y)
+    x = keras.layers.ReLU(name="out")(keras.layers.Add(name="add")([x, y]))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+    data = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3)).astype("float32") / 255.0
+    qat = tf_qnets.quantize_model(model, w_bits=4, a_bits=4, calibration_data=data,
+                                  first_last="int8", verbose=0)
+    plan = plan_module.make_plan(qat)
+    assert plan.claims["add"].name == plan.claims["quant_out"].name == "add staircase"
+    report = tf_qnets.export_tflite(qat, str(tmp_path / "res.tflite"), data[:32],
+                                    verify_data=data[32:])
+    ops = {name for name, _, _ in report.ops}
+    assert "ADD" in ops and not ops & {"RELU", "MINIMUM", "MAXIMUM"}, ops
+    assert report.verification.agreement >= 0.9

@@ -118,16 +118,24 @@ def is_int8_tensor(x):
     return op is not None and op.type.startswith("FakeQuantWithMinMax") and op.get_attr("num_bits") == 8
 
 
+# ``alpha * beta`` is exactly 1 right after initialisation; the converter drops a MUL by 1 and
+# leaves a RELU that requantizes on its own, less exactly than MUL does. A factor 2**-20 above
+# 1 keeps the MUL; it moves a decision only where ``beta x`` lies within 2**-20 of a threshold.
+_UNIT_FACTOR = np.float32(1.0 + 2.0 ** -20)
+
+
 def _saturating(x, alpha, beta, levels):
     if not is_int8_tensor(x):
         # Eager values, or a tensor without an int8 range yet (a kernel layer's output): put
         # it on the grid of step 1/beta (negative values saturate to 0).
         x = fake_quant(x, 0.0, 255.0 / beta)
-    return fake_quant(tf.nn.relu(x * np.float32(alpha * beta)), *saturating_range(alpha, levels))
+    factor = np.float32(alpha * beta)
+    factor = _UNIT_FACTOR if factor == 1.0 else factor
+    return fake_quant(tf.nn.relu(x * factor), *saturating_range(alpha, levels))
 
 
 def _uniform(x, alpha, beta, levels):
-    if has_saturating_lowering(levels) and np.float32(alpha * beta) != 1.0:
+    if has_saturating_lowering(levels):
         return _saturating(x, alpha, beta, levels)
     c_min, c_max = code_range(levels)
     lo, hi = c_min / beta, c_max / beta

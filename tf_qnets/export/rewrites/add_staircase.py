@@ -1,0 +1,70 @@
+"""Rewrite: a staircase on the ReLU after a residual ``Add``, taken by the ADD's own requantization.
+
+Matches a uniform staircase with levels ``0 .. n`` on a ReLU (a ReLU6 too when the top
+threshold lies below 6) whose only input is an ``Add`` that nothing else reads (the block
+output of a ResNet); it takes over both nodes. Emits the ADD with no range of its own, a
+fused ReLU and the output range ``[(n - 255) / beta, n / beta]`` (scale ``1 / beta``): TFLite's
+ADD rescales both int8 inputs at high precision and rounds once, to ``round(beta * sum)``,
+clipped at 0 by the ReLU and at ``n`` by int8 saturation: the staircase. A MUL by
+``alpha * beta`` then gives the values ``alpha * level`` (the codes do not change; no MUL
+when ``alpha * beta`` is 1). Without this rewrite the sum is first rounded to a calibrated
+int8 range and the staircase computed from that rounded value.
+"""
+
+import numpy as np
+
+from tf_qnets._keras import tf
+from tf_qnets.export.activations import (
+    fake_quant,
+    has_saturating_lowering,
+    is_uniform_staircase,
+    saturating_range,
+)
+from tf_qnets.export.emit import staircase_scope
+from tf_qnets.export.layers import inner, layer_class, relu_cap
+from tf_qnets.export.rewrites.layer_call import LayerCall
+
+__all__ = ["AddStaircase"]
+
+
+class AddStaircase:
+    name = "add staircase"
+    order = 80
+
+    def plan(self, plan):
+        for node in plan.nodes:
+            kind, values = plan.outputs.get(node.layer.name, (None, None))
+            if kind != "staircase" or len(node.flat_input_ids) != 1:
+                continue
+            _, beta, thresholds, levels = values
+            is_relu, cap = relu_cap(node.layer)
+            if not is_relu or not has_saturating_lowering(levels) or not is_uniform_staircase(
+                    thresholds, levels):
+                continue
+            if cap is not None and not np.max(np.asarray(thresholds, np.float64)) / beta < cap * (
+                    1 - 1e-6):
+                continue
+            source = plan.source_node(node)
+            if (source is None or layer_class(source.layer) != "Add"
+                    or source.layer.name in plan.outputs
+                    or plan.only_reader(source.flat_output_ids[0]) is not node):
+                continue
+            plan.claim(source, self)
+            plan.claim(node, self)
+
+    def emit(self, node, values, context):
+        if not context.tracing:
+            return LayerCall().emit(node, values, context)
+        layer = node.layer
+        if layer_class(layer) == "Add":   # the sum, rounded only by the staircase
+            args, kwargs = node.map_arguments({k: [v] * 64 for k, v in values.items()})
+            return inner(layer)(*args, **kwargs)
+        alpha, beta, _, levels = context.plan.outputs[layer.name][1]
+        top = int(levels.levels[-1])
+        with tf.name_scope(staircase_scope(layer.name)):
+            codes = fake_quant(tf.nn.relu(values[node.flat_input_ids[0]]), (top - 255) / beta,
+                               top / beta)
+            factor = np.float32(alpha * beta)
+            y = codes if factor == 1.0 else fake_quant(codes * factor,
+                                                       *saturating_range(alpha, levels))
+        return context.staircase_output(y, 1)
