@@ -197,6 +197,11 @@ def run_trained(name, args, data, folder):
     (x, y), (x_test, y_test) = data
     keras.utils.set_random_seed(0)
     model = build(name, args.size, classes=10, classifier_activation=None)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            # keras.applications use momentum 0.99-0.999: a few hundred steps would leave the
+            # moving statistics near their initial values and evaluation at chance
+            layer.momentum = 0.9
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
     start = time.perf_counter()
