@@ -23,9 +23,13 @@ Example::
 import numpy as np
 
 from tf_qnets._keras import tf
-from tf_qnets.export.activations import fake_quant, lower_staircase
-from tf_qnets.export.activations import has_saturating_lowering, is_int8_tensor
-from tf_qnets.export.activations import code_multiplier
+from tf_qnets.export.activations import (
+    code_multiplier,
+    fake_quant,
+    has_saturating_lowering,
+    is_int8_tensor,
+    lower_staircase,
+)
 
 __all__ = ["EmitContext", "emit", "calibrate", "trace", "staircase_scope"]
 

@@ -26,6 +26,7 @@ from tf_qnets.export.alignment import align_channels, channel_lattice
 from tf_qnets.export.emit import staircase_scope
 from tf_qnets.export.layers import layer_class
 from tf_qnets.export.rewrites.kernels import (
+    calibrates_output,
     emit_activation,
     emit_kernel,
     finer_codes,
@@ -84,8 +85,7 @@ class AlignedStaircase:
         if staircase in context.prescaled:
             # the staircase is this layer's requantization: no range in between
             return _prescaled_output(context, layer, y) if staircase == layer.name else y
-        skip = layer.name in context.plan.note("kernels: no calibrated output")
-        return context.output(layer, y, calibrate=not skip)
+        return context.output(layer, y, calibrate=calibrates_output(context.plan, layer.name))
 
     def _kernel_layer(self, context, layer, inputs, staircase, relu):
         """The kernel layer, aligned for its staircase when the graph is traced (or a Deferred

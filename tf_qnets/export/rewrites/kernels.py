@@ -38,8 +38,12 @@ from tf_qnets.export.weights import (
 from tf_qnets.quantizer import QNetsQuantizer
 from tf_qnets.wrapper import QNetsWrapper
 
-__all__ = ["Kernels", "emit_kernel", "emit_activation", "pinned_kernel", "weight_steps",
-           "finer_codes"]
+__all__ = ["Kernels", "calibrates_output", "emit_kernel", "emit_activation", "pinned_kernel",
+           "weight_steps", "finer_codes"]
+
+
+# plan note: kernel layers whose output every reader fuses (no calibrated range of its own)
+_FUSED_OUTPUTS = "kernels: outputs fused into the ReLU quantizer after them"
 
 
 @dataclasses.dataclass
@@ -60,7 +64,7 @@ class Kernels:
     def plan(self, plan):
         folds = plan.note(BatchNormFold.name)
         pins = plan.note(self.name)
-        skip = plan.note("kernels: no calibrated output")
+        skip = plan.note(_FUSED_OUTPUTS)
         for node in plan.nodes:
             if layer_class(node.layer) not in KERNEL_ATTRIBUTES:
                 continue
@@ -73,8 +77,14 @@ class Kernels:
         layer = node.layer
         x = emit_kernel(context, layer, values[node.flat_input_ids[0]])
         x = emit_activation(context, layer, x)
-        skip = layer.name in context.plan.note("kernels: no calibrated output")
-        return context.output(layer, x, calibrate=not skip)
+        return context.output(layer, x, calibrate=calibrates_output(context.plan, layer.name))
+
+
+
+def calibrates_output(plan, layer_name):
+    """False for a kernel layer whose readers all fuse into it (see
+    :func:`_feeds_only_fused_quantizers`): its output gets no calibrated range of its own."""
+    return layer_name not in plan.note(_FUSED_OUTPUTS)
 
 
 def _feeds_only_fused_quantizers(plan, node):

@@ -13,7 +13,12 @@ import numpy as np
 
 from tf_qnets._keras import tf
 from tf_qnets.export.layers import inner, layer_class
-from tf_qnets.export.rewrites.kernels import Kernels, emit_activation, pinned_kernel
+from tf_qnets.export.rewrites.kernels import (
+    Kernels,
+    calibrates_output,
+    emit_activation,
+    pinned_kernel,
+)
 from tf_qnets.export.rewrites.layer_call import LayerCall
 
 __all__ = ["PooledDense", "MAX_TILED_POOLING_WEIGHTS"]
@@ -64,8 +69,7 @@ class PooledDense:
         if not isinstance(x, _Pooled):                                   # float network
             return Kernels().emit(node, values, context)
         y = emit_activation(context, layer, _pooled_dense(context, layer, x.inputs))
-        skip = layer.name in context.plan.note("kernels: no calibrated output")
-        return context.output(layer, y, calibrate=not skip)
+        return context.output(layer, y, calibrate=calibrates_output(context.plan, layer.name))
 
 
 def _pooled_dense(context, layer, x):
