@@ -14,7 +14,7 @@ import pytest
 
 from tf_qnets._keras import tf
 from tf_qnets.levels import LevelSet, activation_levels, weight_levels
-from tf_qnets.staircase import hard_staircase, soft_staircase, soft_staircase_reference
+from tf_qnets.staircase import _evenly_spaced, hard_staircase, soft_staircase, soft_staircase_reference
 
 CLAMP = 10.0
 
@@ -144,6 +144,27 @@ def test_hard_staircase_uses_strict_greater_at_exact_thresholds():
     x = tf.constant([-0.25, -0.2499, 0.25, 0.2501], tf.float32)
     got = hard_staircase(x, 1.0, 2.0, b, levels).numpy()
     np.testing.assert_array_equal(got, [-1.0, 0.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("gap", [1.0, 0.75, 0.91])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_evenly_spaced_thresholds_count_exactly_like_the_table(bits, gap):
+    """The arithmetic count for evenly spaced thresholds (as initialised) equals the strict
+    comparison with every threshold: at each threshold, one float32 step on either side,
+    far away, at +-inf and NaN."""
+    levels = activation_levels(bits)
+    n = levels.num_steps
+    b = (np.float32(0.5) + np.arange(n, dtype=np.float32) * np.float32(gap)).astype(np.float32)
+    assert bool(_evenly_spaced(tf.constant(b), n))     # the arithmetic path is the one tested
+    u = np.concatenate([b, np.nextafter(b, np.float32(np.inf)), np.nextafter(b, np.float32(-np.inf)),
+                        np.float32([-1e30, 1e30, np.inf, -np.inf, 0.0]),
+                        np.random.default_rng(0).uniform(b[0] - 2 * gap, b[-1] + 2 * gap, 4096)
+                        .astype(np.float32)])
+    got = hard_staircase(tf.constant(u), 1.0, 1.0, tf.constant(b), levels).numpy()
+    expected = np.asarray(levels.levels, np.float32)[np.sum(u[:, None] > b[None, :], axis=1)]
+    np.testing.assert_array_equal(got, expected)
+    nan = hard_staircase(tf.constant([np.nan], tf.float32), 1.0, 1.0, tf.constant(b), levels)
+    assert np.isnan(nan.numpy()).all()
 
 
 def test_binary_hard_staircase_maps_zero_to_minus_one():

@@ -208,21 +208,49 @@ def _grid_first(u, b, n, temperature, size):
     return tf.minimum(tf.gather(first, cell), n - size)
 
 
+def _count_below_evenly_spaced(u, thresholds, n):
+    """Number of thresholds ``b_i = b_0 + i g`` strictly below ``u`` (float, ``u``'s shape),
+    without a table lookup: ``c = clip(ceil((u - b_0) / g), 0, n)``, then one comparison on
+    each side (``b_{c-1} >= u``: one less; ``b_c < u``: one more), with ``b_i`` computed as
+    :func:`_evenly_spaced` checked it, so the division's rounding cannot miscount. NaN counts 0.
+    """
+    b0 = thresholds[0]
+    gap = (thresholds[n - 1] - b0) / float(n - 1)
+    c = tf.clip_by_value(tf.math.ceil((u - b0) / gap), 0.0, float(n))
+    c = tf.where(tf.math.is_nan(c), tf.zeros_like(c), c)
+    c = tf.where((c > 0.0) & (b0 + (c - 1.0) * gap >= u), c - 1.0, c)
+    return tf.where((c < float(n)) & (b0 + c * gap < u), c + 1.0, c)
+
+
 def hard_staircase(x, alpha, beta, thresholds, levels):
     """Hard staircase ``alpha * (sum_i s_i [beta x > b_i] - o)`` = ``alpha * y_j``.
 
     ``j`` is the number of thresholds strictly below ``beta * x``; the output is
     exactly ``alpha`` times a level. ``+inf`` maps to the top level, ``-inf`` to
-    the bottom one, and NaN to NaN.
+    the bottom one, and NaN to NaN. Equal steps and evenly spaced thresholds (as
+    initialised) count ``j`` arithmetically (:func:`_count_below_evenly_spaced`); any other
+    table by bisection (:func:`_count_below`).
     """
     x = tf.convert_to_tensor(x)
     dtype = x.dtype
     alpha = _as_float(alpha, dtype)
     beta = _as_float(beta, dtype)
-    b, _, prefix, _ = _sorted_table(thresholds, levels, dtype)
     n = levels.num_steps
-    j = _count_below(beta * x, b, n)
-    codes = tf.gather(prefix, j) - float(levels.offset)
+    u = beta * x
+
+    def by_bisection():
+        b, _, prefix, _ = _sorted_table(thresholds, levels, dtype)
+        return tf.gather(prefix, _count_below(u, b, n)) - float(levels.offset)
+
+    if levels.is_uniform and n >= 2:
+        table = _as_float(thresholds, dtype)
+        step = float(levels.steps[0])
+        codes = tf.cond(
+            _evenly_spaced(table, n),
+            lambda: _count_below_evenly_spaced(u, table, n) * step - float(levels.offset),
+            by_bisection)
+    else:
+        codes = by_bisection()
     y = alpha * codes
     return tf.where(tf.math.is_nan(x), x, y)
 
