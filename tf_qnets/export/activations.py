@@ -46,6 +46,7 @@ from tf_qnets._keras import tf
 
 __all__ = ["is_uniform_staircase", "lower_staircase", "lower_staircase_direct", "decision_step",
            "code_range", "saturating_range", "has_saturating_lowering", "is_int8_tensor",
+           "output_code_multiplier",
            "code_multiplier", "fake_quant"]
 
 UNIFORM_TOLERANCE = 1e-5
@@ -105,6 +106,14 @@ def saturating_range(alpha, levels):
     and a fused ReLU at level 0."""
     top = int(levels.levels[-1])
     return (top - 255) * alpha, top * alpha
+
+
+def output_code_multiplier(thresholds, levels):
+    """``m`` with level ``y`` stored as ``m * y`` by :func:`lower_staircase`: 1 for the
+    saturating lowering (uniform thresholds, levels ``0 .. n``), else :func:`code_multiplier`."""
+    if has_saturating_lowering(levels) and is_uniform_staircase(thresholds, levels):
+        return 1
+    return code_multiplier(levels)
 
 
 def has_saturating_lowering(levels):

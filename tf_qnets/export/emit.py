@@ -23,13 +23,7 @@ Example::
 import numpy as np
 
 from tf_qnets._keras import tf
-from tf_qnets.export.activations import (
-    code_multiplier,
-    fake_quant,
-    has_saturating_lowering,
-    is_int8_tensor,
-    lower_staircase,
-)
+from tf_qnets.export.activations import fake_quant, lower_staircase, output_code_multiplier
 
 __all__ = ["EmitContext", "emit", "calibrate", "trace", "staircase_scope"]
 
@@ -95,9 +89,7 @@ class EmitContext:
         if kind == "staircase":
             with tf.name_scope(staircase_scope(layer.name)):
                 y = lower_staircase(x, *values, name=layer.name)
-            saturated = has_saturating_lowering(values[3]) and is_int8_tensor(y) and (
-                y.op.inputs[0].op.type == "Relu")
-            return self.staircase_output(y, 1 if saturated else code_multiplier(values[3]))
+            return self.staircase_output(y, output_code_multiplier(values[2], values[3]))
         if kind == "int8":
             return fake_quant(x, *values)
         return self.calibrated(layer.name, x) if calibrate else x

@@ -34,6 +34,7 @@ class ExportPlan:
       producer: tensor id -> the node that computes it.
       readers: tensor id -> the nodes that read it.
       consumers: tensor id -> number of nodes (plus model outputs) reading it.
+      node_by_name: layer name -> its node.
       outputs: layer name -> ``("staircase", (alpha, beta, thresholds, levels))`` or
         ``("int8", (lo, hi))``: the output quantizer export reproduces.
       claims: layer name -> the rewrite that emits its node.
@@ -49,6 +50,7 @@ class ExportPlan:
         self.consumers = count_readers(model, self.nodes)
         self.producer = {}
         self.readers = {}
+        self.node_by_name = {node.layer.name: node for node in self.nodes}
         for node in self.nodes:
             for tensor_id in node.flat_output_ids:
                 self.producer[tensor_id] = node

@@ -21,8 +21,9 @@ from tf_qnets.export.activations import (
     saturating_range,
 )
 from tf_qnets.export.emit import staircase_scope
-from tf_qnets.export.layers import inner, layer_class, relu_cap
-from tf_qnets.export.rewrites.layer_call import LayerCall
+from tf_qnets.export.layers import layer_class, relu_cap
+from tf_qnets.export.rewrites.layer_call import LayerCall, call_layer
+from tf_qnets.export.rewrites.staircase_source import cap_changes_no_code
 
 __all__ = ["AddStaircase"]
 
@@ -36,13 +37,11 @@ class AddStaircase:
             kind, values = plan.outputs.get(node.layer.name, (None, None))
             if kind != "staircase" or len(node.flat_input_ids) != 1:
                 continue
-            _, beta, thresholds, levels = values
+            _, _, thresholds, levels = values
             is_relu, cap = relu_cap(node.layer)
-            if not is_relu or not has_saturating_lowering(levels) or not is_uniform_staircase(
-                    thresholds, levels):
-                continue
-            if cap is not None and not np.max(np.asarray(thresholds, np.float64)) / beta < cap * (
-                    1 - 1e-6):
+            if (not is_relu or not has_saturating_lowering(levels)
+                    or not is_uniform_staircase(thresholds, levels)
+                    or not cap_changes_no_code(plan, node, cap)):
                 continue
             source = plan.source_node(node)
             if (source is None or layer_class(source.layer) != "Add"
@@ -57,8 +56,7 @@ class AddStaircase:
             return LayerCall().emit(node, values, context)
         layer = node.layer
         if layer_class(layer) == "Add":   # the sum, rounded only by the staircase
-            args, kwargs = node.map_arguments({k: [v] * 64 for k, v in values.items()})
-            return inner(layer)(*args, **kwargs)
+            return call_layer(node, values)
         alpha, beta, _, levels = context.plan.outputs[layer.name][1]
         top = int(levels.levels[-1])
         with tf.name_scope(staircase_scope(layer.name)):

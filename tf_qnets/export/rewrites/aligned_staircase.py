@@ -19,7 +19,6 @@ from tf_qnets._keras import tf
 from tf_qnets.export.activations import (
     fake_quant,
     has_saturating_lowering,
-    is_uniform_staircase,
     saturating_range,
 )
 from tf_qnets.export.alignment import align_channels, channel_lattice
@@ -56,10 +55,7 @@ class AlignedStaircase:
         # kernel layer name -> (staircase name, relu before it), and staircase name -> relu
         by_kernel = plan.note(self.name).setdefault("by kernel", {})
         relu_of = plan.note(self.name).setdefault("relu of staircase", {})
-        for staircase, kernel, relu in staircases_from_accumulators(plan):
-            _, _, thresholds, levels = plan.outputs[staircase.layer.name][1]
-            if not is_uniform_staircase(thresholds, levels) or plan.exact_uniform:
-                continue
+        for staircase, kernel, relu in staircases_from_accumulators(plan, aligned=True):
             by_kernel[kernel.layer.name] = (staircase.layer.name, relu)
             relu_of[staircase.layer.name] = relu
             plan.claim(kernel, self)

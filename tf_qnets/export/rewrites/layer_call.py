@@ -8,7 +8,16 @@ Concatenate, float layers).
 
 from tf_qnets.export.layers import inner
 
-__all__ = ["LayerCall"]
+__all__ = ["LayerCall", "call_layer"]
+
+
+def call_layer(node, values):
+    """``node``'s layer called on the emitted inputs as Keras calls it at inference."""
+    layer = inner(node.layer)
+    args, kwargs = node.map_arguments({k: [v] * 64 for k, v in values.items()})
+    if "training" in getattr(layer, "_call_spec").arg_names:
+        kwargs["training"] = False
+    return layer(*args, **kwargs)
 
 
 class LayerCall:
@@ -20,8 +29,4 @@ class LayerCall:
             plan.claim(node, self)
 
     def emit(self, node, values, context):
-        layer = node.layer
-        args, kwargs = node.map_arguments({k: [v] * 64 for k, v in values.items()})
-        if "training" in getattr(inner(layer), "_call_spec").arg_names:
-            kwargs["training"] = False
-        return context.output(layer, inner(layer)(*args, **kwargs))
+        return context.output(node.layer, call_layer(node, values))

@@ -40,7 +40,6 @@ class PooledDense:
 
     def plan(self, plan):
         pins = plan.note(Kernels.name)
-        by_name = {node.layer.name: node for node in plan.nodes}
         for node in plan.nodes:
             pooling = inner(node.layer)
             if (type(pooling).__name__ != "GlobalAveragePooling2D"
@@ -59,7 +58,7 @@ class PooledDense:
             if tiled > MAX_TILED_POOLING_WEIGHTS:
                 continue
             plan.claim(node, self)
-            plan.claim(by_name[user.layer.name], self)
+            plan.claim(user, self)
 
     def emit(self, node, values, context):
         layer = node.layer

@@ -12,7 +12,7 @@ rewrite falls back to these copies for a first layer it cannot align (:func:`emi
 import numpy as np
 
 from tf_qnets._keras import tf
-from tf_qnets.export.activations import code_multiplier, is_uniform_staircase
+from tf_qnets.export.activations import code_multiplier
 from tf_qnets.export.activations import decision_step as default_decision_step
 from tf_qnets.export.activations import lower_staircase_direct
 from tf_qnets.export.emit import SCALE_KEEPING_OPS, staircase_scope
@@ -30,10 +30,7 @@ class StaircaseCopies:
 
     def plan(self, plan):
         copies = plan.note(self.name)   # staircase name -> (kernel layer name, relu before it)
-        for staircase, kernel, relu in staircases_from_accumulators(plan):
-            _, _, thresholds, levels = plan.outputs[staircase.layer.name][1]
-            if is_uniform_staircase(thresholds, levels) and not plan.exact_uniform:
-                continue
+        for staircase, kernel, relu in staircases_from_accumulators(plan, aligned=False):
             copies[staircase.layer.name] = (kernel.layer.name, relu)
             plan.claim(staircase, self)
             plan.claim(kernel, self)

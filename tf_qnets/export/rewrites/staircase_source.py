@@ -7,10 +7,21 @@ Shared by the two rewrites that lower such a staircase inside its kernel layer
 import numpy as np
 
 from tf_qnets.configs import KERNEL_ATTRIBUTES
+from tf_qnets.export.activations import is_uniform_staircase
 from tf_qnets.export.layers import inner, is_linear, layer_class, relu_cap
 from tf_qnets.export.rewrites.batch_norm_fold import folded_bn_names
 
-__all__ = ["staircase_source", "Deferred"]
+__all__ = ["staircase_source", "staircases_from_accumulators", "cap_changes_no_code", "Deferred"]
+
+
+def cap_changes_no_code(plan, node, cap):
+    """True when a ReLU cap (``cap`` None: no cap) changes no code of ``node``'s staircase:
+    its last threshold lies below the cap, so everything the cap clips is at the top level
+    either way."""
+    if cap is None:
+        return True
+    _, beta, thresholds, _ = plan.outputs[node.layer.name][1]
+    return bool(np.max(np.asarray(thresholds, np.float64)) / beta < cap * (1 - 1e-6))
 
 
 class Deferred:
@@ -39,12 +50,8 @@ def staircase_source(plan, node):
             return node.layer.name, True
         return None
     is_relu, cap = relu_cap(node.layer)
-    if not is_relu or len(node.flat_input_ids) != 1:
+    if not is_relu or len(node.flat_input_ids) != 1 or not cap_changes_no_code(plan, node, cap):
         return None
-    if cap is not None:
-        _, beta, thresholds, _ = plan.outputs[node.layer.name][1]
-        if not np.max(np.asarray(thresholds, np.float64)) / beta < cap * (1 - 1e-6):
-            return None
     source = plan.source_node(node)
     if source is not None and source.layer.name in folded_bn_names(plan):
         if plan.consumers.get(source.flat_input_ids[0], 0) != 1:
@@ -58,15 +65,19 @@ def staircase_source(plan, node):
     return source.layer.name, True
 
 
-def staircases_from_accumulators(plan):
-    """``[(staircase node, kernel node, relu)]`` for every staircase :func:`staircase_source` finds."""
-    by_name = {node.layer.name: node for node in plan.nodes}
+def staircases_from_accumulators(plan, aligned):
+    """``[(staircase node, kernel node, relu)]`` for every staircase :func:`staircase_source`
+    finds that is lowered by alignment (``aligned``: uniform thresholds, no ``exact_uniform``)
+    or, ``aligned`` False, by per-threshold copies (the others)."""
     found = []
     for node in plan.nodes:
-        kind, _ = plan.outputs.get(node.layer.name, (None, None))
+        kind, values = plan.outputs.get(node.layer.name, (None, None))
         if kind != "staircase":
             continue
         source = staircase_source(plan, node)
-        if source is not None:
-            found.append((node, by_name[source[0]], source[1]))
+        if source is None:
+            continue
+        by_alignment = is_uniform_staircase(values[2], values[3]) and not plan.exact_uniform
+        if by_alignment == aligned:
+            found.append((node, plan.node_by_name[source[0]], source[1]))
     return found
