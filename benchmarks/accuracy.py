@@ -57,7 +57,7 @@ import numpy as np  # noqa: E402
 
 import tf_qnets  # noqa: E402  (selects Keras 2 before tfmot is imported)
 import tensorflow_model_optimization as tfmot  # noqa: E402
-from tf_qnets._keras import keras, tf  # noqa: E402
+from tf_qnets.keras2.backend import keras, tf  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
 from tf_qnets.runtime import load_interpreter, predict  # noqa: E402
 
@@ -411,7 +411,7 @@ def bits_of(method):
 def schedule_text(args):
     if args.temperature_base != "auto":
         return f"{args.temperature_base:g} * (epoch + 1)"
-    base = tf_qnets.schedule.auto_base(args.epochs)
+    base = tf_qnets.keras2.schedule.auto_base(args.epochs)
     return f"{base:g} * (epoch + 1) (base='auto', the default)"
 
 

@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import tf_qnets  # noqa: E402
-from tf_qnets._keras import keras, tf  # noqa: E402
+from tf_qnets.keras2.backend import keras, tf  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
 from tf_qnets.export import export_tflite  # noqa: E402
 from tf_qnets.runtime import load_interpreter  # noqa: E402

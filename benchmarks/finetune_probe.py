@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 import tf_qnets  # noqa: E402  (selects Keras 2)
-from tf_qnets._keras import keras, tf  # noqa: E402
+from tf_qnets.keras2.backend import keras, tf  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
 
 from fashion_mnist import temperature_base  # noqa: E402

@@ -31,10 +31,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import tf_qnets  # noqa: E402  (selects Keras 2)
-from tf_qnets._keras import keras, tf  # noqa: E402
+from tf_qnets.keras2.backend import keras, tf  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
-from tf_qnets.quantizer import QNetsQuantizer  # noqa: E402
-from tf_qnets.wrapper import quantizer_states  # noqa: E402
+from tf_qnets.keras2.quantizer import QNetsQuantizer  # noqa: E402
+from tf_qnets.keras2.wrapper import quantizer_states  # noqa: E402
 
 from markdown_block import replace_block  # noqa: E402
 

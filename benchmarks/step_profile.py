@@ -90,9 +90,9 @@ def _median_ms(function, rounds):
 def time_activation_quantizers(model, x, rounds=9):
     """Forward, backward and dot-product times (ms per step) of ``model``'s activation
     quantizers on its own activations for the batch ``x``, each pass timed alone."""
-    from tf_qnets._keras import keras, tf
-    from tf_qnets.staircase import _dot, soft_staircase
-    from tf_qnets.wrapper import quantizer_states
+    from tf_qnets.keras2.backend import keras, tf
+    from tf_qnets.tf.staircase import _dot, soft_staircase
+    from tf_qnets.keras2.wrapper import quantizer_states
 
     found = [(layer, quantizer, variables) for layer, role, _, quantizer, variables
              in quantizer_states(model) if quantizer.role == "activations"]

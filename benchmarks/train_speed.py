@@ -111,7 +111,7 @@ def _float_model(keras):
 def build(name, jit, temperature):
     """A compiled model for configuration ``name``."""
     import tf_qnets
-    from tf_qnets._keras import keras
+    from tf_qnets.keras2.backend import keras
 
     keras.utils.set_random_seed(0)
     model = _float_model(keras)
@@ -143,7 +143,7 @@ def training_step(model):
     teardown intermittently blocks for 100-150 ms on this machine, which is not a cost
     of training and used to dominate the medians.)
     """
-    from tf_qnets._keras import tf
+    from tf_qnets.keras2.backend import tf
 
     x, y = _data()
     iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
@@ -201,7 +201,7 @@ def _vm_hwm_mib():
 
 def memory_child(name, jit, temperature):
     """Runs in a fresh process: prints JSON with peak TF-buffer bytes and peak RSS."""
-    from tf_qnets._keras import tf
+    from tf_qnets.keras2.backend import tf
 
     step = training_step(build(name, jit, temperature))
     for _ in range(2):

@@ -17,7 +17,7 @@ architecture)::
     global average pool - dense(10)
 """
 
-from tf_qnets._keras import keras
+from tf_qnets.keras2.backend import keras
 
 __all__ = ["build_cnn", "build_resnet", "preprocess"]
 

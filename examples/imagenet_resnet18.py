@@ -40,8 +40,8 @@ import sys
 import time
 
 import tf_qnets
-from tf_qnets._keras import keras, tf
-from tf_qnets.distribute import is_chief, jit_compile_supported, strategy_from_name
+from tf_qnets.keras2.backend import keras, tf
+from tf_qnets.tf.distribute import is_chief, jit_compile_supported, strategy_from_name
 
 PAPER = {
     "w_bits": 3, "epochs": 55, "learning_rate": 1e-3, "decay_epochs": (30, 45),

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import tf_qnets  # noqa: E402,F401  (selects Keras 2 before anything else imports TensorFlow)
-from tf_qnets._keras import keras  # noqa: E402
+from tf_qnets.keras2.backend import keras  # noqa: E402
 
 
 def build_sequential(seed=0, num_classes=4):

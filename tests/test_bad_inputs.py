@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import tf_qnets  # noqa: E402
-from tf_qnets._keras import keras, tf  # noqa: E402
-from tf_qnets.levels import LevelSet, activation_levels, weight_levels  # noqa: E402
+from tf_qnets.keras2.backend import keras, tf  # noqa: E402
+from tf_qnets.core.levels import LevelSet, activation_levels, weight_levels  # noqa: E402
 from conftest import build_subclassed  # noqa: E402
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(tf_qnets.__file__))

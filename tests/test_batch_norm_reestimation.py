@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras
-from tf_qnets.init import layer_tensor_in
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.init import layer_tensor_in
 
 
 def conv_bn_model(seed=0):

@@ -133,7 +133,7 @@ def test_accuracy_targets_compare_both_peers_recalibration_and_the_bit_ladder():
 def test_qkeras_model_quantizes_the_inner_kernel_layers_and_every_relu_and_keeps_the_weights():
     import qkeras
     from fashion_mnist_model import build_cnn, build_resnet
-    from tf_qnets._keras import keras
+    from tf_qnets.keras2.backend import keras
 
     inputs = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
     for float_net, n_inner in ((build_cnn(width=4), 4), (build_resnet(width=4), 8)):
@@ -175,7 +175,7 @@ def test_qkeras_model_quantizes_the_inner_kernel_layers_and_every_relu_and_keeps
 def test_build_resnet_has_residual_adds_and_quantizes_with_tf_qnets():
     import tf_qnets
     from fashion_mnist_model import build_resnet
-    from tf_qnets._keras import keras
+    from tf_qnets.keras2.backend import keras
 
     model = build_resnet(width=8)
     kinds = [type(layer).__name__ for layer in model.layers]
@@ -285,7 +285,7 @@ def test_speed_kmeans_configuration_takes_non_uniform_activation_thresholds():
 
 
 def test_speed_step_runs_the_compiled_train_function_on_one_iterator():
-    from tf_qnets._keras import keras
+    from tf_qnets.keras2.backend import keras
 
     model = train_speed._float_model(keras)
     model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
@@ -318,7 +318,7 @@ def test_finetune_probe_parses_its_flags_and_asks_for_the_float_model_first(tmp_
 
 def test_fit_evaluate_modes_and_its_table_in_train_md(tmp_path):
     import fit_evaluate
-    from tf_qnets.batch_norm import FrozenStatisticsBatchNormalization
+    from tf_qnets.keras2.batch_norm import FrozenStatisticsBatchNormalization
 
     args = fit_evaluate.parse_args([])
     assert args.bits == [4, 2] and args.modes == ["frozen", "batch"] and args.learning_rate == 3e-4

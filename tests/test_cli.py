@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import tf_qnets  # noqa: E402
-from tf_qnets._keras import keras  # noqa: E402
+from tf_qnets.keras2.backend import keras  # noqa: E402
 from tf_qnets.cli import main  # noqa: E402
 
 

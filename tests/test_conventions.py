@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras
-from tf_qnets.aliases import get_quantizer, quantizer_aliases
-from tf_qnets.configs import QNetsQuantizeConfig
-from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
-from tf_qnets.quantizer import QNetsQuantizer
-from tf_qnets.schedule import TemperatureScheduler
-from tf_qnets.summary import summary
-from tf_qnets.tensorboard import QuantizerTensorBoard
-from tf_qnets.wrapper import QNetsWrapper
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.aliases import get_quantizer, quantizer_aliases
+from tf_qnets.keras2.configs import QNetsQuantizeConfig
+from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
+from tf_qnets.keras2.quantizer import QNetsQuantizer
+from tf_qnets.keras2.schedule import TemperatureScheduler
+from tf_qnets.keras2.summary import summary
+from tf_qnets.keras2.tensorboard import QuantizerTensorBoard
+from tf_qnets.keras2.wrapper import QNetsWrapper
 
 
 def _examples():
@@ -168,13 +168,13 @@ def test_names_of_this_feature_have_docstrings(obj):
     assert _own_docstring(obj).strip()
 
 
-@pytest.mark.parametrize("module", ["tf_qnets.summary", "tf_qnets.tensorboard", "tf_qnets.aliases"])
+@pytest.mark.parametrize("module", ["tf_qnets.keras2.summary", "tf_qnets.keras2.tensorboard", "tf_qnets.keras2.aliases"])
 def test_feature_modules_document_an_example_and_the_paper(module):
     import sys
 
     doc = sys.modules[module].__doc__
     assert "Example::" in doc
-    if module != "tf_qnets.aliases":
+    if module != "tf_qnets.keras2.aliases":
         assert "arXiv:1911.09464" in doc
 
 

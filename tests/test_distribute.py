@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras, tf
-from tf_qnets.distribute import broadcast_from_first_replica, jit_compile_supported, replica_values
+from tf_qnets.keras2.backend import keras, tf
+from tf_qnets.tf.distribute import broadcast_from_first_replica, jit_compile_supported, replica_values
 
 WORKER = pathlib.Path(__file__).resolve().parent / "_workers" / "mirrored_worker.py"
 TIMEOUT_S = 900  # a bound for a loaded 2-core machine, not the expected time

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tf_qnets._keras import keras
+from tf_qnets.keras2.backend import keras
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
 NO_TEST = "<!-- no-test -->"

@@ -14,13 +14,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import tf_qnets  # noqa: E402
-from tf_qnets._keras import keras, tf  # noqa: E402
+from tf_qnets.keras2.backend import keras, tf  # noqa: E402
 from tf_qnets.export import export_tflite, inspect_tflite, verify_tflite  # noqa: E402
 from tf_qnets.export.activations import fake_quant, lower_staircase, lower_staircase_direct  # noqa: E402
 from tf_qnets.export.diagnose import staircase_flips  # noqa: E402
 from tf_qnets.export.convert import convert_function  # noqa: E402
 from tf_qnets.export.inspect import read_model, schema, tensor_values  # noqa: E402
-from tf_qnets.levels import activation_levels, weight_levels  # noqa: E402
+from tf_qnets.core.levels import activation_levels, weight_levels  # noqa: E402
 from tf_qnets.runtime import load_interpreter, predict  # noqa: E402
 
 W3_LEVELS = (-4, -2, -1, 0, 1, 2, 4)
@@ -326,7 +326,7 @@ def test_activation_codes_in_tflite_equal_the_keras_codes(fixture, request, tmp_
     assert [row.layer for row in rows] == ["quant_r1", "quant_r2", "quant_c3"]
     assert all(row.codes > 0 for row in rows)
     # k-means thresholds: per-threshold copies; uniform ones: aligned requantization
-    # (tf_qnets.export.alignment), or copies where no alignment exists (the first layer).
+    # (tf_qnets.core.alignment), or copies where no alignment exists (the first layer).
     assert all(row.flipped == 0.0 for row in rows), rows
 
 

@@ -1,4 +1,4 @@
-"""Aligned requantization (tf_qnets.export.alignment): one int8 requantization per kernel layer
+"""Aligned requantization (tf_qnets.core.alignment): one int8 requantization per kernel layer
 that reproduces every Keras staircase decision.
 
 The device is emulated in integers, as TFLite computes it: the accumulator ``A`` (a multiple of
@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from tf_qnets.export.alignment import align_channels, channel_lattice, double_rounding_shift
-from tf_qnets.levels import activation_levels
+from tf_qnets.core.alignment import align_channels, channel_lattice, double_rounding_shift
+from tf_qnets.core.levels import activation_levels
 
 
 def keras_codes(acc, units, bias, beta, thresholds):

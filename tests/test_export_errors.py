@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import tf_qnets  # noqa: E402
-from tf_qnets._keras import keras  # noqa: E402
+from tf_qnets.keras2.backend import keras  # noqa: E402
 from tf_qnets.export import ExportError, export_tflite, inspect_tflite  # noqa: E402
 from tf_qnets.export import exporter  # noqa: E402
 
@@ -145,7 +145,7 @@ def test_inspect_missing_file(tmp_path):
 def test_an_unknown_quantizer_type_is_refused_naming_the_layer(tmp_path):
     """A quantizer export cannot lower (here tfmot's 4-bit LastValue on the int8 first layer)
     raises instead of being written as if it were int8."""
-    from tensorflow_model_optimization.python.core.quantization.keras import quantizers
+    from tf_qnets.keras2 import tfmot as quantizers
 
     x = data(16)
     model = tf_qnets.quantize_model(float_model(), 2, 2, calibration_data=x, first_last="int8",

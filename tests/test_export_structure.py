@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import tf_qnets  # noqa: E402
-from tf_qnets._keras import keras  # noqa: E402
+from tf_qnets.keras2.backend import keras  # noqa: E402
 from tf_qnets.export import emit, plan as plan_module  # noqa: E402
 from tf_qnets.export.rewrites import REWRITES, discover  # noqa: E402
 from tf_qnets.export.rewrites.layer_call import LayerCall  # noqa: E402

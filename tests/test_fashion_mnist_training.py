@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras, tf
+from tf_qnets.keras2.backend import keras, tf
 from tf_qnets import datasets
 from tf_qnets.datasets import load_fashion_mnist, read_idx
 

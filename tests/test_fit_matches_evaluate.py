@@ -1,8 +1,8 @@
 """What ``fit`` trains is what ``evaluate`` measures (issue: no hidden step after training).
 
 By default ``quantize_model`` freezes every BatchNormalization's statistics at the values
-measured on the quantized network (tf_qnets.batch_norm) and, from T = 100 on, trains the
-hard staircase in the forward pass (tf_qnets.quantizer.HARD_FORWARD_TEMPERATURE). At the
+measured on the quantized network (tf_qnets.keras2.batch_norm) and, from T = 100 on, trains the
+hard staircase in the forward pass (tf_qnets.keras2.quantizer.HARD_FORWARD_TEMPERATURE). At the
 schedule's final temperature the training forward and the inference forward are then the
 same function of the weights; ``batch_norm="batch"`` (Keras's usual batch statistics) is
 the control that shows the check can fail.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras
-from tf_qnets.batch_norm import FrozenStatisticsBatchNormalization
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.batch_norm import FrozenStatisticsBatchNormalization
 
 
 def build_bn_cnn(seed=0):

@@ -1,11 +1,11 @@
-"""The quantization gap (tf_qnets.gap): measured in training calls, shown by the scheduler."""
+"""The quantization gap (tf_qnets.keras2.gap): measured in training calls, shown by the scheduler."""
 
 import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras, tf
-from tf_qnets.gap import GAP_SAMPLE_SIZE, gap_sample, gap_variables, record_gap
+from tf_qnets.keras2.backend import keras, tf
+from tf_qnets.keras2.gap import GAP_SAMPLE_SIZE, gap_sample, gap_variables, record_gap
 
 
 def test_an_activation_sample_is_the_first_example():

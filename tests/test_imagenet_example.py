@@ -56,7 +56,7 @@ def test_bad_arguments_are_rejected_by_name(example):
 
 
 def test_strategy_one_is_the_default_strategy(example):
-    from tf_qnets.distribute import strategy_from_name
+    from tf_qnets.tf.distribute import strategy_from_name
 
     assert strategy_from_name("one") is example.tf.distribute.get_strategy()
 
@@ -96,7 +96,7 @@ def test_multiworker_strategy_runs_as_a_one_worker_cluster(tmp_path):
 
 
 def test_multiworker_without_tf_config_explains_what_is_missing(example, monkeypatch):
-    from tf_qnets.distribute import strategy_from_name
+    from tf_qnets.tf.distribute import strategy_from_name
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG"):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras
-from tf_qnets.init import activation_thresholds, kmeans_1d, scales_for, weight_thresholds
-from tf_qnets.levels import LevelSet, activation_levels, weight_levels
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.init import activation_thresholds, kmeans_1d, scales_for, weight_thresholds
+from tf_qnets.core.levels import LevelSet, activation_levels, weight_levels
 
 
 def brute_force_kmeans_1d(values, clusters):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tf_qnets.levels import LevelSet, activation_levels, resolve_levels, weight_levels
+from tf_qnets.core.levels import LevelSet, activation_levels, resolve_levels, weight_levels
 
 
 # --- presets -----------------------------------------------------------------------------

@@ -1,9 +1,9 @@
-"""The MSE-optimal scale used with thresholds="uniform" (tf_qnets.init.mse_scales)."""
+"""The MSE-optimal scale used with thresholds="uniform" (tf_qnets.keras2.init.mse_scales)."""
 
 import numpy as np
 
-from tf_qnets.init import mse_scales, scales_for
-from tf_qnets.levels import activation_levels, weight_levels
+from tf_qnets.keras2.init import mse_scales, scales_for
+from tf_qnets.core.levels import activation_levels, weight_levels
 
 
 def _quantize(x, step, levels):

@@ -22,7 +22,7 @@ sys.path.insert(0, str(WORKERS))
 
 import scenario  # noqa: E402
 
-from tf_qnets._keras import tf  # noqa: E402
+from tf_qnets.keras2.backend import tf  # noqa: E402
 
 TIMEOUT_S = 900  # a bound for a loaded 2-core machine, not the expected time
 # Two processes all-reduce the same gradients as one; only the summation order differs.

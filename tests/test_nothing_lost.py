@@ -16,8 +16,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import tf_qnets  # noqa: E402
-from tf_qnets import api, cli  # noqa: E402
-from tf_qnets._keras import keras  # noqa: E402
+from tf_qnets import cli
+from tf_qnets.keras2 import api  # noqa: E402
+from tf_qnets.keras2.backend import keras  # noqa: E402
 from tf_qnets.export import convert, exporter  # noqa: E402
 
 

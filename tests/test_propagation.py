@@ -1,4 +1,4 @@
-"""Calibration walks the model once (tf_qnets.propagation) and gives what layer-by-layer
+"""Calibration walks the model once (tf_qnets.keras2.propagation) and gives what layer-by-layer
 sub-models give: each activation quantizer calibrated on what it sees with every quantizer
 before it active, each BatchNormalization re-estimated on its new inputs."""
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras
-from tf_qnets.init import limit_calibration_batches
-from tf_qnets.propagation import live_bytes_per_sample, propagate
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.init import limit_calibration_batches
+from tf_qnets.keras2.propagation import live_bytes_per_sample, propagate
 
 
 def residual_model():
@@ -61,7 +61,7 @@ def test_calibration_equals_sub_models_with_the_earlier_quantizers_active():
             sample = np.concatenate([probe(b, training=False).numpy().ravel() for b in batches])
         finally:
             quantizer.bypass = False
-        alpha, beta = tf_qnets.init.mse_scales(sample, quantizer.levels)
+        alpha, beta = tf_qnets.keras2.init.mse_scales(sample, quantizer.levels)
         assert float(variables["beta"].numpy()) == pytest.approx(beta, rel=1e-4), wrapper.name
         assert float(variables["alpha"].numpy()) == pytest.approx(alpha, rel=1e-4), wrapper.name
         checked += 1
@@ -73,8 +73,8 @@ def test_large_activations_limit_the_calibration_batches(monkeypatch):
     per_sample = live_bytes_per_sample(model)
     assert per_sample >= 3 * 4 * 10 * 10 * 6   # at least three 10x10x6 float32 maps
     batches = [np.zeros((8, 10, 10, 2), np.float32) for _ in range(5)]
-    monkeypatch.setattr(tf_qnets.init, "CALIBRATION_MEMORY_BYTES", 20 * per_sample)
+    monkeypatch.setattr(tf_qnets.keras2.init, "CALIBRATION_MEMORY_BYTES", 20 * per_sample)
     kept = limit_calibration_batches(model, batches)
     assert len(kept) == 2                      # 16 samples fit 20, 24 do not
-    monkeypatch.setattr(tf_qnets.init, "CALIBRATION_MEMORY_BYTES", 1.0)
+    monkeypatch.setattr(tf_qnets.keras2.init, "CALIBRATION_MEMORY_BYTES", 1.0)
     assert len(limit_calibration_batches(model, batches)) == 1   # always at least one batch

@@ -24,9 +24,9 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import tf_qnets  # noqa: E402,F401
-from tf_qnets._keras import tf  # noqa: E402
-from tf_qnets.levels import LevelSet  # noqa: E402
-from tf_qnets.staircase import hard_staircase, soft_staircase  # noqa: E402
+from tf_qnets.keras2.backend import tf  # noqa: E402
+from tf_qnets.core.levels import LevelSet  # noqa: E402
+from tf_qnets.tf.staircase import hard_staircase, soft_staircase  # noqa: E402
 
 MAX_EXAMPLES = {
     "hard_levels": 25,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras
-from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
-from tf_qnets.quantizer import QNetsQuantizer
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
+from tf_qnets.keras2.quantizer import QNetsQuantizer
 
 
 def _plan(qat):

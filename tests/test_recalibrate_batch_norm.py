@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras, tf
-from tf_qnets.init import layer_tensor_in
+from tf_qnets.keras2.backend import keras, tf
+from tf_qnets.keras2.init import layer_tensor_in
 
 from test_batch_norm_reestimation import batch_norm_output, conv_bn_model
 

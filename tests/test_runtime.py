@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 import tf_qnets  # noqa: E402
 from tf_qnets import runtime  # noqa: E402
-from tf_qnets._keras import keras  # noqa: E402
+from tf_qnets.keras2.backend import keras  # noqa: E402
 from tf_qnets.export import export_tflite  # noqa: E402
 
 RUNTIME_FILE = os.path.abspath(runtime.__file__)

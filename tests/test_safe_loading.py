@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 
 import tf_qnets  # noqa: E402
 from tf_qnets import cli  # noqa: E402
-from tf_qnets._keras import keras  # noqa: E402
+from tf_qnets.keras2.backend import keras  # noqa: E402
 
 PACKAGE = pathlib.Path(tf_qnets.__file__).parent
 FORBIDDEN = {

@@ -12,9 +12,9 @@ central finite differences in float64; the "wide" backward against its formula.
 import numpy as np
 import pytest
 
-from tf_qnets._keras import tf
-from tf_qnets.levels import LevelSet, activation_levels, weight_levels
-from tf_qnets.staircase import _evenly_spaced, hard_staircase, soft_staircase, soft_staircase_reference
+from tf_qnets.keras2.backend import tf
+from tf_qnets.core.levels import LevelSet, activation_levels, weight_levels
+from tf_qnets.tf.staircase import _evenly_spaced, hard_staircase, soft_staircase, soft_staircase_reference
 
 CLAMP = 10.0
 

@@ -12,10 +12,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from tf_qnets._keras import tf
-from tf_qnets.levels import LevelSet, activation_levels, weight_levels
-from tf_qnets.quantizer import QNetsQuantizer
-from tf_qnets.staircase import soft_staircase
+from tf_qnets.keras2.backend import tf
+from tf_qnets.core.levels import LevelSet, activation_levels, weight_levels
+from tf_qnets.keras2.quantizer import QNetsQuantizer
+from tf_qnets.tf.staircase import soft_staircase
 
 TEMPERATURES = (0.1, 1.0, 7.0, 60.0, 2000.0)
 
@@ -197,7 +197,7 @@ def test_quantizer_defaults_to_xla_and_reads_old_configs():
 
 MIRRORED_SCRIPT = textwrap.dedent("""
     import numpy as np
-    from tf_qnets._keras import keras, tf
+    from tf_qnets.keras2.backend import keras, tf
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
@@ -239,7 +239,7 @@ def test_trains_under_mirrored_strategy_with_two_logical_cpus():
 def test_one_close_pair_of_thresholds_does_not_widen_every_window():
     """The grid's window is the most thresholds any place leaves unclamped, not
     ``10 / (T * smallest gap)``: one pair 0.001 apart among unit gaps keeps it small."""
-    from tf_qnets.staircase import _grid_window_needed
+    from tf_qnets.tf.staircase import _grid_window_needed
 
     b = activation_levels(8).uniform_thresholds().copy()
     b[100] = b[99] + 1e-3

@@ -12,9 +12,9 @@ general path with the same results.
 import numpy as np
 import pytest
 
-from tf_qnets._keras import tf
-from tf_qnets.levels import LevelSet, activation_levels
-from tf_qnets.staircase import (
+from tf_qnets.keras2.backend import tf
+from tf_qnets.core.levels import LevelSet, activation_levels
+from tf_qnets.tf.staircase import (
     SMOOTH_TEMPERATURE, UNIFORM_MAX_WIDTH, UNIFORM_MIN, _evenly_spaced, _general_variants,
     _kernel_branch, _uniform_sums, _uniform_width, soft_staircase)
 

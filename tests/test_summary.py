@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras
-from tf_qnets.summary import ModelSummary, describe_levels, summary
-from tf_qnets.levels import LevelSet
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.summary import ModelSummary, describe_levels, summary
+from tf_qnets.core.levels import LevelSet
 
 EXPECTED_SNAPSHOT = """\
 Model: "snapshot_net"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras, tf
-from tf_qnets.staircase import CLAMP
-from tf_qnets.tensorboard import QuantizerTensorBoard, saturation
+from tf_qnets.keras2.backend import keras, tf
+from tf_qnets.tf.staircase import CLAMP
+from tf_qnets.keras2.tensorboard import QuantizerTensorBoard, saturation
 
 
 def _float_model():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras, tf
+from tf_qnets.keras2.backend import keras, tf
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets._keras import keras
+from tf_qnets.keras2.backend import keras
 from tf_qnets.export import export_tflite
 
 

@@ -1,77 +1,77 @@
-"""tf_qnets: Quantization Networks (Yang et al., CVPR 2019) for Keras and tfmot.
-
-Importing tf_qnets selects Keras 2 (``tf_keras``), which tensorflow-model-optimization needs.
+"""tf_qnets: Quantization Networks (Yang et al., CVPR 2019) for Keras.
 
     import tf_qnets
     qat = tf_qnets.quantize_model(float_model, w_bits=3, a_bits=3, calibration_data=ds.take(8))
     qat.compile(optimizer, loss, metrics, jit_compile=True)
     qat.fit(ds, epochs=10, callbacks=[tf_qnets.TemperatureScheduler()])   # T = 10, 20, ..., 100
     qat.evaluate(test_ds)          # hard staircase: what the device computes
+
+``import tf_qnets`` imports no framework: every public name below is loaded from its
+subpackage on first use (``tf_qnets.core`` needs numpy only; the Keras 2 names load
+TensorFlow, tf_keras and tensorflow-model-optimization). Importing tf_qnets never changes
+which Keras ``import keras`` or ``tf.keras`` gives you. The package's layers and import
+rules: docs/architecture.md.
 """
 
-from tf_qnets import _keras  # noqa: F401  (must come first: selects Keras 2)
-from tf_qnets.aliases import get_quantizer, quantizer_aliases
-from tf_qnets.batch_norm import FrozenStatisticsBatchNormalization
-from tf_qnets.api import count_quantizers, is_quantized_model, quantize_model
-from tf_qnets.configs import QNetsQuantizeConfig
-from tf_qnets.distribute import (
-    broadcast_from_first_replica,
-    is_chief,
-    jit_compile_supported,
-    replica_values,
-    strategy_from_name,
-)
-from tf_qnets.export import export_tflite, inspect_tflite, verify_tflite
-from tf_qnets.gap import quantization_gap
-from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
-from tf_qnets.levels import LevelSet, activation_levels, weight_levels
-from tf_qnets.quantizer import QNetsQuantizer
-from tf_qnets.recalibrate import recalibrate_batch_norm
-from tf_qnets.schedule import TemperatureScheduler, get_temperatures, set_temperature
-from tf_qnets.scheme import QNetsScheme
-from tf_qnets.scope import load_model, quantize_scope
-from tf_qnets.staircase import hard_staircase, soft_staircase, soft_staircase_reference
-from tf_qnets.summary import summary  # noqa: E402  (the function; the module stays importable)
-from tf_qnets.tensorboard import QuantizerTensorBoard
-from tf_qnets.wrapper import QNetsWrapper, quantizer_states
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FrozenStatisticsBatchNormalization",
-    "Int8OutputQuantizer",
-    "Int8WeightQuantizer",
-    "LevelSet",
-    "QNetsQuantizeConfig",
-    "QNetsQuantizer",
-    "QNetsScheme",
-    "QNetsWrapper",
-    "QuantizerTensorBoard",
-    "TemperatureScheduler",
-    "activation_levels",
-    "broadcast_from_first_replica",
-    "count_quantizers",
-    "export_tflite",
-    "get_quantizer",
-    "get_temperatures",
-    "hard_staircase",
-    "inspect_tflite",
-    "is_chief",
-    "is_quantized_model",
-    "jit_compile_supported",
-    "load_model",
-    "quantize_model",
-    "quantization_gap",
-    "quantize_scope",
-    "quantizer_aliases",
-    "quantizer_states",
-    "recalibrate_batch_norm",
-    "replica_values",
-    "set_temperature",
-    "soft_staircase",
-    "strategy_from_name",
-    "soft_staircase_reference",
-    "summary",
-    "verify_tflite",
-    "weight_levels",
-]
+# public name -> module that defines it
+_PUBLIC = {
+    "LevelSet": "tf_qnets.core.levels",
+    "activation_levels": "tf_qnets.core.levels",
+    "weight_levels": "tf_qnets.core.levels",
+    "hard_staircase": "tf_qnets.tf.staircase",
+    "soft_staircase": "tf_qnets.tf.staircase",
+    "soft_staircase_reference": "tf_qnets.tf.staircase",
+    "broadcast_from_first_replica": "tf_qnets.tf.distribute",
+    "is_chief": "tf_qnets.tf.distribute",
+    "jit_compile_supported": "tf_qnets.tf.distribute",
+    "replica_values": "tf_qnets.tf.distribute",
+    "strategy_from_name": "tf_qnets.tf.distribute",
+    "get_quantizer": "tf_qnets.keras2.aliases",
+    "quantizer_aliases": "tf_qnets.keras2.aliases",
+    "FrozenStatisticsBatchNormalization": "tf_qnets.keras2.batch_norm",
+    "count_quantizers": "tf_qnets.keras2.api",
+    "is_quantized_model": "tf_qnets.keras2.api",
+    "quantize_model": "tf_qnets.keras2.api",
+    "QNetsQuantizeConfig": "tf_qnets.keras2.configs",
+    "quantization_gap": "tf_qnets.keras2.gap",
+    "Int8OutputQuantizer": "tf_qnets.keras2.int8",
+    "Int8WeightQuantizer": "tf_qnets.keras2.int8",
+    "QNetsQuantizer": "tf_qnets.keras2.quantizer",
+    "recalibrate_batch_norm": "tf_qnets.keras2.recalibrate",
+    "TemperatureScheduler": "tf_qnets.keras2.schedule",
+    "get_temperatures": "tf_qnets.keras2.schedule",
+    "set_temperature": "tf_qnets.keras2.schedule",
+    "QNetsScheme": "tf_qnets.keras2.scheme",
+    "load_model": "tf_qnets.keras2.scope",
+    "quantize_scope": "tf_qnets.keras2.scope",
+    "summary": "tf_qnets.keras2.summary",
+    "QuantizerTensorBoard": "tf_qnets.keras2.tensorboard",
+    "QNetsWrapper": "tf_qnets.keras2.wrapper",
+    "quantizer_states": "tf_qnets.keras2.wrapper",
+    "export_tflite": "tf_qnets.export",
+    "inspect_tflite": "tf_qnets.export",
+    "verify_tflite": "tf_qnets.export",
+}
+
+# subpackages and tool modules reachable as attributes (``tf_qnets.export``, ...)
+_SUBMODULES = ("core", "tf", "keras2", "export", "cli", "datasets", "runtime")
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"tf_qnets.{name}")
+    raise AttributeError(f"module 'tf_qnets' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC) | set(_SUBMODULES))

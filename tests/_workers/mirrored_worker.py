@@ -19,7 +19,7 @@ import scenario  # noqa: E402  (sets TF_CPP_MIN_LOG_LEVEL, imports tf_qnets firs
 from scenario import tf  # noqa: E402
 
 import tf_qnets  # noqa: E402
-from tf_qnets.distribute import jit_compile_supported  # noqa: E402
+from tf_qnets.tf.distribute import jit_compile_supported  # noqa: E402
 
 
 def jit_trains(strategy, build, x, y):

@@ -22,8 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import tf_qnets  # noqa: E402
-from tf_qnets._keras import keras, tf  # noqa: E402
-from tf_qnets.distribute import replica_values  # noqa: E402
+from tf_qnets.keras2.backend import keras, tf  # noqa: E402
+from tf_qnets.tf.distribute import replica_values  # noqa: E402
 
 SAMPLES = 64
 GLOBAL_BATCH = 16

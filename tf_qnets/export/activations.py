@@ -42,7 +42,7 @@ Example (in a ``tf.function`` traced for conversion)::
 
 import numpy as np
 
-from tf_qnets._keras import tf
+from tf_qnets.keras2.backend import tf
 
 __all__ = ["is_uniform_staircase", "lower_staircase", "lower_staircase_direct", "decision_step",
            "code_range", "saturating_range", "has_saturating_lowering", "is_int8_tensor",

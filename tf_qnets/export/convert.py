@@ -20,7 +20,7 @@ import io
 import os
 import tempfile
 
-from tf_qnets._keras import tf
+from tf_qnets.keras2.backend import tf
 
 __all__ = ["ExportError", "convert_function", "write_atomic", "check_writable"]
 

@@ -25,11 +25,11 @@ import warnings
 
 import numpy as np
 
-from tf_qnets._keras import keras
+from tf_qnets.keras2.backend import keras
 from tf_qnets.export.emit import staircase_scope
-from tf_qnets.quantizer import QNetsQuantizer
+from tf_qnets.keras2.quantizer import QNetsQuantizer
 from tf_qnets.runtime import load_interpreter
-from tf_qnets.wrapper import QNetsWrapper
+from tf_qnets.keras2.wrapper import QNetsWrapper
 
 __all__ = ["LayerFlips", "staircase_flips"]
 

@@ -22,7 +22,7 @@ Example::
 
 import numpy as np
 
-from tf_qnets._keras import tf
+from tf_qnets.keras2.backend import tf
 from tf_qnets.export.activations import fake_quant, lower_staircase, output_code_multiplier
 
 __all__ = ["EmitContext", "emit", "calibrate", "trace", "staircase_scope"]

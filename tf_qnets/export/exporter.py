@@ -18,15 +18,15 @@ import dataclasses
 
 import numpy as np
 
-from tf_qnets._keras import require_keras2_model
-from tf_qnets.api import is_quantized_model
+from tf_qnets.keras2.backend import require_keras2_model
+from tf_qnets.keras2.api import is_quantized_model
 from tf_qnets.export.convert import ExportError, check_writable, convert_function, write_atomic
 from tf_qnets.export.emit import calibrate, trace
 from tf_qnets.export.plan import make_plan
 from tf_qnets.export.inspect import inspect_tflite
 from tf_qnets.export.ops_check import find_problems
 from tf_qnets.export.verify import verify_tflite
-from tf_qnets.init import calibration_batches
+from tf_qnets.keras2.init import calibration_batches
 
 __all__ = ["ExportReport", "export_tflite", "INT4_CHOICES", "MAX_REPRESENTATIVE_BATCHES"]
 
@@ -137,7 +137,7 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
         per threshold with exact integer biases (as non-uniform ones always are), at the cost
         of the copies. ``False`` (default): one kernel layer whose per-channel integer bias
         and weight scale are chosen so that its single int8 requantization gives the Keras
-        code for every possible accumulator (:mod:`tf_qnets.export.alignment`); where no such
+        code for every possible accumulator (:mod:`tf_qnets.core.alignment`); where no such
         choice exists and the layer reads the model input, per-threshold copies of that
         layer. Both give the Keras codes wherever the layer's input is itself exact
         (docs/export.md, "How the file stays exact").

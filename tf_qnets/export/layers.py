@@ -1,15 +1,15 @@
 """What the exporter needs to know about a Keras layer: its class, activation, quantizers.
 
 Layers of a :func:`tf_qnets.quantize_model` result are either plain Keras layers or a
-:class:`tf_qnets.wrapper.QNetsWrapper` around one; every helper here looks through the wrapper.
+:class:`tf_qnets.keras2.wrapper.QNetsWrapper` around one; every helper here looks through the wrapper.
 """
 
 import numpy as np
 
-from tf_qnets._keras import keras
-from tf_qnets.export.weights import bn_fold_factors
-from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
-from tf_qnets.wrapper import QNetsWrapper
+from tf_qnets.keras2.backend import keras
+from tf_qnets.core.weight_codes import bn_fold_factors
+from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
+from tf_qnets.keras2.wrapper import QNetsWrapper
 
 __all__ = ["inner", "layer_class", "is_linear", "is_plain_relu", "relu_cap", "affine_factors",
            "check_int8_quantizer", "quantizers"]

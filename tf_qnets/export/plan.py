@@ -19,8 +19,8 @@ Example::
 import numpy as np
 
 from tf_qnets.export.layers import check_int8_quantizer, quantizers
-from tf_qnets.propagation import count_readers, ordered_nodes
-from tf_qnets.quantizer import QNetsQuantizer
+from tf_qnets.keras2.propagation import count_readers, ordered_nodes
+from tf_qnets.keras2.quantizer import QNetsQuantizer
 
 __all__ = ["ExportPlan", "make_plan"]
 
@@ -30,7 +30,7 @@ class ExportPlan:
 
     Attributes:
       model: the QAT model.
-      nodes: its nodes in execution order (:func:`tf_qnets.propagation.ordered_nodes`).
+      nodes: its nodes in execution order (:func:`tf_qnets.keras2.propagation.ordered_nodes`).
       producer: tensor id -> the node that computes it.
       readers: tensor id -> the nodes that read it.
       consumers: tensor id -> number of nodes (plus model outputs) reading it.

@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from tf_qnets._keras import tf
+from tf_qnets.keras2.backend import tf
 from tf_qnets.runtime import load_interpreter, predict
 
 __all__ = ["VerificationReport", "verify_tflite", "split_data"]

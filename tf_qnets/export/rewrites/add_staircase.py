@@ -13,7 +13,7 @@ int8 range and the staircase computed from that rounded value.
 
 import numpy as np
 
-from tf_qnets._keras import tf
+from tf_qnets.keras2.backend import tf
 from tf_qnets.export.activations import (
     fake_quant,
     has_saturating_lowering,

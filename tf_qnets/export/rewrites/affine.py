@@ -7,9 +7,9 @@ without one would stay float); the sum then goes through the layer's output quan
 calibrated range.
 """
 
-from tf_qnets._keras import tf
+from tf_qnets.keras2.backend import tf
 from tf_qnets.export.layers import affine_factors
-from tf_qnets.wrapper import QNetsWrapper
+from tf_qnets.keras2.wrapper import QNetsWrapper
 
 __all__ = ["Affine"]
 

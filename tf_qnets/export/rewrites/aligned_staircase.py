@@ -4,7 +4,7 @@ Matches a staircase with uniform thresholds computed from a kernel layer's accum
 (:func:`.staircase_source.staircase_source`; not with ``exact_uniform=True``); it takes over
 the kernel layer's node and the staircase's. Emits the kernel layer alone: when the graph
 is traced, its per-channel integer bias and weight scale are chosen so that its single
-requantization gives every Keras code (:func:`tf_qnets.export.alignment.align_channels`),
+requantization gives every Keras code (:func:`tf_qnets.core.alignment.align_channels`),
 its int8 codes stored as ``k * level`` where that aligns more channels. For levels ``0 .. n`` the layer is also scaled
 by ``alpha * beta`` and its output given the scale ``alpha`` and zero point ``127 - n``: the
 requantization is then ``round(beta z)``, the fused ReLU clips at level 0 and int8
@@ -15,13 +15,13 @@ model input that no alignment fits is emitted as per-threshold copies instead (u
 
 import numpy as np
 
-from tf_qnets._keras import tf
+from tf_qnets.keras2.backend import tf
 from tf_qnets.export.activations import (
     fake_quant,
     has_saturating_lowering,
     saturating_range,
 )
-from tf_qnets.export.alignment import align_channels, channel_lattice
+from tf_qnets.core.alignment import align_channels, channel_lattice
 from tf_qnets.export.emit import staircase_scope
 from tf_qnets.export.layers import layer_class
 from tf_qnets.export.rewrites.kernels import (

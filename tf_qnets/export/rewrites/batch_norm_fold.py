@@ -6,8 +6,8 @@ layer is pinned with the BN factors folded into its per-channel scales and bias
 (:mod:`.kernels`). Emits nothing: the BN node's output is its input.
 """
 
-from tf_qnets._keras import keras
-from tf_qnets.configs import KERNEL_ATTRIBUTES
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.configs import KERNEL_ATTRIBUTES
 from tf_qnets.export.layers import is_linear, layer_class, quantizers
 
 __all__ = ["BatchNormFold"]

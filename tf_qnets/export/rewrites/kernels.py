@@ -1,6 +1,6 @@
 """Rewrite: a kernel layer (Conv1D, Conv2D, DepthwiseConv2D, Dense) with pinned weight codes.
 
-Matches every kernel layer. Planning pins its kernel (:mod:`tf_qnets.export.weights`) so that
+Matches every kernel layer. Planning pins its kernel (:mod:`tf_qnets.core.weight_codes`) so that
 TFLite stores exactly the trained codes (low-bit layers), the trained int8 codes
 (``first_last="int8"`` layers) or ordinary per-channel int8 codes (layers Keras kept float),
 with a BatchNormalization folded in where :mod:`.batch_norm_fold` planned one. A
@@ -19,8 +19,9 @@ import dataclasses
 
 import numpy as np
 
-from tf_qnets._keras import keras, tf
-from tf_qnets.configs import KERNEL_ATTRIBUTES
+from tf_qnets.keras2 import tfmot
+from tf_qnets.keras2.backend import keras, tf
+from tf_qnets.keras2.configs import KERNEL_ATTRIBUTES
 from tf_qnets.export.layers import (
     check_int8_quantizer,
     inner,
@@ -29,14 +30,14 @@ from tf_qnets.export.layers import (
     quantizers,
 )
 from tf_qnets.export.rewrites.batch_norm_fold import BatchNormFold, folded_bn_names
-from tf_qnets.export.weights import (
+from tf_qnets.core.weight_codes import (
     bn_fold_factors,
     pin_float_kernel,
     pin_int8_kernel,
     pin_qnets_kernel,
 )
-from tf_qnets.quantizer import QNetsQuantizer
-from tf_qnets.wrapper import QNetsWrapper
+from tf_qnets.keras2.quantizer import QNetsQuantizer
+from tf_qnets.keras2.wrapper import QNetsWrapper
 
 __all__ = ["Kernels", "calibrates_output", "emit_kernel", "emit_activation", "pinned_kernel",
            "weight_steps", "finer_codes"]
@@ -107,9 +108,9 @@ def _pin(layer, bn, int4_weights):
     attribute = KERNEL_ATTRIBUTES[type(keras_layer).__name__]
     weight_q, weight_v, _, _ = quantizers(layer)
     kernel_var = getattr(keras_layer, attribute)
-    if isinstance(layer, QNetsWrapper) and getattr(layer, "_weight_vars", None):
+    if isinstance(layer, QNetsWrapper) and tfmot.weight_quantizer_variables(layer):
         # tfmot's call leaves the quantized tensor in the attribute; use the variable.
-        kernel_var = layer._weight_vars[0][0]
+        kernel_var = tfmot.weight_quantizer_variables(layer)[0][0]
     kernel = kernel_var.numpy()
     bias = keras_layer.bias.numpy() if getattr(keras_layer, "use_bias", False) else None
     depthwise_shape = None

@@ -11,7 +11,7 @@ never rounded to int8.
 
 import numpy as np
 
-from tf_qnets._keras import tf
+from tf_qnets.keras2.backend import tf
 from tf_qnets.export.layers import inner, layer_class
 from tf_qnets.export.rewrites.kernels import (
     Kernels,

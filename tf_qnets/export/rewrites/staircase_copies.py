@@ -11,7 +11,7 @@ rewrite falls back to these copies for a first layer it cannot align (:func:`emi
 
 import numpy as np
 
-from tf_qnets._keras import tf
+from tf_qnets.keras2.backend import tf
 from tf_qnets.export.activations import code_multiplier
 from tf_qnets.export.activations import decision_step as default_decision_step
 from tf_qnets.export.activations import lower_staircase_direct

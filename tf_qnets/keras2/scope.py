@@ -3,22 +3,22 @@
 import contextlib
 import os
 
-from tensorflow_model_optimization.python.core.quantization.keras import quantize as tfmot_quantize
 
 from tf_keras.src.saving import serialization_lib
 
-from tf_qnets._keras import keras
+from tf_qnets.keras2 import tfmot
+from tf_qnets.keras2.backend import keras
 
 __all__ = ["custom_objects", "quantize_scope", "load_model"]
 
 
 def custom_objects():
     """Name -> class for every serializable tf_qnets object (short and package-qualified names)."""
-    from tf_qnets.batch_norm import FrozenStatisticsBatchNormalization
-    from tf_qnets.configs import QNetsQuantizeConfig
-    from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
-    from tf_qnets.quantizer import QNetsQuantizer
-    from tf_qnets.wrapper import QNetsWrapper
+    from tf_qnets.keras2.batch_norm import FrozenStatisticsBatchNormalization
+    from tf_qnets.keras2.configs import QNetsQuantizeConfig
+    from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
+    from tf_qnets.keras2.quantizer import QNetsQuantizer
+    from tf_qnets.keras2.wrapper import QNetsWrapper
 
     objects = {}
     for cls in (QNetsQuantizer, QNetsQuantizeConfig, QNetsWrapper, Int8WeightQuantizer,
@@ -37,7 +37,7 @@ def quantize_scope(*extra_scopes):
         with tf_qnets.quantize_scope():
             model = tf_keras.models.load_model("qat.keras")
     """
-    with tfmot_quantize.quantize_scope(*extra_scopes):
+    with tfmot.quantize_scope(*extra_scopes):
         with keras.utils.custom_object_scope(custom_objects()):
             yield
 

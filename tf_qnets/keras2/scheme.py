@@ -23,18 +23,13 @@ import dataclasses
 import difflib
 import warnings
 
-from tensorflow_model_optimization.python.core.quantization.keras import (
-    quantize_layout_transform,
-    quantize_registry,
-    quantize_scheme,
-)
-
-from tf_qnets._keras import keras
-from tf_qnets.configs import KERNEL_ATTRIBUTES, QNetsQuantizeConfig
-from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
-from tf_qnets.levels import resolve_levels
-from tf_qnets.quantizer import QNetsQuantizer
-from tf_qnets.staircase import DEFAULT_ACTIVATION_GRADIENT, GRADIENTS
+from tf_qnets.keras2 import tfmot
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.configs import KERNEL_ATTRIBUTES, QNetsQuantizeConfig
+from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
+from tf_qnets.core.levels import resolve_levels
+from tf_qnets.keras2.quantizer import QNetsQuantizer
+from tf_qnets.tf.staircase import DEFAULT_ACTIVATION_GRADIENT, GRADIENTS
 
 __all__ = ["QNetsScheme", "LayerPlan", "plan_quantization", "THRESHOLD_INITS", "FIRST_LAST"]
 
@@ -58,12 +53,12 @@ class LayerPlan:
     output_thresholds: str = "kmeans"
 
 
-class _IdentityLayout(quantize_layout_transform.QuantizeLayoutTransform):
+class _IdentityLayout(tfmot.QuantizeLayoutTransform):
     def apply(self, model, layer_quantize_map):
         return model, layer_quantize_map
 
 
-class _NothingRegistry(quantize_registry.QuantizeRegistry):
+class _NothingRegistry(tfmot.QuantizeRegistry):
     def supports(self, layer):
         return False
 
@@ -72,7 +67,7 @@ class _NothingRegistry(quantize_registry.QuantizeRegistry):
             f"Layer {layer.name!r} was not annotated by tf_qnets; it cannot be quantized implicitly.")
 
 
-class QNetsScheme(quantize_scheme.QuantizeScheme):
+class QNetsScheme(tfmot.QuantizeScheme):
     """The tfmot scheme of tf_qnets: every quantized layer is annotated explicitly."""
 
     def get_layout_transformer(self):

@@ -1,21 +1,15 @@
-"""The one place that chooses Keras 2 (``tf_keras``) for tf_qnets and tfmot.
+"""The Keras of the Keras 2 path: the ``tf_keras`` package, and TensorFlow.
 
-tensorflow-model-optimization works with Keras 2 only. TensorFlow >= 2.16 ships
-Keras 3 as ``tf.keras`` unless ``TF_USE_LEGACY_KERAS=1`` is set *before*
-TensorFlow is imported, so this module sets it (when TensorFlow has not been
-imported yet) and always hands out the ``tf_keras`` package.
+tensorflow-model-optimization works with Keras 2 only, so the Keras 2 path builds on
+``tf_keras`` whatever ``tf.keras`` is in the user's process (Keras 3 by default on
+TensorFlow >= 2.16, ``tf_keras`` when ``TF_USE_LEGACY_KERAS=1`` was set before TensorFlow
+was imported). Nothing here changes that setting.
 
-Every other module imports ``keras`` and ``tf`` from here.
+Every module of the Keras 2 path imports ``keras`` and ``tf`` from here.
 """
 
-import os
-import sys
-
-if "tensorflow" not in sys.modules:
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+import tensorflow as tf
+import tf_keras as keras
 
 __all__ = ["keras", "tf", "require_keras2_model"]
 

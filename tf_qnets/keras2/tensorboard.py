@@ -18,7 +18,7 @@ activations. The saturation of a tensor ``x`` with thresholds ``b_1..b_n`` is::
     saturation = mean over elements of  [ min_i |T * (beta * x - b_i)| >= 10 ]
 
 i.e. the share of elements for which every sigmoid argument sits at the clamp
-(``+-10``, see :mod:`tf_qnets.staircase`): there the soft staircase equals the
+(``+-10``, see :mod:`tf_qnets.tf.staircase`): there the soft staircase equals the
 hard one up to ``sigmoid(-10) ~ 4.5e-5`` of a step and passes no gradient to ``x``.
 It rises towards 1 as ``T`` grows.
 
@@ -50,10 +50,11 @@ import os
 
 import numpy as np
 
-from tf_qnets._keras import keras, tf
-from tf_qnets.quantizer import QNetsQuantizer
-from tf_qnets.staircase import CLAMP
-from tf_qnets.wrapper import QNetsWrapper, quantizer_states
+from tf_qnets.keras2 import tfmot
+from tf_qnets.keras2.backend import keras, tf
+from tf_qnets.keras2.quantizer import QNetsQuantizer
+from tf_qnets.tf.staircase import CLAMP
+from tf_qnets.keras2.wrapper import QNetsWrapper, quantizer_states
 
 __all__ = ["QuantizerTensorBoard", "saturation"]
 
@@ -141,7 +142,7 @@ class QuantizerTensorBoard(keras.callbacks.Callback):
                 continue
             kernel = None
             if role == "weights":
-                kernel = next(weight for weight, owner, _ in wrapper._weight_vars if owner is quantizer)
+                kernel = next(weight for weight, owner, _ in tfmot.weight_quantizer_variables(wrapper) if owner is quantizer)
             targets.append((wrapper, role, tensor_name, quantizer, variables, kernel))
         return targets
 

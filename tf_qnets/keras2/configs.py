@@ -18,9 +18,9 @@ Example::
     ...     output_quantizer=QNetsQuantizer((0, 1, 2, 3), role="activations"))
 """
 
-from tensorflow_model_optimization.python.core.quantization.keras import quantize_config as tfmot_config
+from tf_qnets.keras2 import tfmot
 
-from tf_qnets._keras import keras
+from tf_qnets.keras2.backend import keras
 
 __all__ = ["QNetsQuantizeConfig", "KERNEL_ATTRIBUTES"]
 
@@ -41,13 +41,13 @@ def _deserialize(config):
     if config is None:
         return None
     # Local import: the quantizer classes must be registered before deserializing.
-    from tf_qnets.scope import custom_objects
+    from tf_qnets.keras2.scope import custom_objects
 
     return keras.utils.deserialize_keras_object(config, custom_objects=custom_objects())
 
 
 @keras.utils.register_keras_serializable(package="tf_qnets")
-class QNetsQuantizeConfig(tfmot_config.QuantizeConfig):
+class QNetsQuantizeConfig(tfmot.QuantizeConfig):
     """Quantize a layer's kernel and/or its output.
 
     Args:

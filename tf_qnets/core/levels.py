@@ -21,7 +21,7 @@ bits   weights                                      activations (unsigned / sign
 
 Example::
 
-    >>> from tf_qnets.levels import weight_levels
+    >>> from tf_qnets.core.levels import weight_levels
     >>> ls = weight_levels(3)
     >>> ls.levels, ls.steps, ls.offset
     ((-4, -2, -1, 0, 1, 2, 4), (2, 1, 1, 1, 1, 2), 4)

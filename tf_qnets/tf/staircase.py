@@ -71,8 +71,8 @@ breaks TFLite conversion).
 Example::
 
     >>> import tensorflow as tf
-    >>> from tf_qnets.levels import weight_levels
-    >>> from tf_qnets.staircase import hard_staircase
+    >>> from tf_qnets.core.levels import weight_levels
+    >>> from tf_qnets.tf.staircase import hard_staircase
     >>> ls = weight_levels(2)                       # {-1, 0, 1}
     >>> hard_staircase(tf.constant([-0.3, 0.01, 0.2]), 0.5, 1.0, [-0.05, 0.05], ls).numpy()
     array([-0.5,  0. ,  0.5], dtype=float32)
@@ -646,7 +646,7 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
       alpha, beta: output and input scales (scalars).
       thresholds: ``[n]`` thresholds in the beta-scaled domain (any order).
       temperature: ``T > 0`` (scalar).
-      levels: a :class:`tf_qnets.levels.LevelSet`.
+      levels: a :class:`tf_qnets.core.levels.LevelSet`.
       gradient: ``"exact"``, ``"wide"`` (derivative at T = 1, times T; the
         authors' choice for binary weights) or ``"smooth"`` (the derivative at
         ``min(T, 2)``; see the module docstring).
@@ -669,7 +669,7 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
 
     Example::
 
-        >>> from tf_qnets.levels import activation_levels
+        >>> from tf_qnets.core.levels import activation_levels
         >>> y = soft_staircase(tf.constant([0.2, 1.4]), 1.0, 1.0, [0.5, 1.5, 2.5], 50.0,
         ...                    activation_levels(2))
         >>> [round(float(v), 4) for v in y]

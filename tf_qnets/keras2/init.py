@@ -25,12 +25,13 @@ by layer in topological order, each with the quantizers before it already active
 
 import numpy as np
 
-from tf_qnets._keras import keras, tf
-from tf_qnets.distribute import broadcast_from_first_replica
-from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer, initialize_int8_weight_range
-from tf_qnets.propagation import live_bytes_per_sample, propagate
-from tf_qnets.quantizer import QNetsQuantizer
-from tf_qnets.wrapper import QNetsWrapper
+from tf_qnets.keras2 import tfmot
+from tf_qnets.keras2.backend import keras, tf
+from tf_qnets.tf.distribute import broadcast_from_first_replica
+from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer, initialize_int8_weight_range
+from tf_qnets.keras2.propagation import live_bytes_per_sample, propagate
+from tf_qnets.keras2.quantizer import QNetsQuantizer
+from tf_qnets.keras2.wrapper import QNetsWrapper
 
 __all__ = [
     "kmeans_1d",
@@ -217,11 +218,11 @@ def initialize_weight_quantizers(model, plans):
     for layer in model.layers:
         if not isinstance(layer, QNetsWrapper):
             continue
-        for weight, quantizer, variables in layer._weight_vars:
+        for weight, quantizer, variables in tfmot.weight_quantizer_variables(layer):
             kernel = weight.numpy()
             if not np.all(np.isfinite(kernel)):
                 raise ValueError(
-                    f"Layer {layer.layer.name!r}: its {layer._weight_name(weight.name)} contains "
+                    f"Layer {layer.layer.name!r}: its {tfmot.weight_name(layer, weight)} contains "
                     "NaN or Inf values; quantize a model with finite weights.")
             if isinstance(quantizer, Int8WeightQuantizer):
                 initialize_int8_weight_range(quantizer, variables, kernel)
@@ -359,7 +360,7 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
     * every activation quantizer gets its scales and thresholds from the activations
       it sees (see the module docstring).
 
-    The model is walked once, node by node (:func:`tf_qnets.propagation.propagate`),
+    The model is walked once, node by node (:func:`tf_qnets.keras2.propagation.propagate`),
     on at most the batches whose activations fit :data:`CALIBRATION_MEMORY_BYTES`.
     """
     targets = []
@@ -370,9 +371,9 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
             continue
         if not isinstance(layer, QNetsWrapper):
             continue
-        quantizers = layer._output_quantizers or []
+        quantizers = tfmot.output_quantizers(layer)
         if quantizers and isinstance(quantizers[0], (QNetsQuantizer, Int8OutputQuantizer)):
-            targets.append((layer, quantizers[0], layer._output_quantizer_vars))
+            targets.append((layer, quantizers[0], tfmot.output_quantizer_variables(layer)))
     if not targets:
         return
     by_layer = {id(layer): (quantizer, variables) for layer, quantizer, variables in targets}

@@ -2,7 +2,7 @@
 
 ``get_quantizer(identifier)`` turns a name, a serialized config or a quantizer into a
 quantizer. The names give the paper's level sets (Yang et al., CVPR 2019, Sec. 4;
-see :mod:`tf_qnets.levels`):
+see :mod:`tf_qnets.core.levels`):
 
 =====================  ===========================  =============  ==========
 alias                  levels                       role           gradient
@@ -22,7 +22,7 @@ alias                  levels                       role           gradient
 T = 1, times T); it is also what :func:`tf_qnets.quantize_model` picks for 1-bit weights.
 ``smooth`` for activations is :func:`tf_qnets.quantize_model`'s default
 ``activation_gradient`` (the soft staircase's derivative at ``min(T, 2)``, see
-:mod:`tf_qnets.staircase`).
+:mod:`tf_qnets.tf.staircase`).
 Each call returns a new :class:`tf_qnets.QNetsQuantizer`; its ``alpha``, ``beta`` and
 thresholds are set when a model is quantized and calibrated.
 
@@ -37,12 +37,12 @@ Example::
 
 import difflib
 
-from tensorflow_model_optimization.python.core.quantization.keras import quantizers as tfmot_quantizers
+from tf_qnets.keras2 import tfmot
 
-from tf_qnets._keras import keras
-from tf_qnets.levels import MAX_BITS, MIN_BITS, activation_levels, weight_levels
-from tf_qnets.quantizer import QNetsQuantizer
-from tf_qnets.staircase import DEFAULT_ACTIVATION_GRADIENT
+from tf_qnets.keras2.backend import keras
+from tf_qnets.core.levels import MAX_BITS, MIN_BITS, activation_levels, weight_levels
+from tf_qnets.keras2.quantizer import QNetsQuantizer
+from tf_qnets.tf.staircase import DEFAULT_ACTIVATION_GRADIENT
 
 __all__ = ["get_quantizer", "quantizer_aliases"]
 
@@ -81,7 +81,7 @@ def get_quantizer(identifier):
       ValueError: unknown alias (the message lists the closest names).
       TypeError: anything else.
     """
-    if identifier is None or isinstance(identifier, tfmot_quantizers.Quantizer):
+    if identifier is None or isinstance(identifier, tfmot.Quantizer):
         return identifier
     if isinstance(identifier, str):
         if identifier not in _ALIASES:
@@ -93,10 +93,10 @@ def get_quantizer(identifier):
         levels, role, gradient = _ALIASES[identifier]
         return QNetsQuantizer(levels, role=role, gradient=gradient)
     if isinstance(identifier, dict):
-        from tf_qnets.scope import custom_objects
+        from tf_qnets.keras2.scope import custom_objects
 
         quantizer = keras.utils.deserialize_keras_object(identifier, custom_objects=custom_objects())
-        if not isinstance(quantizer, tfmot_quantizers.Quantizer):
+        if not isinstance(quantizer, tfmot.Quantizer):
             raise TypeError(
                 f"The config {identifier!r} does not describe a quantizer "
                 f"(got {type(quantizer).__name__}).")

@@ -1,6 +1,6 @@
 """The tfmot ``Quantizer`` of Quantization Networks: learned scales, thresholds and a temperature.
 
-Forward (see :mod:`tf_qnets.staircase` for the gradients)::
+Forward (see :mod:`tf_qnets.tf.staircase` for the gradients)::
 
     training, T < 100:  y = alpha * ( sum_i s_i * sigmoid(clip(T * (beta * x - b_i), -10, 10)) - o )
     training, T >= 100,
@@ -22,7 +22,7 @@ Variables, created on the wrapping layer by :meth:`QNetsQuantizer.build`
 * ``temperature`` (not trainable): set by :class:`tf_qnets.TemperatureScheduler`;
   being a variable it is saved with the model and changing it does not retrace.
 
-Each training call also records the quantization gap (:mod:`tf_qnets.gap`: the mean
+Each training call also records the quantization gap (:mod:`tf_qnets.keras2.gap`: the mean
 ``|soft - hard| / alpha`` on a sample of at most 4096 elements) in ``quantizer.gap``, a
 variable that is neither trained nor saved.
 
@@ -36,12 +36,12 @@ Example::
 Reference: Yang et al., "Quantization Networks", CVPR 2019 (arXiv:1911.09464).
 """
 
-from tensorflow_model_optimization.python.core.quantization.keras import quantizers as tfmot_quantizers
+from tf_qnets.keras2 import tfmot
 
-from tf_qnets._keras import keras, tf
-from tf_qnets.gap import gap_sample, gap_variable, record_gap, records_gap_now
-from tf_qnets.levels import LevelSet
-from tf_qnets.staircase import GRADIENTS, IMPLEMENTATIONS, hard_staircase, soft_staircase
+from tf_qnets.keras2.backend import keras, tf
+from tf_qnets.keras2.gap import gap_sample, gap_variable, record_gap, records_gap_now
+from tf_qnets.core.levels import LevelSet
+from tf_qnets.tf.staircase import GRADIENTS, IMPLEMENTATIONS, hard_staircase, soft_staircase
 
 __all__ = ["HARD_FORWARD_TEMPERATURE", "QNetsQuantizer", "ROLES"]
 
@@ -52,7 +52,7 @@ HARD_FORWARD_TEMPERATURE = 100.0
 
 
 @keras.utils.register_keras_serializable(package="tf_qnets")
-class QNetsQuantizer(tfmot_quantizers.Quantizer):
+class QNetsQuantizer(tfmot.Quantizer):
     """Sum-of-sigmoids quantizer for one tensor (a kernel or an activation).
 
     Args:
@@ -100,7 +100,7 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
         self.train_thresholds = train_thresholds
         # Calibration reads the unquantized tensor by switching this on (eager only).
         self.bypass = False
-        # The latest quantization gap (tf_qnets.gap), created by build().
+        # The latest quantization gap (tf_qnets.keras2.gap), created by build().
         self.gap = None
 
     def build(self, tensor_shape, name, layer):
@@ -141,7 +141,7 @@ class QNetsQuantizer(tfmot_quantizers.Quantizer):
         return hard_staircase(inputs, alpha, beta, thresholds, self.levels)
 
     def _with_gap_recorded(self, inputs, outputs, alpha, beta, thresholds):
-        """Record the gap on a sample (:mod:`tf_qnets.gap`); return ``outputs`` unchanged,
+        """Record the gap on a sample (:mod:`tf_qnets.keras2.gap`); return ``outputs`` unchanged,
         ordered after the record so that graph-mode training runs it (no gradient flows
         into the record: it only feeds a variable assignment)."""
         hard = hard_staircase(gap_sample(inputs, self.role), alpha, beta, thresholds, self.levels)

@@ -30,7 +30,7 @@ Example::
 
 from tensorflow.python.saved_model import save_context
 
-from tf_qnets._keras import tf
+from tf_qnets.keras2.backend import tf
 
 __all__ = ["GAP_SAMPLE_SIZE", "gap_variable", "gap_variables", "gap_sample", "gap_reader",
            "record_gap", "records_gap_now", "quantization_gap"]
@@ -85,7 +85,7 @@ def record_gap(variable, soft_values, hard_values, alpha):
 def gap_variables(model):
     """The gap variables of every built tf_qnets quantizer of ``model``."""
     # Local import: the wrapper module imports tfmot, this one only TensorFlow.
-    from tf_qnets.wrapper import quantizer_states
+    from tf_qnets.keras2.wrapper import quantizer_states
 
     found = []
     for _, _, _, quantizer, _ in quantizer_states(model):

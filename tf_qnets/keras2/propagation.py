@@ -18,7 +18,7 @@ Example::
 
 import numpy as np
 
-from tf_qnets._keras import tf
+from tf_qnets.keras2.backend import tf
 
 __all__ = ["propagate", "live_bytes_per_sample", "ordered_nodes", "count_readers"]
 

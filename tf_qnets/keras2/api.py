@@ -3,24 +3,22 @@
 import warnings
 
 import numpy as np
-from tensorflow_model_optimization.python.core.quantization.keras import quantize as tfmot_quantize
-from tensorflow_model_optimization.python.core.quantization.keras import quantize_annotate
-from tensorflow_model_optimization.python.core.quantization.keras import quantize_wrapper
 
-from tf_qnets._keras import keras, require_keras2_model, tf
-from tf_qnets.batch_norm import BATCH_NORM_MODES, freezable, frozen_copy
-from tf_qnets.distribute import broadcast_from_first_replica
-from tf_qnets.init import (
+from tf_qnets.keras2 import tfmot
+from tf_qnets.keras2.backend import keras, require_keras2_model, tf
+from tf_qnets.keras2.batch_norm import BATCH_NORM_MODES, freezable, frozen_copy
+from tf_qnets.tf.distribute import broadcast_from_first_replica
+from tf_qnets.keras2.init import (
     batch_norms_after_quantized_layers,
     calibrate_activation_quantizers,
     calibration_batches,
     initialize_weight_quantizers,
 )
-from tf_qnets.quantizer import QNetsQuantizer
-from tf_qnets.scheme import QNetsScheme, plan_quantization
-from tf_qnets.scope import quantize_scope
-from tf_qnets.staircase import DEFAULT_ACTIVATION_GRADIENT
-from tf_qnets.wrapper import QNetsWrapper
+from tf_qnets.keras2.quantizer import QNetsQuantizer
+from tf_qnets.keras2.scheme import QNetsScheme, plan_quantization
+from tf_qnets.keras2.scope import quantize_scope
+from tf_qnets.tf.staircase import DEFAULT_ACTIVATION_GRADIENT
+from tf_qnets.keras2.wrapper import QNetsWrapper
 
 __all__ = ["quantize_model"]
 
@@ -37,7 +35,7 @@ def _check_model_structure(model):
             "`model` is not built; give the first layer an `input_shape` or call "
             "`model.build(input_shape)` first.")
     for layer in model.layers:
-        if isinstance(layer, (quantize_wrapper.QuantizeWrapper, quantize_annotate.QuantizeAnnotate)):
+        if isinstance(layer, (tfmot.QuantizeWrapper, tfmot.QuantizeAnnotate)):
             raise ValueError(
                 f"`model` is already quantized or annotated (layer {layer.name!r} is a "
                 f"{type(layer).__name__}); pass the original float model.")
@@ -91,7 +89,7 @@ def _annotate(model, plans, batch_norm="frozen"):
             return frozen_copy(layer)
         fresh = layer.__class__.from_config(layer.get_config())
         if layer.name in plans:
-            return quantize_annotate.QuantizeAnnotate(fresh, quantize_config=plans[layer.name].config)
+            return tfmot.QuantizeAnnotate(fresh, quantize_config=plans[layer.name].config)
         return fresh
 
     annotated = keras.models.clone_model(model, clone_function=annotate)
@@ -103,13 +101,13 @@ def _use_qnets_wrappers(model):
     """Swap tfmot's QuantizeWrapperV2 for QNetsWrapper (same inner layers and weights)."""
 
     def swap(layer):
-        if isinstance(layer, quantize_wrapper.QuantizeWrapperV2) and not isinstance(layer, QNetsWrapper):
+        if isinstance(layer, tfmot.QuantizeWrapperV2) and not isinstance(layer, QNetsWrapper):
             config = type(layer.quantize_config).from_config(layer.quantize_config.get_config())
             # tfmot's call replaced the kernel attribute by its quantized tensor; restore it,
             # keeping the inner layer's weight order (kernel, bias) that a reload would build.
             inner = layer.layer
             canonical = list(inner.trainable_weights)
-            for variable, _, _ in layer._weight_vars:
+            for variable, _, _ in tfmot.weight_quantizer_variables(layer):
                 setattr(inner, config.weight_attr, variable)
                 canonical.append(variable)
             ordered = [v for v in layer._trainable_weights if any(v is c for c in canonical)]
@@ -177,7 +175,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
         low-bit activations to higher accuracy (docs/train.md) and costs about the same
         step time as ``"exact"`` at every bit width (docs/benchmarks.md): its backward
         evaluates up to 11 thresholds per element from one exponential. The forward pass,
-        evaluation and export do not depend on it. See :mod:`tf_qnets.staircase`.
+        evaluation and export do not depend on it. See :mod:`tf_qnets.tf.staircase`.
       train_thresholds: also learn the thresholds (the paper freezes them).
       batch_norm: ``"frozen"`` (default): every BatchNormalization normalises with its
         moving statistics during ``fit`` too and does not update them
@@ -224,7 +222,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
     copy = _copy_model(model)
     annotated = _annotate(copy, plans, batch_norm)
     with quantize_scope():
-        applied = tfmot_quantize.quantize_apply(annotated, scheme=QNetsScheme())
+        applied = tfmot.quantize_apply(annotated, scheme=QNetsScheme())
     qat = _use_qnets_wrappers(applied)
 
     initialize_weight_quantizers(qat, plans)

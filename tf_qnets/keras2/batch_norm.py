@@ -27,14 +27,14 @@ statistics" step of quantization-aware training, taken from the first step.
 Example::
 
     >>> import numpy as np
-    >>> from tf_qnets.batch_norm import FrozenStatisticsBatchNormalization
+    >>> from tf_qnets.keras2.batch_norm import FrozenStatisticsBatchNormalization
     >>> bn = FrozenStatisticsBatchNormalization()
     >>> x = np.full((4, 3), 5.0, "float32")
     >>> bool(np.allclose(bn(x, training=True), bn(x, training=False)))
     True
 """
 
-from tf_qnets._keras import keras
+from tf_qnets.keras2.backend import keras
 
 __all__ = ["BATCH_NORM_MODES", "FrozenStatisticsBatchNormalization", "freezable", "frozen_copy"]
 

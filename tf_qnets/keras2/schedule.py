@@ -12,7 +12,7 @@ of the base is measured in docs/train.md). With
 rises smoothly. ``schedule`` replaces the formula by any ``f(epoch) -> T``.
 Weight temperatures are capped at ``weight_cap`` (2000 in the release), all at ``cap``.
 
-The scheduler also puts the quantization gap (:mod:`tf_qnets.gap`) into the logs as
+The scheduler also puts the quantization gap (:mod:`tf_qnets.keras2.gap`) into the logs as
 ``quant_gap``: the progress bar shows it after every step and ``History`` keeps each
 epoch's mean. It is the mean ``|soft - hard| / alpha`` of the quantizers, in levels:
 how far what training computes is from what ``evaluate`` and the exported file compute.
@@ -33,10 +33,10 @@ Example::
 import math
 import numbers
 
-from tf_qnets._keras import keras
-from tf_qnets.gap import gap_reader
-from tf_qnets.quantizer import HARD_FORWARD_TEMPERATURE, QNetsQuantizer
-from tf_qnets.wrapper import quantizer_states
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.gap import gap_reader
+from tf_qnets.keras2.quantizer import HARD_FORWARD_TEMPERATURE, QNetsQuantizer
+from tf_qnets.keras2.wrapper import quantizer_states
 
 __all__ = ["TemperatureScheduler", "set_temperature", "get_temperatures"]
 
@@ -95,7 +95,7 @@ class TemperatureScheduler(keras.callbacks.Callback):
       cap: upper bound on every temperature (None: no bound).
       weight_cap: upper bound on weight temperatures (2000, as in the authors' release).
       verbose: 1 prints T at each epoch start.
-      show_gap: add ``quant_gap`` (:mod:`tf_qnets.gap`) to the logs: the latest value after
+      show_gap: add ``quant_gap`` (:mod:`tf_qnets.keras2.gap`) to the logs: the latest value after
         each training step (progress bar), the epoch's mean at its end (``History``).
     """
 

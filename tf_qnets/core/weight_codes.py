@@ -18,7 +18,7 @@ weight that TFLite stores equal to ``sign(g_c) * code``: exactly a level.
 Example::
 
     >>> import numpy as np
-    >>> from tf_qnets.levels import weight_levels
+    >>> from tf_qnets.core.levels import weight_levels
     >>> qnets_codes(np.array([-0.3, 0.01, 0.2], np.float32), 1.0, [-0.05, 0.05], weight_levels(2))
     array([-1,  0,  1])
 """

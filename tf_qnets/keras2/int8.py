@@ -7,15 +7,15 @@ range initialised from data instead of tfmot's default [-6, 6].
 """
 
 import numpy as np
-from tensorflow_model_optimization.python.core.quantization.keras import quantizers as tfmot_quantizers
+from tf_qnets.keras2 import tfmot
 
-from tf_qnets._keras import keras
+from tf_qnets.keras2.backend import keras
 
 __all__ = ["Int8WeightQuantizer", "Int8OutputQuantizer", "initialize_int8_weight_range"]
 
 
 @keras.utils.register_keras_serializable(package="tf_qnets")
-class Int8WeightQuantizer(tfmot_quantizers.LastValueQuantizer):
+class Int8WeightQuantizer(tfmot.LastValueQuantizer):
     """Symmetric, narrow-range 8-bit kernel FakeQuant (per output channel unless ``per_axis=False``)."""
 
     def __init__(self, per_axis=True, num_bits=8, symmetric=True, narrow_range=True):
@@ -24,7 +24,7 @@ class Int8WeightQuantizer(tfmot_quantizers.LastValueQuantizer):
 
 
 @keras.utils.register_keras_serializable(package="tf_qnets")
-class Int8OutputQuantizer(tfmot_quantizers.MovingAverageQuantizer):
+class Int8OutputQuantizer(tfmot.MovingAverageQuantizer):
     """Asymmetric 8-bit FakeQuant of a layer output with a moving-average range."""
 
     def __init__(self, num_bits=8, per_axis=False, symmetric=False, narrow_range=False):

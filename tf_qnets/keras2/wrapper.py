@@ -10,15 +10,14 @@ inner layer weights, then quantizer variables; and in the ``.keras`` format it
 saves only its own variables (the inner layer saves its weights itself).
 """
 
-from tensorflow_model_optimization.python.core.quantization.keras import quantize_wrapper
-
-from tf_qnets._keras import keras
+from tf_qnets.keras2 import tfmot
+from tf_qnets.keras2.backend import keras
 
 __all__ = ["QNetsWrapper", "quantizer_states"]
 
 
 @keras.utils.register_keras_serializable(package="tf_qnets")
-class QNetsWrapper(quantize_wrapper.QuantizeWrapperV2):
+class QNetsWrapper(tfmot.QuantizeWrapperV2):
     """Quantize-aware wrapper of one layer (see :class:`tf_qnets.QNetsQuantizeConfig`)."""
 
     def build(self, input_shape):
@@ -59,10 +58,10 @@ class QNetsWrapper(quantize_wrapper.QuantizeWrapperV2):
         ``tensor_name`` is ``"kernel"``-like for weights and ``"output"`` for the output.
         """
         states = []
-        for weight, quantizer, variables in getattr(self, "_weight_vars", []):
-            states.append(("weights", self._weight_name(weight.name), quantizer, variables))
-        for quantizer in getattr(self, "_output_quantizers", []) or []:
-            states.append(("output", "output", quantizer, self._output_quantizer_vars))
+        for weight, quantizer, variables in tfmot.weight_quantizer_variables(self):
+            states.append(("weights", tfmot.weight_name(self, weight), quantizer, variables))
+        for quantizer in tfmot.output_quantizers(self):
+            states.append(("output", "output", quantizer, tfmot.output_quantizer_variables(self)))
         return states
 
 

@@ -18,7 +18,7 @@ stay as trained. The same re-estimation runs inside :func:`tf_qnets.quantize_mod
 
 The default, ``batch_norm="frozen"``, needs no such step: the statistics measured by
 ``quantize_model`` are used, unchanged, in training and inference alike
-(:mod:`tf_qnets.batch_norm`), and replacing them after training changes the network
+(:mod:`tf_qnets.keras2.batch_norm`), and replacing them after training changes the network
 that ``fit`` optimised; this function warns when asked to. How the two modes compare:
 docs/train.md, "BatchNormalization during fine-tuning".
 
@@ -33,14 +33,14 @@ Example::
 
 import warnings
 
-from tf_qnets._keras import keras
-from tf_qnets.batch_norm import FrozenStatisticsBatchNormalization
-from tf_qnets.init import (
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.batch_norm import FrozenStatisticsBatchNormalization
+from tf_qnets.keras2.init import (
     batch_norms_after_quantized_layers,
     calibration_batches,
     reestimate_batch_norm_in,
 )
-from tf_qnets.wrapper import QNetsWrapper
+from tf_qnets.keras2.wrapper import QNetsWrapper
 
 __all__ = ["recalibrate_batch_norm"]
 

@@ -58,11 +58,11 @@ Reference: Yang et al., "Quantization Networks", CVPR 2019 (arXiv:1911.09464).
 import dataclasses
 import math
 
-from tf_qnets._keras import keras, require_keras2_model
-from tf_qnets.configs import KERNEL_ATTRIBUTES
-from tf_qnets.int8 import Int8OutputQuantizer, Int8WeightQuantizer
-from tf_qnets.quantizer import QNetsQuantizer
-from tf_qnets.wrapper import QNetsWrapper
+from tf_qnets.keras2.backend import keras, require_keras2_model
+from tf_qnets.keras2.configs import KERNEL_ATTRIBUTES
+from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
+from tf_qnets.keras2.quantizer import QNetsQuantizer
+from tf_qnets.keras2.wrapper import QNetsWrapper
 
 __all__ = ["summary", "ModelSummary", "LayerRow", "SummaryTotals", "describe_levels"]
 

@@ -1,0 +1,87 @@
+"""The one module that imports tensorflow-model-optimization and reads its private state.
+
+Everything tf_qnets needs from tfmot's Keras quantization API is re-exported here, and
+the few internals of tfmot's ``QuantizeWrapperV2`` that tf_qnets reads (its weight and
+output quantizer variables) are read through the functions below, so that a tfmot
+release that renames them breaks one file.
+
+tfmot sets ``TF_USE_LEGACY_KERAS=1`` in the environment when it is imported; this module
+puts the variable back as it was, so that using the Keras 2 path does not change which
+Keras the rest of the user's process gets.
+"""
+
+import os
+
+from tf_qnets.keras2.backend import tf
+
+_before = os.environ.get("TF_USE_LEGACY_KERAS")
+# Resolve tf.keras under the user's own setting before tfmot sets the variable.
+_ = tf.keras
+try:
+    from tensorflow_model_optimization.python.core.quantization.keras import (  # noqa: E402
+        quantize as _quantize,
+        quantize_annotate as _annotate,
+        quantize_config as _config,
+        quantize_layout_transform as _layout,
+        quantize_registry as _registry,
+        quantize_scheme as _scheme,
+        quantize_wrapper as _wrapper,
+        quantizers as _quantizers,
+    )
+finally:
+    if _before is None:
+        os.environ.pop("TF_USE_LEGACY_KERAS", None)
+    else:
+        os.environ["TF_USE_LEGACY_KERAS"] = _before
+
+Quantizer = _quantizers.Quantizer
+LastValueQuantizer = _quantizers.LastValueQuantizer
+MovingAverageQuantizer = _quantizers.MovingAverageQuantizer
+QuantizeConfig = _config.QuantizeConfig
+QuantizeWrapper = _wrapper.QuantizeWrapper
+QuantizeWrapperV2 = _wrapper.QuantizeWrapperV2
+QuantizeAnnotate = _annotate.QuantizeAnnotate
+QuantizeLayoutTransform = _layout.QuantizeLayoutTransform
+QuantizeRegistry = _registry.QuantizeRegistry
+QuantizeScheme = _scheme.QuantizeScheme
+quantize_apply = _quantize.quantize_apply
+quantize_scope = _quantize.quantize_scope
+
+__all__ = [
+    "LastValueQuantizer",
+    "MovingAverageQuantizer",
+    "QuantizeAnnotate",
+    "QuantizeConfig",
+    "QuantizeLayoutTransform",
+    "QuantizeRegistry",
+    "QuantizeScheme",
+    "QuantizeWrapper",
+    "QuantizeWrapperV2",
+    "Quantizer",
+    "output_quantizer_variables",
+    "output_quantizers",
+    "quantize_apply",
+    "quantize_scope",
+    "weight_name",
+    "weight_quantizer_variables",
+]
+
+
+def weight_quantizer_variables(wrapper):
+    """``[(weight, quantizer, variables)]`` of a built tfmot wrapper (its ``_weight_vars``)."""
+    return list(getattr(wrapper, "_weight_vars", []) or [])
+
+
+def output_quantizers(wrapper):
+    """The output quantizers of a built tfmot wrapper (its ``_output_quantizers``)."""
+    return list(getattr(wrapper, "_output_quantizers", []) or [])
+
+
+def output_quantizer_variables(wrapper):
+    """The variables tfmot created for a wrapper's output quantizer (``_output_quantizer_vars``)."""
+    return getattr(wrapper, "_output_quantizer_vars", None)
+
+
+def weight_name(wrapper, weight):
+    """The short name (``"kernel"``, ``"depthwise_kernel"``) tfmot gives a quantized weight."""
+    return wrapper._weight_name(weight.name)
