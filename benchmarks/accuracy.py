@@ -52,12 +52,17 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
+# QKeras builds its layers on tf.keras, so tf.keras must be Keras 2 here, as in any QKeras
+# user's process: the switch has to be set before TensorFlow is imported.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
-
-import tf_qnets  # noqa: E402  (selects Keras 2 before tfmot is imported)
+import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
-from tf_qnets.keras2.backend import keras, tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+import tf_qnets  # noqa: E402
+from tf_qnets.keras2.schedule import auto_base  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
 from tf_qnets.runtime import load_interpreter, predict  # noqa: E402
 
@@ -411,7 +416,7 @@ def bits_of(method):
 def schedule_text(args):
     if args.temperature_base != "auto":
         return f"{args.temperature_base:g} * (epoch + 1)"
-    base = tf_qnets.keras2.schedule.auto_base(args.epochs)
+    base = auto_base(args.epochs)
     return f"{base:g} * (epoch + 1) (base='auto', the default)"
 
 

@@ -20,8 +20,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
-import tf_qnets  # noqa: E402  (selects Keras 2)
-from tf_qnets.keras2.backend import keras, tf  # noqa: E402
+import tf_qnets  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
 
 from fashion_mnist import temperature_base  # noqa: E402

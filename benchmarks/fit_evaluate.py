@@ -30,7 +30,7 @@ import warnings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-import tf_qnets  # noqa: E402  (selects Keras 2)
+import tf_qnets  # noqa: E402
 from tf_qnets.keras2.backend import keras, tf  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
 from tf_qnets.keras2.quantizer import QNetsQuantizer  # noqa: E402

@@ -29,7 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 import tf_qnets  # noqa: E402
-from tf_qnets.keras2.backend import keras, tf  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
 from tf_qnets.tf.distribute import is_chief, jit_compile_supported, strategy_from_name  # noqa: E402
 

@@ -17,7 +17,7 @@ architecture)::
     global average pool - dense(10)
 """
 
-from tf_qnets.keras2.backend import keras
+import tf_keras as keras
 
 __all__ = ["build_cnn", "build_resnet", "preprocess"]
 

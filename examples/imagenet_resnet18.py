@@ -40,7 +40,8 @@ import sys
 import time
 
 import tf_qnets
-from tf_qnets.keras2.backend import keras, tf
+import tensorflow as tf
+import tf_keras as keras
 from tf_qnets.tf.distribute import is_chief, jit_compile_supported, strategy_from_name
 
 PAPER = {

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tf_qnets import QNetsQuantizer, hard_staircase, quantizer_states, soft_staircase  # noqa: E402
-from tf_qnets.keras2.backend import keras  # noqa: E402
+import tf_keras as keras  # noqa: E402
 
 
 def _quantizer_input(model, wrapper, quantizer, role, inputs):

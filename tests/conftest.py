@@ -6,11 +6,16 @@ Every model here is tiny so that a test module runs in seconds on two CPU cores.
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite also runs QKeras (the accuracy benchmark's peer), which builds on tf.keras: the
+# test processes run with tf.keras = Keras 2, as a QKeras user's process would. tf_qnets
+# itself uses tf_keras either way; tests/test_architecture.py runs the Keras 2 path with the
+# variable unset (the default) in subprocesses.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import tf_qnets  # noqa: E402,F401  (selects Keras 2 before anything else imports TensorFlow)
+import tf_qnets  # noqa: E402,F401
 from tf_qnets.keras2.backend import keras  # noqa: E402
 
 

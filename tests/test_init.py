@@ -12,7 +12,7 @@ import pytest
 
 import tf_qnets
 from tf_qnets.keras2.backend import keras
-from tf_qnets.keras2.init import activation_thresholds, kmeans_1d, scales_for, weight_thresholds
+from tf_qnets.core.init_math import activation_thresholds, kmeans_1d, scales_for, weight_thresholds
 from tf_qnets.core.levels import LevelSet, activation_levels, weight_levels
 
 

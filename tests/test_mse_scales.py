@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tf_qnets.keras2.init import mse_scales, scales_for
+from tf_qnets.core.init_math import mse_scales, scales_for
 from tf_qnets.core.levels import activation_levels, weight_levels
 
 

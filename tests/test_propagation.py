@@ -7,6 +7,7 @@ import pytest
 
 import tf_qnets
 from tf_qnets.keras2.backend import keras
+from tf_qnets.core.init_math import mse_scales
 from tf_qnets.keras2.init import limit_calibration_batches
 from tf_qnets.keras2.propagation import live_bytes_per_sample, propagate
 
@@ -61,7 +62,7 @@ def test_calibration_equals_sub_models_with_the_earlier_quantizers_active():
             sample = np.concatenate([probe(b, training=False).numpy().ravel() for b in batches])
         finally:
             quantizer.bypass = False
-        alpha, beta = tf_qnets.keras2.init.mse_scales(sample, quantizer.levels)
+        alpha, beta = mse_scales(sample, quantizer.levels)
         assert float(variables["beta"].numpy()) == pytest.approx(beta, rel=1e-4), wrapper.name
         assert float(variables["alpha"].numpy()) == pytest.approx(alpha, rel=1e-4), wrapper.name
         checked += 1

@@ -27,6 +27,8 @@ import dataclasses
 
 import numpy as np
 
+from tf_qnets.core.staircase import hard_codes
+
 __all__ = ["PinnedKernel", "qnets_codes", "bn_fold_factors", "pin_qnets_kernel", "pin_int8_kernel",
            "pin_float_kernel"]
 
@@ -52,21 +54,17 @@ class PinnedKernel:
 
 def qnets_codes(kernel, beta, thresholds, levels):
     """Integer codes of the hard staircase, ``-o + sum_i s_i [beta w > b_i]`` (float32 decisions)."""
-    u = np.float32(beta) * np.asarray(kernel, np.float32)
-    codes = np.full(u.shape, -levels.offset, dtype=np.int64)
-    for b_i, s_i in zip(np.asarray(thresholds, np.float32), levels.steps):
-        codes += s_i * (u > b_i)
-    return codes
+    return hard_codes(kernel, beta, thresholds, levels)
 
 
-def bn_fold_factors(bn_layer, channels):
-    """``(g, shift)`` with ``BN(z) = g * z + shift`` per channel, from a BatchNormalization layer."""
-    weights = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in bn_layer.weights}
-    mean = weights["moving_mean"].astype(np.float64)
-    var = weights["moving_variance"].astype(np.float64)
-    gamma = weights.get("gamma", np.ones(channels)).astype(np.float64)
-    beta = weights.get("beta", np.zeros(channels)).astype(np.float64)
-    g = gamma / np.sqrt(var + float(bn_layer.epsilon))
+def bn_fold_factors(mean, variance, epsilon, gamma=None, beta=None):
+    """``(g, shift)`` with ``BN(z) = g * z + shift`` per channel (inference statistics):
+    ``g = gamma / sqrt(variance + epsilon)``, ``shift = beta - mean * g`` (float64);
+    a BatchNormalization without scale or center has ``gamma = 1`` or ``beta = 0``."""
+    mean = np.asarray(mean, np.float64)
+    gamma = np.ones_like(mean) if gamma is None else np.asarray(gamma, np.float64)
+    beta = np.zeros_like(mean) if beta is None else np.asarray(beta, np.float64)
+    g = gamma / np.sqrt(np.asarray(variance, np.float64) + float(epsilon))
     return g, beta - mean * g
 
 

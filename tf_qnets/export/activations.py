@@ -42,6 +42,17 @@ Example (in a ``tf.function`` traced for conversion)::
 
 import numpy as np
 
+from tf_qnets.core.lowering import (  # noqa: F401  (re-exported: the lowering's numerics)
+    check_scales,
+    code_multiplier,
+    code_range,
+    decision_step,
+    has_saturating_lowering,
+    is_uniform_staircase,
+    output_code_multiplier,
+    output_range,
+    saturating_range,
+)
 from tf_qnets.keras2.backend import tf
 
 __all__ = ["is_uniform_staircase", "lower_staircase", "lower_staircase_direct", "decision_step",
@@ -49,76 +60,10 @@ __all__ = ["is_uniform_staircase", "lower_staircase", "lower_staircase_direct", 
            "output_code_multiplier",
            "code_multiplier", "fake_quant"]
 
-UNIFORM_TOLERANCE = 1e-5
-
 
 def fake_quant(x, lo, hi):
     """8-bit, wide-range per-tensor FakeQuant."""
     return tf.quantization.fake_quant_with_min_max_args(x, float(lo), float(hi), num_bits=8)
-
-
-def code_range(levels):
-    """The int8 code window ``[c_min, c_min + 255]`` that holds every level (unsigned or signed)."""
-    c_min = 0 if levels.levels[0] >= 0 else -128
-    if levels.levels[-1] > c_min + 255 or levels.levels[0] < c_min:
-        raise ValueError(f"Activation levels {levels.levels} do not fit an int8 code window.")
-    return c_min, c_min + 255
-
-
-def is_uniform_staircase(thresholds, levels):
-    """True when steps are all 1 and ``b_i = y_{i-1} + 1/2`` (within 1e-5)."""
-    if set(levels.steps) != {1}:
-        return False
-    return bool(np.allclose(np.asarray(thresholds, np.float64), levels.uniform_thresholds(),
-                            rtol=0.0, atol=UNIFORM_TOLERANCE))
-
-
-def _check_scales(alpha, beta, name):
-    if not (np.isfinite(alpha) and np.isfinite(beta) and alpha > 0 and beta > 0):
-        raise ValueError(
-            f"Quantizer {name!r}: alpha={alpha} and beta={beta} must be finite and > 0 to export "
-            "an integer staircase.")
-
-
-def code_multiplier(levels):
-    """Largest ``m`` with every ``m * level`` inside the int8 code window."""
-    c_min, c_max = code_range(levels)
-    low, high = levels.levels[0], levels.levels[-1]
-    bounds = [c_max // high if high > 0 else 255, (-c_min) // (-low) if low < 0 else 255]
-    return max(1, min(bounds))
-
-
-def _output_range(alpha, levels):
-    """Fake-quant range of the staircase output: scale ``alpha / m``, level ``y`` stored as ``m y``.
-
-    The finer scale does not change any value (``alpha y`` is on the grid); it makes the
-    next layer's accumulator unit ``(alpha / m) * weight scale`` ``m`` times finer, so the
-    int32 bias (quantized in that unit) shifts the next staircase's decisions ``m`` times less.
-    """
-    c_min, c_max = code_range(levels)
-    m = code_multiplier(levels)
-    return c_min * alpha / m, c_max * alpha / m
-
-
-def saturating_range(alpha, levels):
-    """Fake-quant range ``[(n - 255) alpha, n alpha]`` of a staircase with levels ``0 .. n``:
-    scale ``alpha``, zero point ``127 - n``, so int8 saturation clips at the top level ``n``
-    and a fused ReLU at level 0."""
-    top = int(levels.levels[-1])
-    return (top - 255) * alpha, top * alpha
-
-
-def output_code_multiplier(thresholds, levels):
-    """``m`` with level ``y`` stored as ``m * y`` by :func:`lower_staircase`: 1 for the
-    saturating lowering (uniform thresholds, levels ``0 .. n``), else :func:`code_multiplier`."""
-    if has_saturating_lowering(levels) and is_uniform_staircase(thresholds, levels):
-        return 1
-    return code_multiplier(levels)
-
-
-def has_saturating_lowering(levels):
-    """True for uniform levels ``0 .. n`` (unit steps from 0): lowered by saturation."""
-    return levels.levels[0] == 0 and set(levels.steps) == {1} and levels.levels[-1] <= 255
 
 
 def is_int8_tensor(x):
@@ -158,7 +103,7 @@ def _uniform(x, alpha, beta, levels):
         # doubled) keeps a real MUL that does the requantization.
         x = fake_quant(x * np.float32(2.0), 2 * lo, 2 * hi)
         factor = np.float32(0.5)
-    return fake_quant(x * factor, *_output_range(alpha, levels))
+    return fake_quant(x * factor, *output_range(alpha, levels))
 
 
 def _grid(lo, hi):
@@ -178,7 +123,7 @@ def _nonuniform(x, alpha, beta, thresholds, levels):
     lo, hi = lo - (span / 254.0 if lo < 0 else 0.0), hi + span / 254.0
     grid_lo, d = _grid(lo, hi)
     grid_hi = grid_lo + 255.0 * d
-    out_lo, out_hi = _output_range(alpha, levels)
+    out_lo, out_hi = output_range(alpha, levels)
     x = fake_quant(x, grid_lo, grid_hi)
     y = None
     for t_i, s_i in zip(t, steps):
@@ -191,13 +136,6 @@ def _nonuniform(x, alpha, beta, thresholds, levels):
     if levels.offset:
         y = fake_quant(y - np.float32(alpha * levels.offset), out_lo, out_hi)
     return y
-
-
-def decision_step(thresholds):
-    """Default grid step of a per-threshold decision window: 1/254 of the largest ``|t_i|``
-    (only the sign of the windowed value is used)."""
-    span = float(np.max(np.abs(thresholds))) if len(thresholds) else 1.0
-    return max(span, 1e-6) / 254.0
 
 
 def lower_staircase_direct(pre_activation, relu, alpha, beta, thresholds, levels, step=None,
@@ -226,12 +164,12 @@ def lower_staircase_direct(pre_activation, relu, alpha, beta, thresholds, levels
         y = lower_staircase_direct(conv, True, 0.5, 2.0, [0.3, 1.1, 2.9], activation_levels(2))
     """
     alpha, beta = float(alpha), float(beta)
-    _check_scales(alpha, beta, name)
+    check_scales(alpha, beta, name)
     thresholds = np.asarray(thresholds, np.float64)
     order = np.argsort(thresholds, kind="stable")
     t = thresholds[order] / beta
     steps = np.asarray(levels.steps)[order]
-    out_lo, out_hi = _output_range(alpha, levels)
+    out_lo, out_hi = output_range(alpha, levels)
     d = decision_step(t) if step is None else float(step)
     constant = -float(levels.offset)
     y = None
@@ -259,7 +197,7 @@ def lower_staircase_direct(pre_activation, relu, alpha, beta, thresholds, levels
 def lower_staircase(x, alpha, beta, thresholds, levels, name="activation"):
     """The int8-exact graph of a hard activation staircase (see the module docstring)."""
     alpha, beta = float(alpha), float(beta)
-    _check_scales(alpha, beta, name)
+    check_scales(alpha, beta, name)
     thresholds = np.asarray(thresholds, np.float64)
     if is_uniform_staircase(thresholds, levels):
         return _uniform(x, alpha, beta, levels)

@@ -7,12 +7,12 @@ Layers of a :func:`tf_qnets.quantize_model` result are either plain Keras layers
 import numpy as np
 
 from tf_qnets.keras2.backend import keras
-from tf_qnets.core.weight_codes import bn_fold_factors
+from tf_qnets.core.weight_codes import bn_fold_factors as _fold_factors
 from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.keras2.wrapper import QNetsWrapper
 
 __all__ = ["inner", "layer_class", "is_linear", "is_plain_relu", "relu_cap", "affine_factors",
-           "check_int8_quantizer", "quantizers"]
+           "bn_fold_factors", "check_int8_quantizer", "quantizers"]
 
 
 def inner(layer):
@@ -53,6 +53,14 @@ def relu_cap(layer):
     return False, None
 
 
+def bn_fold_factors(bn_layer):
+    """``(g, shift)`` with ``BN(z) = g * z + shift`` per channel, from a BatchNormalization
+    layer's inference statistics (``tf_qnets.core.weight_codes.bn_fold_factors``)."""
+    weights = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in bn_layer.weights}
+    return _fold_factors(weights["moving_mean"], weights["moving_variance"], bn_layer.epsilon,
+                         weights.get("gamma"), weights.get("beta"))
+
+
 def affine_factors(layer):
     """``(scale, offset)`` arrays with ``layer(x) = x * scale + offset`` (inference), or None."""
     cls = type(layer).__name__
@@ -61,8 +69,7 @@ def affine_factors(layer):
         rank = len(layer.input_shape)
         if len(np.atleast_1d(layer.axis)) != 1 or axis not in (-1, rank - 1):
             return None
-        channels = int(layer.input_shape[-1])
-        g, shift = bn_fold_factors(layer, channels)
+        g, shift = bn_fold_factors(layer)
         return g.astype(np.float32), shift.astype(np.float32)
     if cls == "Rescaling":
         return (np.asarray(layer.scale, np.float32), np.asarray(layer.offset, np.float32))

@@ -22,15 +22,7 @@ from tf_qnets.keras2 import tfmot
 
 from tf_qnets.keras2.backend import keras
 
-__all__ = ["QNetsQuantizeConfig", "KERNEL_ATTRIBUTES"]
-
-# Layer class name -> attribute holding the kernel that gets quantized.
-KERNEL_ATTRIBUTES = {
-    "Conv1D": "kernel",
-    "Conv2D": "kernel",
-    "Dense": "kernel",
-    "DepthwiseConv2D": "depthwise_kernel",
-}
+__all__ = ["QNetsQuantizeConfig"]
 
 
 def _serialize(obj):

@@ -59,7 +59,7 @@ import dataclasses
 import math
 
 from tf_qnets.keras2.backend import keras, require_keras2_model
-from tf_qnets.keras2.configs import KERNEL_ATTRIBUTES
+from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES, VALUE_PRESERVING
 from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.keras2.quantizer import QNetsQuantizer
 from tf_qnets.keras2.wrapper import QNetsWrapper
@@ -71,14 +71,6 @@ INT8_BITS = 8
 BIAS_BITS = 32
 INT4_RANGE = (-7, 7)
 
-# Layers whose output values are a subset of their input values (plus zeros from padding):
-# the precision of the input carries through them.
-_VALUE_PRESERVING = (
-    "Flatten", "Reshape", "Permute", "RepeatVector", "Dropout", "SpatialDropout1D",
-    "SpatialDropout2D", "SpatialDropout3D", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
-    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "ZeroPadding1D",
-    "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +206,7 @@ def _output_bits(layer, members):
     inner, _, output_quantizer = _quantizers(layer)
     if output_quantizer is not None:
         return _precision_bits(output_quantizer)
-    if type(inner).__name__ in _VALUE_PRESERVING:
+    if type(inner).__name__ in VALUE_PRESERVING:
         inbound = _inbound_layers(layer, members)
         if len(inbound) == 1:
             return _output_bits(inbound[0], members)

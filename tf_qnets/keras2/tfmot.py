@@ -15,8 +15,9 @@ import os
 from tf_qnets.keras2.backend import tf
 
 _before = os.environ.get("TF_USE_LEGACY_KERAS")
-# Resolve tf.keras under the user's own setting before tfmot sets the variable.
-_ = tf.keras
+# tf.keras is resolved on first use, from the variable's value then: resolve it under the
+# user's own setting before tfmot's import sets the variable and reads tf.keras.
+hasattr(tf.keras, "layers")
 try:
     from tensorflow_model_optimization.python.core.quantization.keras import (  # noqa: E402
         quantize as _quantize,

@@ -24,9 +24,9 @@ Example::
     strategy = tf.distribute.MirroredStrategy()
     with strategy.scope():
         qat = tf_qnets.quantize_model(float_model, w_bits=3, a_bits=3, calibration_data=ds.take(8))
-        qat.compile("sgd", loss, jit_compile=tf_qnets.tf.distribute.jit_compile_supported(strategy))
+        qat.compile("sgd", loss, jit_compile=tf_qnets.jit_compile_supported(strategy))
     qat.fit(ds, epochs=2, callbacks=[tf_qnets.TemperatureScheduler(base=5)])
-    tf_qnets.tf.distribute.replica_values(qat.weights[-1], strategy)   # one value per replica
+    tf_qnets.replica_values(qat.weights[-1], strategy)   # one value per replica
 """
 
 import os

@@ -1,4 +1,7 @@
-"""The staircase of Quantization Networks: pure TensorFlow math, no Keras.
+"""The staircase of Quantization Networks in TensorFlow: the fast kernels, no Keras.
+
+The definition (numpy, the plain sum) is ``tf_qnets.core.staircase``; this module computes
+the same values and gradients fast.
 
 Notation (Yang et al., "Quantization Networks", CVPR 2019, Sec. 3): levels
 ``y_0 < ... < y_n``, step heights ``s_i = y_i - y_{i-1}``, offset ``o = -y_0``,
@@ -88,6 +91,13 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from tf_qnets.core.staircase import (  # noqa: F401  (re-exported: the TF path's names)
+    CLAMP,
+    DEFAULT_ACTIVATION_GRADIENT,
+    GRADIENTS,
+    SMOOTH_TEMPERATURE,
+)
+
 __all__ = [
     "CLAMP",
     "GRADIENTS",
@@ -97,12 +107,6 @@ __all__ = [
     "soft_staircase_reference",
 ]
 
-CLAMP = 10.0
-GRADIENTS = ("exact", "wide", "smooth")
-# gradient="smooth": the backward's temperature is min(T, this).
-SMOOTH_TEMPERATURE = 2.0
-# The activation quantizers' backward unless told otherwise (quantize_model, qnet_a* aliases).
-DEFAULT_ACTIVATION_GRADIENT = "smooth"
 IMPLEMENTATIONS = ("xla", "graph")
 # Level sets with at most this many thresholds sum every sigmoid (cheaper than a search).
 PLAIN_MAX = 15

@@ -7,7 +7,7 @@ layer is pinned with the BN factors folded into its per-channel scales and bias
 """
 
 from tf_qnets.keras2.backend import keras
-from tf_qnets.keras2.configs import KERNEL_ATTRIBUTES
+from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
 from tf_qnets.export.layers import is_linear, layer_class, quantizers
 
 __all__ = ["BatchNormFold"]

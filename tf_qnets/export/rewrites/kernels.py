@@ -21,8 +21,9 @@ import numpy as np
 
 from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras, tf
-from tf_qnets.keras2.configs import KERNEL_ATTRIBUTES
+from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
 from tf_qnets.export.layers import (
+    bn_fold_factors,
     check_int8_quantizer,
     inner,
     is_plain_relu,
@@ -31,7 +32,6 @@ from tf_qnets.export.layers import (
 )
 from tf_qnets.export.rewrites.batch_norm_fold import BatchNormFold, folded_bn_names
 from tf_qnets.core.weight_codes import (
-    bn_fold_factors,
     pin_float_kernel,
     pin_int8_kernel,
     pin_qnets_kernel,
@@ -120,7 +120,7 @@ def _pin(layer, bn, int4_weights):
         # reshaped back to (kh, kw, in, multiplier) when emitted.
         depthwise_shape = kernel.shape
         kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], 1, -1)
-    fold = bn_fold_factors(bn, kernel.shape[-1]) if bn is not None else None
+    fold = bn_fold_factors(bn) if bn is not None else None
     if isinstance(weight_q, QNetsQuantizer):
         # INT4 depthwise kernels need DEPTHWISE_CONV_2D version 7, which TFLite's reference
         # kernels and tflite-runtime 2.14 lack; depthwise kernels are small: int8.

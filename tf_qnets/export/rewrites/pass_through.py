@@ -1,19 +1,14 @@
 """Rewrite: layers that only move values keep their input's int8 range.
 
-Matches Flatten, Reshape, dropout and noise layers (identities at inference), max pooling,
-Permute, cropping and zero padding, and average pooling (TFLite's int8 average pooling keeps
-its input's scale). Emits the layer's call with no range of its own.
+Matches the scale-keeping layers of ``tf_qnets.core.layer_kinds``: Flatten, Reshape, dropout
+and noise layers (identities at inference), max pooling, Permute, cropping and zero padding,
+and average pooling (TFLite's int8 average pooling keeps its input's scale). Emits the layer's call with no range of its own.
 """
 
+from tf_qnets.core.layer_kinds import SCALE_KEEPING
 from tf_qnets.export.layers import inner, layer_class
 
-__all__ = ["PassThrough", "PASS_THROUGH"]
-
-PASS_THROUGH = ("Flatten", "Reshape", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-                "GaussianDropout", "GaussianNoise", "AlphaDropout", "MaxPooling1D", "MaxPooling2D",
-                "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Permute", "Cropping1D", "Cropping2D",
-                "ZeroPadding1D", "ZeroPadding2D", "ActivityRegularization",
-                "AveragePooling1D", "AveragePooling2D")
+__all__ = ["PassThrough"]
 
 
 class PassThrough:
@@ -22,7 +17,7 @@ class PassThrough:
 
     def plan(self, plan):
         for node in plan.nodes:
-            if layer_class(node.layer) in PASS_THROUGH:
+            if layer_class(node.layer) in SCALE_KEEPING:
                 plan.claim(node, self)
 
     def emit(self, node, values, context):

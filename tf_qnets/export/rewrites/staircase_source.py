@@ -6,7 +6,7 @@ Shared by the two rewrites that lower such a staircase inside its kernel layer
 
 import numpy as np
 
-from tf_qnets.keras2.configs import KERNEL_ATTRIBUTES
+from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
 from tf_qnets.export.activations import is_uniform_staircase
 from tf_qnets.export.layers import inner, is_linear, layer_class, relu_cap
 from tf_qnets.export.rewrites.batch_norm_fold import folded_bn_names

@@ -1,0 +1,75 @@
+"""The one table of layer kinds: what tf_qnets does with each Keras layer class.
+
+Keyed by the Keras class name, which is the same in Keras 2 (``tf_keras``) and Keras 3, so
+both paths, the summary and the exporter read the same answer.
+
+* ``KERNEL_ATTRIBUTES``: layers whose kernel tf_qnets quantizes, and the attribute that
+  holds it.
+* Activations: ``NONNEGATIVE_ACTIVATIONS`` get unsigned level sets ``{0..2^b - 1}``;
+  ``UNQUANTIZED_ACTIVATIONS`` get no activation quantizer; any other activation function,
+  and the ``SIGNED_ACTIVATION_LAYERS``, get signed sets.
+* ``FLOAT_LAYERS_WITH_WEIGHTS``: layers with weights that stay float on purpose (their
+  weights are folded or kept at export), without the "no quantizer" warning.
+* ``INFERENCE_IDENTITIES``: the identity at inference (dropout, noise, regularisers).
+* ``VALUE_PRESERVING``: every output value is one of the input values or a padding zero,
+  so the input's precision carries through (the summary's bit accounting).
+* ``SCALE_KEEPING``: int8 TFLite computes these on the input's scale and zero point (the
+  value-preserving layers and average pooling): the exporter gives them no range of their own.
+"""
+
+__all__ = [
+    "FLOAT_LAYERS_WITH_WEIGHTS",
+    "INFERENCE_IDENTITIES",
+    "KERNEL_ATTRIBUTES",
+    "NONNEGATIVE_ACTIVATIONS",
+    "SCALE_KEEPING",
+    "SIGNED_ACTIVATION_LAYERS",
+    "UNQUANTIZED_ACTIVATIONS",
+    "VALUE_PRESERVING",
+    "output_kind",
+]
+
+KERNEL_ATTRIBUTES = {
+    "Conv1D": "kernel",
+    "Conv2D": "kernel",
+    "Dense": "kernel",
+    "DepthwiseConv2D": "depthwise_kernel",
+}
+
+NONNEGATIVE_ACTIVATIONS = frozenset({"relu", "relu6", "sigmoid", "hard_sigmoid", "softplus"})
+UNQUANTIZED_ACTIVATIONS = frozenset({"linear", "softmax", "log_softmax", None})
+SIGNED_ACTIVATION_LAYERS = frozenset({"LeakyReLU", "ELU", "PReLU"})
+FLOAT_LAYERS_WITH_WEIGHTS = frozenset({"BatchNormalization", "LayerNormalization"})
+
+INFERENCE_IDENTITIES = frozenset({
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
+    "GaussianNoise", "AlphaDropout", "ActivityRegularization",
+})
+VALUE_PRESERVING = INFERENCE_IDENTITIES | frozenset({
+    "Flatten", "Reshape", "Permute", "RepeatVector",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+    "Cropping1D", "Cropping2D", "Cropping3D",
+})
+SCALE_KEEPING = VALUE_PRESERVING | frozenset({"AveragePooling1D", "AveragePooling2D"})
+
+
+def output_kind(kind, activation=None, negative_slope=0.0):
+    """``None`` (no activation quantizer), ``"unsigned"`` or ``"signed"`` for a layer.
+
+    ``kind``: the Keras class name; ``activation``: the name of its activation function
+    (kernel layers and ``Activation``); ``negative_slope``: a ``ReLU`` layer's slope.
+
+    >>> output_kind("Conv2D", "relu"), output_kind("Dense", "linear"), output_kind("ELU")
+    ('unsigned', None, 'signed')
+    """
+    if kind in KERNEL_ATTRIBUTES or kind == "Activation":
+        if activation in UNQUANTIZED_ACTIVATIONS:
+            return None
+        return "unsigned" if activation in NONNEGATIVE_ACTIVATIONS else "signed"
+    if kind == "ReLU":
+        return "signed" if float(negative_slope or 0.0) > 0 else "unsigned"
+    if kind in SIGNED_ACTIVATION_LAYERS:
+        return "signed"
+    return None

@@ -1,0 +1,100 @@
+"""Integer numerics of a lowered activation staircase: code windows, scales, multipliers.
+
+The exporter (``tf_qnets.export.activations``) lowers a hard staircase
+``y = alpha * (-o + sum_i s_i [beta x > b_i])`` to int8 TFLite builtins; this module holds
+the arithmetic it decides with, free of any framework:
+
+* the int8 code window of a level set (``[0, 255]`` unsigned, ``[-128, 127]`` signed);
+* whether thresholds are the uniform ones (``b_i = y_{i-1} + 1/2``, unit steps), which
+  lower to rounding;
+* the code multiplier ``m`` (level ``y`` stored as ``m y``, scale ``alpha / m``) and the
+  saturating range ``[(n - 255) alpha, n alpha]`` of levels ``0 .. n`` (scale ``alpha``,
+  zero point ``127 - n``: int8 saturation is the top clip, a fused ReLU the bottom one).
+
+Example::
+
+    >>> from tf_qnets.core.levels import activation_levels
+    >>> code_range(activation_levels(3)), code_multiplier(activation_levels(3))
+    ((0, 255), 36)
+    >>> saturating_range(0.5, activation_levels(3))
+    (-124.0, 3.5)
+"""
+
+import numpy as np
+
+__all__ = ["UNIFORM_TOLERANCE", "check_scales", "code_multiplier", "code_range", "decision_step",
+           "has_saturating_lowering", "is_uniform_staircase", "output_code_multiplier",
+           "output_range", "saturating_range"]
+
+UNIFORM_TOLERANCE = 1e-5
+
+
+def code_range(levels):
+    """The int8 code window ``[c_min, c_min + 255]`` that holds every level (unsigned or signed)."""
+    c_min = 0 if levels.levels[0] >= 0 else -128
+    if levels.levels[-1] > c_min + 255 or levels.levels[0] < c_min:
+        raise ValueError(f"Activation levels {levels.levels} do not fit an int8 code window.")
+    return c_min, c_min + 255
+
+
+def is_uniform_staircase(thresholds, levels):
+    """True when steps are all 1 and ``b_i = y_{i-1} + 1/2`` (within 1e-5)."""
+    if set(levels.steps) != {1}:
+        return False
+    return bool(np.allclose(np.asarray(thresholds, np.float64), levels.uniform_thresholds(),
+                            rtol=0.0, atol=UNIFORM_TOLERANCE))
+
+
+def check_scales(alpha, beta, name):
+    if not (np.isfinite(alpha) and np.isfinite(beta) and alpha > 0 and beta > 0):
+        raise ValueError(
+            f"Quantizer {name!r}: alpha={alpha} and beta={beta} must be finite and > 0 to export "
+            "an integer staircase.")
+
+
+def code_multiplier(levels):
+    """Largest ``m`` with every ``m * level`` inside the int8 code window."""
+    c_min, c_max = code_range(levels)
+    low, high = levels.levels[0], levels.levels[-1]
+    bounds = [c_max // high if high > 0 else 255, (-c_min) // (-low) if low < 0 else 255]
+    return max(1, min(bounds))
+
+
+def output_range(alpha, levels):
+    """Fake-quant range of the staircase output: scale ``alpha / m``, level ``y`` stored as ``m y``.
+
+    The finer scale does not change any value (``alpha y`` is on the grid); it makes the
+    next layer's accumulator unit ``(alpha / m) * weight scale`` ``m`` times finer, so the
+    int32 bias (quantized in that unit) shifts the next staircase's decisions ``m`` times less.
+    """
+    c_min, c_max = code_range(levels)
+    m = code_multiplier(levels)
+    return c_min * alpha / m, c_max * alpha / m
+
+
+def saturating_range(alpha, levels):
+    """Fake-quant range ``[(n - 255) alpha, n alpha]`` of a staircase with levels ``0 .. n``:
+    scale ``alpha``, zero point ``127 - n``, so int8 saturation clips at the top level ``n``
+    and a fused ReLU at level 0."""
+    top = int(levels.levels[-1])
+    return (top - 255) * alpha, top * alpha
+
+
+def output_code_multiplier(thresholds, levels):
+    """``m`` with level ``y`` stored as ``m * y`` by :func:`lower_staircase`: 1 for the
+    saturating lowering (uniform thresholds, levels ``0 .. n``), else :func:`code_multiplier`."""
+    if has_saturating_lowering(levels) and is_uniform_staircase(thresholds, levels):
+        return 1
+    return code_multiplier(levels)
+
+
+def has_saturating_lowering(levels):
+    """True for uniform levels ``0 .. n`` (unit steps from 0): lowered by saturation."""
+    return levels.levels[0] == 0 and set(levels.steps) == {1} and levels.levels[-1] <= 255
+
+
+def decision_step(thresholds):
+    """Default grid step of a per-threshold decision window: 1/254 of the largest ``|t_i|``
+    (only the sign of the windowed value is used)."""
+    span = float(np.max(np.abs(thresholds))) if len(thresholds) else 1.0
+    return max(span, 1e-6) / 254.0

@@ -1,0 +1,265 @@
+"""The per-layer quantization plan, decided from a backend-neutral description of the layers.
+
+``plan_layers`` turns ``quantize_model``'s options into one frozen :class:`LayerSpec` per
+quantized layer; the Keras 2 and Keras 3 paths describe their model's layers as
+:class:`LayerInfo` rows and build their own quantizers from the specs, so both paths read the
+options the same way and refuse bad ones with the same message.
+
+What a layer gets (``w_bits = b_w``, ``a_bits = b_a``; the kinds: ``tf_qnets.core.layer_kinds``):
+
+* a kernel layer: a weight quantizer on ``b_w``-bit weight levels (``weight_scheme``), its
+  gradient ``"wide"`` for binary weights, else ``"exact"`` (unless ``gradient`` says);
+  the first and last kernel layers stay float (``first_last="float"``), get tfmot-style
+  8-bit quantizers (``"int8"``) or the low-bit ones like every other layer (``"low_bit"``);
+* a layer whose activation is not linear (ReLU, ``Activation``, kernel layers with an
+  activation): an activation quantizer on ``b_a``-bit levels, unsigned after a
+  non-negative activation, unless the layer is a model output;
+* ``per_layer={name: {setting: value}}`` overrides any setting for one layer, ``None``
+  (or ``exclude``) keeps it float.
+
+Example::
+
+    >>> infos = [LayerInfo("c1", "Conv2D", "relu"), LayerInfo("c2", "Conv2D", "relu"),
+    ...          LayerInfo("out", "Dense", "linear", is_model_output=True)]
+    >>> specs = plan_layers(infos, w_bits=3, a_bits=4)
+    >>> sorted(specs), specs["c2"].weight.levels.levels, specs["c2"].output.levels.num_steps
+    (['c1', 'c2'], (-4, -2, -1, 0, 1, 2, 4), 15)
+"""
+
+import dataclasses
+import difflib
+import warnings
+from typing import Optional, Union
+
+from tf_qnets.core.layer_kinds import FLOAT_LAYERS_WITH_WEIGHTS, KERNEL_ATTRIBUTES, output_kind
+from tf_qnets.core.levels import LevelSet, resolve_levels
+from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT, GRADIENTS
+
+__all__ = [
+    "FIRST_LAST",
+    "Int8Spec",
+    "LayerInfo",
+    "LayerSpec",
+    "PER_LAYER_KEYS",
+    "QuantizerSpec",
+    "THRESHOLD_INITS",
+    "plan_layers",
+]
+
+THRESHOLD_INITS = ("auto", "kmeans", "uniform")
+FIRST_LAST = ("float", "int8", "low_bit")
+PER_LAYER_KEYS = ("w_bits", "a_bits", "weight_scheme", "thresholds", "gradient",
+                  "activation_gradient", "train_thresholds")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """What the planner needs to know about one layer of the user's model.
+
+    ``kind``: the Keras class name; ``activation``: the name of its activation function
+    (``None`` if it has none); ``negative_slope``: a ``ReLU``'s slope; ``has_weights``:
+    whether it owns weights; ``is_model``: a nested model; ``is_model_output``: one of its
+    outputs is a model output.
+    """
+
+    name: str
+    kind: str
+    activation: Optional[str] = None
+    negative_slope: float = 0.0
+    has_weights: bool = False
+    is_model: bool = False
+    is_model_output: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizerSpec:
+    """A sigmoid-sum quantizer: its levels, role (``"weights"``/``"activations"``), gradient."""
+
+    levels: LevelSet
+    role: str
+    gradient: str
+    train_thresholds: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Spec:
+    """An 8-bit affine quantizer (tfmot-style); ``per_axis``: one range per output channel."""
+
+    per_axis: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """The plan of one layer: which weight it quantizes and how, its output quantizer, and
+    the threshold initialisation of each (``"kmeans"``, ``"auto"`` or ``"uniform"``)."""
+
+    name: str
+    weight_attr: Optional[str]
+    weight: Union[QuantizerSpec, Int8Spec, None]
+    output: Union[QuantizerSpec, Int8Spec, None]
+    weight_thresholds: str = "kmeans"
+    output_thresholds: str = "kmeans"
+
+
+def _validate_choice(value, allowed, argument):
+    if value not in allowed:
+        raise ValueError(f"`{argument}` must be one of {allowed}, got {value!r}.")
+    return value
+
+
+def _unsupported(info, excluded):
+    """``"'name' (Class)"`` for a layer with weights that no quantizer handles, else None."""
+    if info.is_model:
+        raise ValueError(
+            f"Layer {info.name!r} is a nested model ({info.kind}); tf_qnets quantizes flat models. "
+            "Rebuild the model so that the inner model's layers are called directly "
+            "(e.g. `keras.Model(inputs, inner(inputs))` -> call inner's layers in sequence).")
+    if info.kind in KERNEL_ATTRIBUTES or info.name in excluded:
+        return None
+    if info.kind in FLOAT_LAYERS_WITH_WEIGHTS or info.kind == "InputLayer" or not info.has_weights:
+        return None
+    return f"{info.name!r} ({info.kind})"
+
+
+def _warn_float_layers(found):
+    """One warning naming every layer with weights that stays float for want of a quantizer."""
+    if not found:
+        return
+    names = [text.split(" (")[0] for text in found]
+    warnings.warn(
+        f"Layers {', '.join(found)} have weights but tf_qnets has no quantizer for them "
+        f"(supported: {', '.join(sorted(KERNEL_ATTRIBUTES))}); they stay float in training, "
+        "and export_tflite stores them as float-calibrated int8 or reports them if the "
+        f"converter cannot. Pass `exclude=[{', '.join(names)}]` to keep them float without "
+        "this warning.", UserWarning, stacklevel=5)
+
+
+def _validate_per_layer(names, per_layer, exclude):
+    if per_layer is None:
+        per_layer = {}
+    if not isinstance(per_layer, dict):
+        raise TypeError(
+            "`per_layer` must be a dict {layer_name: {setting: value}} (or None to keep a layer "
+            f"float), got {type(per_layer).__name__}.")
+    if isinstance(exclude, str) or not hasattr(exclude, "__iter__"):
+        raise TypeError(f"`exclude` must be a list of layer names, got {exclude!r}.")
+    exclude = list(exclude)
+    for argument, keys in (("per_layer", list(per_layer)), ("exclude", exclude)):
+        for key in keys:
+            if key not in names:
+                hint = difflib.get_close_matches(str(key), names, n=3)
+                raise ValueError(
+                    f"`{argument}` names layer {key!r}, which is not in the model. "
+                    + (f"Did you mean {hint}? " if hint else "")
+                    + f"Layers: {names}.")
+    for name, settings in per_layer.items():
+        if settings is None:
+            continue
+        if not isinstance(settings, dict):
+            raise TypeError(
+                f"`per_layer[{name!r}]` must be a dict of settings or None, got {settings!r}.")
+        unknown = sorted(set(settings) - set(PER_LAYER_KEYS))
+        if unknown:
+            raise ValueError(
+                f"`per_layer[{name!r}]` has unknown settings {unknown}; allowed: {PER_LAYER_KEYS}.")
+    return per_layer, set(exclude)
+
+
+def _weight_spec(info, settings, where, w_bits, weight_scheme, gradient, train):
+    levels = resolve_levels(w_bits, "weights", f"{where}['w_bits']" if where else "w_bits",
+                            weight_scheme=weight_scheme)
+    layer_gradient = settings.get("gradient", gradient)
+    if layer_gradient is None:
+        layer_gradient = "wide" if levels.num_steps == 1 else "exact"
+    _validate_choice(layer_gradient, GRADIENTS, "gradient")
+    return QuantizerSpec(levels, "weights", layer_gradient, train)
+
+
+def plan_layers(infos, w_bits=3, a_bits=None, *, weight_scheme="pow2", thresholds="auto",
+                first_last="float", per_layer=None, exclude=(), gradient=None,
+                activation_gradient=DEFAULT_ACTIVATION_GRADIENT, train_thresholds=False):
+    """``{layer_name: LayerSpec}`` for the quantized layers among ``infos`` (model order).
+
+    The arguments are :func:`tf_qnets.quantize_model`'s; every bad value raises a
+    ``ValueError``/``TypeError`` naming the argument. Layers with weights that no quantizer
+    handles stay float, with one warning naming them.
+    """
+    infos = list(infos)
+    _validate_choice(first_last, FIRST_LAST, "first_last")
+    _validate_choice(thresholds, THRESHOLD_INITS, "thresholds")
+    if gradient is not None:
+        _validate_choice(gradient, GRADIENTS, "gradient")
+    _validate_choice(activation_gradient, GRADIENTS, "activation_gradient")
+    if not isinstance(train_thresholds, bool):
+        raise TypeError(f"`train_thresholds` must be a bool, got {train_thresholds!r}.")
+    # Resolve once for a clear error message even if no layer uses them.
+    if w_bits is not None:
+        resolve_levels(w_bits, "weights", "w_bits", weight_scheme=weight_scheme)
+    if a_bits is not None:
+        resolve_levels(a_bits, "activations", "a_bits")
+    if w_bits is None and a_bits is None:
+        raise ValueError("Nothing to quantize: `w_bits` and `a_bits` are both None.")
+    per_layer, excluded = _validate_per_layer([info.name for info in infos], per_layer, exclude)
+
+    _warn_float_layers([found for found in (_unsupported(info, excluded) for info in infos)
+                        if found])
+
+    kernel_layers = [info for info in infos if info.kind in KERNEL_ATTRIBUTES]
+    edge_layers = set()
+    if kernel_layers and first_last != "low_bit":
+        edge_layers = {kernel_layers[0].name, kernel_layers[-1].name}
+    last_kernel = kernel_layers[-1].name if kernel_layers else None
+
+    specs = {}
+    for info in infos:
+        name = info.name
+        if name in excluded or (name in per_layer and per_layer[name] is None):
+            continue
+        settings = per_layer.get(name) or {}
+        layer_w_bits = settings.get("w_bits", w_bits)
+        layer_a_bits = settings.get("a_bits", a_bits)
+        layer_thresholds = _validate_choice(
+            settings.get("thresholds", thresholds), THRESHOLD_INITS,
+            f"per_layer[{name!r}]['thresholds']")
+        layer_train = settings.get("train_thresholds", train_thresholds)
+        where = f"per_layer[{name!r}]" if settings else None
+
+        weight_attr = weight = output = None
+        is_edge = name in edge_layers and "w_bits" not in settings
+        if info.kind in KERNEL_ATTRIBUTES and layer_w_bits is not None:
+            if is_edge and first_last == "int8":
+                weight_attr = KERNEL_ATTRIBUTES[info.kind]
+                weight = Int8Spec(per_axis=info.kind != "DepthwiseConv2D")
+            elif not is_edge:
+                weight_attr = KERNEL_ATTRIBUTES[info.kind]
+                weight = _weight_spec(info, settings, where, layer_w_bits,
+                                      settings.get("weight_scheme", weight_scheme), gradient,
+                                      layer_train)
+
+        kind = output_kind(info.kind, info.activation, info.negative_slope)
+        if (name == last_kernel and first_last == "int8" and "a_bits" not in settings
+                and kind is None):
+            output = Int8Spec()
+        elif kind is not None and layer_a_bits is not None and not info.is_model_output:
+            levels = resolve_levels(
+                layer_a_bits, "activations", f"{where}['a_bits']" if where else "a_bits",
+                signed=(kind == "signed"))
+            layer_activation_gradient = _validate_choice(
+                settings.get("activation_gradient", activation_gradient), GRADIENTS,
+                f"per_layer[{name!r}]['activation_gradient']")
+            output = QuantizerSpec(levels, "activations", layer_activation_gradient, layer_train)
+
+        if weight is None and output is None:
+            continue
+        specs[name] = LayerSpec(
+            name=name, weight_attr=weight_attr, weight=weight, output=output,
+            # "auto": k-means with a ternary dead zone from the data
+            weight_thresholds=layer_thresholds,
+            output_thresholds="uniform" if layer_thresholds == "auto" else layer_thresholds,
+        )
+    if not specs:
+        raise ValueError(
+            "No layer of the model is quantized with these settings (supported kernels: "
+            f"{', '.join(sorted(KERNEL_ATTRIBUTES))}; the first and last of them stay float "
+            "unless first_last='int8' or 'low_bit').")
+    return specs
