@@ -1,0 +1,102 @@
+"""tf_qnets.core.plan: the per-layer plan from layer descriptions alone (no framework)."""
+
+import pytest
+
+from tf_qnets.core.layer_kinds import output_kind
+from tf_qnets.core.plan import Int8Spec, LayerInfo, QuantizerSpec, plan_layers
+
+
+def cnn():
+    return [
+        LayerInfo("input", "InputLayer"),
+        LayerInfo("c1", "Conv2D", "relu", has_weights=True),
+        LayerInfo("bn", "BatchNormalization", has_weights=True),
+        LayerInfo("relu", "ReLU"),
+        LayerInfo("dw", "DepthwiseConv2D", "linear", has_weights=True),
+        LayerInfo("leaky", "LeakyReLU"),
+        LayerInfo("c2", "Conv2D", "relu", has_weights=True),
+        LayerInfo("fc", "Dense", "linear", has_weights=True, is_model_output=True),
+    ]
+
+
+def test_inner_kernels_get_weight_quantizers_and_the_edges_stay_float():
+    specs = plan_layers(cnn(), w_bits=3)
+    assert sorted(specs) == ["c2", "dw"]
+    assert specs["dw"].weight_attr == "depthwise_kernel" and specs["c2"].weight_attr == "kernel"
+    assert specs["c2"].weight == QuantizerSpec(specs["c2"].weight.levels, "weights", "exact", False)
+    assert specs["c2"].weight.levels.levels == (-4, -2, -1, 0, 1, 2, 4)
+    assert specs["c2"].output is None
+
+
+def test_activations_are_unsigned_after_relu_signed_after_leaky_relu_and_outputs_stay_float():
+    specs = plan_layers(cnn(), w_bits=None, a_bits=2)
+    assert specs["relu"].output.levels.levels == (0, 1, 2, 3)
+    assert specs["c1"].output.levels.levels == (0, 1, 2, 3)       # fused activation="relu"
+    assert specs["leaky"].output.levels.levels == (-1, 0, 1)
+    assert specs["c1"].weight is None and "fc" not in specs and "dw" not in specs
+    assert specs["relu"].output.gradient == "smooth"
+
+
+def test_binary_weights_default_to_the_wide_gradient():
+    assert plan_layers(cnn(), w_bits=1)["c2"].weight.gradient == "wide"
+
+
+def test_first_last_int8_gives_int8_specs_per_channel_except_depthwise():
+    infos = [LayerInfo("dw", "DepthwiseConv2D", "relu", has_weights=True),
+             LayerInfo("c", "Conv2D", "relu", has_weights=True),
+             LayerInfo("fc", "Dense", "linear", has_weights=True)]
+    specs = plan_layers(infos, w_bits=3, first_last="int8")
+    assert specs["dw"].weight == Int8Spec(per_axis=False)
+    assert specs["fc"].weight == Int8Spec(per_axis=True) and specs["fc"].output == Int8Spec()
+    assert isinstance(specs["c"].weight, QuantizerSpec)
+
+
+def test_per_layer_overrides_and_none_keeps_a_layer_float():
+    specs = plan_layers(cnn(), w_bits=3, a_bits=4,
+                        per_layer={"c2": {"w_bits": 2, "thresholds": "uniform"}, "relu": None})
+    assert specs["c2"].weight.levels.levels == (-1, 0, 1)
+    assert specs["c2"].weight_thresholds == "uniform" and specs["dw"].weight_thresholds == "auto"
+    assert specs["dw"].output_thresholds == "uniform"          # "auto" activations start uniform
+    assert "relu" not in specs
+
+
+def test_unknown_layer_names_and_settings_are_refused_with_suggestions():
+    with pytest.raises(ValueError, match=r"names layer 'c22'.*Did you mean \['c2'"):
+        plan_layers(cnn(), per_layer={"c22": {"w_bits": 2}})
+    with pytest.raises(ValueError, match=r"unknown settings \['bits'\]"):
+        plan_layers(cnn(), per_layer={"c2": {"bits": 2}})
+    with pytest.raises(TypeError, match="`exclude` must be a list"):
+        plan_layers(cnn(), exclude="c2")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"first_last": "int4"}, "`first_last` must be one of"),
+    ({"thresholds": "median"}, "`thresholds` must be one of"),
+    ({"activation_gradient": "steep"}, "`activation_gradient` must be one of"),
+    ({"train_thresholds": 1}, "`train_thresholds` must be a bool"),
+    ({"w_bits": None}, "Nothing to quantize"),
+    ({"w_bits": 9}, "w_bits"),
+])
+def test_bad_options_name_the_argument(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        plan_layers(cnn(), **kwargs)
+
+
+def test_a_layer_with_weights_and_no_quantizer_stays_float_with_one_warning():
+    infos = cnn() + [LayerInfo("emb", "Embedding", has_weights=True)]
+    with pytest.warns(UserWarning, match=r"'emb' \(Embedding\) have weights.*exclude=\['emb'\]"):
+        plan_layers(infos, w_bits=3)
+
+
+def test_a_nested_model_is_refused_naming_it():
+    with pytest.raises(ValueError, match="'inner' is a nested model"):
+        plan_layers(cnn() + [LayerInfo("inner", "Functional", is_model=True)], w_bits=3)
+
+
+@pytest.mark.parametrize("kind,activation,slope,expected", [
+    ("Conv2D", "relu6", 0.0, "unsigned"), ("Dense", "softmax", 0.0, None),
+    ("Dense", "swish", 0.0, "signed"), ("ReLU", None, 0.1, "signed"), ("ReLU", None, 0.0, "unsigned"),
+    ("Activation", "sigmoid", 0.0, "unsigned"), ("MaxPooling2D", None, 0.0, None),
+])
+def test_output_kind_follows_the_activation(kind, activation, slope, expected):
+    assert output_kind(kind, activation, slope) == expected
