@@ -67,13 +67,6 @@ def _warn_stale_batch_norm(qat, batch_norm):
             UserWarning, stacklevel=3)
 
 
-def _copy_model(model):
-    """A structural copy with the same weights; the user's layers are never touched."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def _check_batch_norm_mode(batch_norm):
     if not isinstance(batch_norm, str) or batch_norm not in BATCH_NORM_MODES:
         raise ValueError(
@@ -95,30 +88,6 @@ def _annotate(model, plans, batch_norm="frozen"):
     annotated = keras.models.clone_model(model, clone_function=annotate)
     annotated.set_weights(model.get_weights())
     return annotated
-
-
-def _use_qnets_wrappers(model):
-    """Swap tfmot's QuantizeWrapperV2 for QNetsWrapper (same inner layers and weights)."""
-
-    def swap(layer):
-        if isinstance(layer, tfmot.QuantizeWrapperV2) and not isinstance(layer, QNetsWrapper):
-            config = type(layer.quantize_config).from_config(layer.quantize_config.get_config())
-            # tfmot's call replaced the kernel attribute by its quantized tensor; restore it,
-            # keeping the inner layer's weight order (kernel, bias) that a reload would build.
-            inner = layer.layer
-            canonical = list(inner.trainable_weights)
-            for variable, _, _ in tfmot.weight_quantizer_variables(layer):
-                setattr(inner, config.weight_attr, variable)
-                canonical.append(variable)
-            ordered = [v for v in layer._trainable_weights if any(v is c for c in canonical)]
-            ordered = [v for i, v in enumerate(ordered) if not any(v is u for u in ordered[:i])]
-            inner._trainable_weights[:] = ordered
-            return QNetsWrapper(layer.layer, config, name=layer.name)
-        return layer
-
-    with quantize_scope():
-        swapped = keras.models.clone_model(model, clone_function=swap)
-    return swapped
 
 
 def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
@@ -219,11 +188,10 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
     if calibration_data is not None:
         batches = calibration_batches(calibration_data, model)
 
-    copy = _copy_model(model)
-    annotated = _annotate(copy, plans, batch_norm)
+    annotated = _annotate(model, plans, batch_norm)   # fresh layers: the user's stay untouched
     with quantize_scope():
-        applied = tfmot.quantize_apply(annotated, scheme=QNetsScheme())
-    qat = _use_qnets_wrappers(applied)
+        # QNetsWrapper (not tfmot's wrapper) from the start: see tfmot.quantize_apply.
+        qat = tfmot.quantize_apply(annotated, QNetsScheme(), wrapper_class=QNetsWrapper)
 
     initialize_weight_quantizers(qat, plans)
     if batches is not None:

@@ -11,6 +11,7 @@ Keras the rest of the user's process gets.
 """
 
 import os
+import types
 
 from tf_qnets.keras2.backend import tf
 
@@ -45,7 +46,6 @@ QuantizeAnnotate = _annotate.QuantizeAnnotate
 QuantizeLayoutTransform = _layout.QuantizeLayoutTransform
 QuantizeRegistry = _registry.QuantizeRegistry
 QuantizeScheme = _scheme.QuantizeScheme
-quantize_apply = _quantize.quantize_apply
 quantize_scope = _quantize.quantize_scope
 
 __all__ = [
@@ -66,6 +66,31 @@ __all__ = [
     "weight_name",
     "weight_quantizer_variables",
 ]
+
+
+def quantize_apply(model, scheme, wrapper_class=None):
+    """tfmot's ``quantize_apply``, optionally wrapping the annotated layers in
+    ``wrapper_class`` (a ``QuantizeWrapperV2`` subclass) instead of ``QuantizeWrapperV2``.
+
+    ``quantize_apply`` builds its wrappers as ``quantize_wrapper.QuantizeWrapperV2(...)``
+    through its module's reference to ``quantize_wrapper``; for the call, that reference
+    points to a copy of the module's namespace whose ``QuantizeWrapperV2`` is
+    ``wrapper_class`` (the module itself is untouched, so tfmot's own ``super()`` calls still
+    resolve). The model comes out with the right wrappers in one pass instead of being cloned
+    once more to swap them.
+    """
+    if wrapper_class is None:
+        return _quantize.quantize_apply(model, scheme=scheme)
+    if not issubclass(wrapper_class, _wrapper.QuantizeWrapperV2):
+        raise TypeError(f"`wrapper_class` must subclass QuantizeWrapperV2, got {wrapper_class!r}.")
+    namespace = types.SimpleNamespace(**vars(_wrapper))
+    namespace.QuantizeWrapperV2 = wrapper_class
+    original = _quantize.quantize_wrapper
+    _quantize.quantize_wrapper = namespace
+    try:
+        return _quantize.quantize_apply(model, scheme=scheme)
+    finally:
+        _quantize.quantize_wrapper = original
 
 
 def weight_quantizer_variables(wrapper):
