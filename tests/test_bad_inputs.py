@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import tf_qnets  # noqa: E402
+from tf_qnets.keras2 import api as keras2_api  # noqa: E402
 from tf_qnets.keras2.backend import keras, tf  # noqa: E402
 from tf_qnets.core.levels import LevelSet, activation_levels, weight_levels  # noqa: E402
 from conftest import build_subclassed  # noqa: E402
@@ -164,7 +165,10 @@ CASES = [
     ("LevelSet not a sequence", lambda r: LevelSet(3), TypeError,
      r"`levels` must be a sorted sequence of distinct integers"),
     # --- the model ------------------------------------------------------------------------
-    ("Keras 3 model", quantize_lazy(keras3_model), TypeError, r"`model` is a Keras 3 model.*tf_keras"),
+    ("Keras 3 model to the Keras 2 path", lambda r: keras2_api.quantize_model(keras3_model(), 3),
+     TypeError, r"`model` is a Keras 3 model.*tf_keras"),
+    ("Keras 3 model to export", lambda r: tf_qnets.export_tflite(keras3_model(), os.path.join(r.folder, "k3.tflite"), None),
+     TypeError, r"`qat_model` is a Keras 3 model.*no integer TFLite export"),
     ("not a model", quantize_lazy(lambda: keras.layers.Dense(2)), TypeError,
      r"`model` must be a tf_keras Sequential or Functional model"),
     ("subclassed model", quantize_lazy(subclassed_model), TypeError,

@@ -31,13 +31,28 @@ def _with_layer(layer, input_shape=(6, 4)):
 
 # --- the model itself ------------------------------------------------------------------------
 
-def test_a_keras3_model_gets_a_type_error_telling_how_to_build_it_with_tf_keras():
+def test_the_keras2_path_refuses_a_keras3_model_telling_how_to_build_it_with_tf_keras():
     import keras as keras3
+
+    from tf_qnets.keras2.api import quantize_model as keras2_quantize_model
 
     assert keras3.__version__.startswith("3.")
     model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
     with pytest.raises(TypeError, match=r"Keras 3 model.*import tf_keras as keras"):
-        tf_qnets.quantize_model(model, w_bits=3)
+        keras2_quantize_model(model, w_bits=3)
+
+
+def test_quantize_model_hands_a_keras3_model_to_the_keras3_path():
+    import keras as keras3
+
+    from tf_qnets.keras3.wrapper import QNetsWrapper as Keras3Wrapper
+
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(8, activation="relu"),
+                               keras3.layers.Dense(8, activation="relu"), keras3.layers.Dense(2)])
+    qat = tf_qnets.quantize_model(model, w_bits=3, verbose=0)
+    assert isinstance(qat, keras3.Model)
+    assert [type(layer).__name__ for layer in qat.layers].count("QNetsWrapper") == 1
+    assert any(isinstance(layer, Keras3Wrapper) for layer in qat.layers)
 
 
 def test_something_that_is_not_a_model_is_rejected():

@@ -35,7 +35,7 @@ _PUBLIC = {
     "FrozenStatisticsBatchNormalization": "tf_qnets.keras2.batch_norm",
     "count_quantizers": "tf_qnets.keras2.api",
     "is_quantized_model": "tf_qnets.keras2.api",
-    "quantize_model": "tf_qnets.keras2.api",
+    "quantize_model": "tf_qnets.frontend",
     "QNetsQuantizeConfig": "tf_qnets.keras2.configs",
     "quantization_gap": "tf_qnets.keras2.gap",
     "Int8OutputQuantizer": "tf_qnets.keras2.int8",
@@ -58,7 +58,7 @@ _PUBLIC = {
 }
 
 # subpackages and tool modules reachable as attributes (``tf_qnets.export``, ...)
-_SUBMODULES = ("core", "tf", "keras2", "export", "cli", "datasets", "runtime")
+_SUBMODULES = ("core", "tf", "keras2", "keras3", "export", "cli", "datasets", "runtime")
 
 __all__ = sorted(_PUBLIC)
 

@@ -14,17 +14,19 @@ import tf_keras as keras
 __all__ = ["keras", "tf", "require_keras2_model"]
 
 _KERAS3_HINT = (
-    "tf_qnets (like tensorflow-model-optimization) needs a Keras 2 model built with "
-    "the `tf_keras` package. Build it with `import tf_keras as keras` (or set "
-    "TF_USE_LEGACY_KERAS=1 before importing TensorFlow and use `tf.keras`), then "
-    "load your weights into it, e.g. `keras.models.load_model(path)` from tf_keras "
-    "or `model.set_weights(...)`."
+    "This part of tf_qnets (the Keras 2 path, built on tensorflow-model-optimization) needs a "
+    "Keras 2 model built with the `tf_keras` package; `tf_qnets.quantize_model` trains Keras 3 "
+    "models on the Keras 3 path (tf_qnets.keras3), which has no integer TFLite export, summary "
+    "or TensorBoard callback yet. For those, build the model with `import tf_keras as keras` "
+    "(or set TF_USE_LEGACY_KERAS=1 before importing TensorFlow and use `tf.keras`), then load "
+    "your weights into it, e.g. `keras.models.load_model(path)` from tf_keras or "
+    "`model.set_weights(...)`."
 )
 
 
 def _is_keras3_object(obj):
     module = type(obj).__module__ or ""
-    return module.startswith("keras.") or module == "keras" or module.startswith("keras.src")
+    return module.startswith("keras.") or module == "keras"
 
 
 def require_keras2_model(model, argument="model"):
