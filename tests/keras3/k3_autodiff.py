@@ -1,0 +1,36 @@
+"""Gradients through the active Keras backend, for tests. Imports jax or tensorflow lazily:
+only the one that is the backend."""
+
+import keras
+import numpy as np
+
+
+def value_and_gradients(fn, upstream, *args):
+    """``(fn(*args), [dL/darg for arg in args])`` with ``L = sum(upstream * fn(*args))``.
+
+    ``upstream`` and ``args`` are numpy float32 arrays; results are numpy arrays.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        def loss(*a):
+            value = fn(*a)
+            return keras.ops.sum(value * upstream), value
+
+        grad_fn = jax.value_and_grad(loss, argnums=tuple(range(len(args))), has_aux=True)
+        (_, value), grads = grad_fn(*[jax.numpy.asarray(a) for a in args])
+        return np.asarray(value), [np.asarray(g) for g in grads]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in args]
+        with tf.GradientTape() as tape:
+            for t in tensors:
+                tape.watch(t)
+            value = fn(*tensors)
+            total = tf.reduce_sum(value * upstream)
+        grads = tape.gradient(total, tensors)
+        return value.numpy(), [np.zeros_like(a) if g is None else g.numpy()
+                               for a, g in zip(args, grads)]
+    raise NotImplementedError(f"tests support the jax and tensorflow backends, not {backend!r}")

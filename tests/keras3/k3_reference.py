@@ -1,0 +1,54 @@
+"""Independent numpy (float64) references for the Keras 3 staircase tests: values and the
+analytic gradients of method.md Sec. 2 (with the clamp and the gradient options)."""
+
+import numpy as np
+
+CLAMP = 10.0
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def hard(x, alpha, beta, thresholds, levels):
+    x = np.asarray(x, np.float64)
+    u = beta * x
+    codes = sum(s * (u > b) for s, b in zip(levels.steps, thresholds)) - levels.offset
+    return np.where(np.isnan(x), np.nan, alpha * codes)
+
+
+def soft(x, alpha, beta, thresholds, temperature, levels):
+    x = np.asarray(x, np.float64)
+    u = beta * x
+    with np.errstate(invalid="ignore"):
+        codes = sum(s * _sigmoid(np.clip(temperature * (u - b), -CLAMP, CLAMP))
+                    for s, b in zip(levels.steps, thresholds)) - levels.offset
+    return alpha * codes
+
+
+def slope_temperatures(gradient, temperature):
+    if gradient == "wide":
+        return 1.0, temperature
+    if gradient == "smooth":
+        return min(temperature, 2.0), min(temperature, 2.0)
+    return temperature, temperature
+
+
+def gradients(x, upstream, alpha, beta, thresholds, temperature, levels, gradient="exact"):
+    """``(dL/dx, dL/dalpha, dL/dbeta, dL/db)`` of ``L = sum(upstream * soft(x))``."""
+    x = np.asarray(x, np.float64)
+    upstream = np.asarray(upstream, np.float64)
+    t_s, factor = slope_temperatures(gradient, temperature)
+    u = beta * x
+    per_threshold = []
+    for s, b in zip(levels.steps, thresholds):
+        z = t_s * (u - b)
+        sig = _sigmoid(z)
+        per_threshold.append(np.where(np.abs(z) <= CLAMP, s * sig * (1.0 - sig), 0.0))
+    slope = sum(per_threshold)
+    d_x = upstream * alpha * beta * factor * slope
+    d_beta = np.sum(upstream * alpha * np.where(np.isfinite(x), x, 0.0) * factor * slope)
+    codes = soft(x, 1.0, beta, thresholds, temperature, levels)
+    d_alpha = np.sum(upstream * codes)
+    d_b = np.array([-np.sum(upstream * alpha * factor * d) for d in per_threshold])
+    return d_x, d_alpha, d_beta, d_b
