@@ -7,7 +7,8 @@ CLAMP = 10.0
 
 
 def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-z))
 
 
 def hard(x, alpha, beta, thresholds, levels):

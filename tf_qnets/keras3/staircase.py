@@ -99,21 +99,45 @@ def _slope_term(z):
     return ops.where(ops.abs(z) <= CLAMP, sigma * (1.0 - sigma), ops.zeros_like(z))
 
 
+def _threshold_sum(u, thresholds, levels, term):
+    """``sum_i s_i term(u - b_i)``: unrolled for up to ``PLAIN_MAX`` thresholds (scalar
+    ``b_i``), a loop above (compiled once, whatever ``n``)."""
+    n = levels.num_steps
+    if n <= PLAIN_MAX:
+        total = ops.zeros_like(u)
+        for i, step in enumerate(levels.steps):
+            total = total + float(step) * term(u - thresholds[i])
+        return total
+    steps = ops.convert_to_tensor(levels.steps, dtype=u.dtype)
+
+    def body(i, total):
+        return total + ops.take(steps, i) * term(u - ops.take(thresholds, i))
+
+    return ops.fori_loop(0, n, body, ops.zeros_like(u))
+
+
 def _plain_codes(u, thresholds, levels, temperature):
-    """``sum_i s_i sigmoid(clip(T (u - b_i)))`` over every threshold (scalar ``b_i``)."""
-    total = ops.zeros_like(u)
-    for i, step in enumerate(levels.steps):
-        z = ops.clip(temperature * (u - thresholds[i]), -CLAMP, CLAMP)
-        total = total + float(step) * ops.sigmoid(z)
-    return total
+    """``sum_i s_i sigmoid(clip(T (u - b_i)))`` over every threshold."""
+    return _threshold_sum(
+        u, thresholds, levels, lambda d: ops.sigmoid(ops.clip(temperature * d, -CLAMP, CLAMP)))
 
 
 def _plain_slope(u, thresholds, levels, slope_temperature):
     """``sum_i s_i d_i`` at ``T_s`` over every threshold."""
-    total = ops.zeros_like(u)
-    for i, step in enumerate(levels.steps):
-        total = total + float(step) * _slope_term(slope_temperature * (u - thresholds[i]))
-    return total
+    return _threshold_sum(u, thresholds, levels, lambda d: _slope_term(slope_temperature * d))
+
+
+def _threshold_gradient(u, weight, thresholds, levels, slope_temperature):
+    """``[sum(weight * s_i d_i) for each threshold]`` (the thresholds' order): a loop over
+    the ``n`` thresholds, each a sum over every element."""
+    n = levels.num_steps
+    steps = ops.convert_to_tensor(levels.steps, dtype=u.dtype)
+
+    def body(i, total):
+        d = ops.take(steps, i) * _slope_term(slope_temperature * (u - ops.take(thresholds, i)))
+        return total + ops.one_hot(i, n, dtype=u.dtype) * ops.sum(weight * d)
+
+    return ops.fori_loop(0, n, body, ops.zeros((n,), u.dtype))
 
 
 def _spacing(thresholds, n):
@@ -331,10 +355,8 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
             finite_codes = ops.where(ops.isnan(codes), ops.zeros_like(codes), codes)
             d_alpha = ops.sum(upstream * finite_codes)
             if train_thresholds:
-                d_b = ops.stack([
-                    -ops.sum(upstream * (alpha * factor) * float(step)
-                             * _slope_term(slope_temperature * (u - thresholds[i])))
-                    for i, step in enumerate(levels.steps)])
+                d_b = -_threshold_gradient(u, upstream * (alpha * factor), thresholds, levels,
+                                           slope_temperature)
             else:
                 d_b = ops.zeros((n,), dtype)
             return (d_x, ops.reshape(d_alpha, ops.shape(alpha)),
