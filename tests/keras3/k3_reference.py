@@ -1,7 +1,9 @@
-"""Independent numpy (float64) references for the Keras 3 staircase tests: values and the
-analytic gradients of method.md Sec. 2 (with the clamp and the gradient options)."""
+"""Independent numpy references for the Keras 3 staircase tests: values (tf_qnets.core, float64
+soft / float32 hard) and the analytic gradients of method.md Sec. 2 (with the clamp and the gradient options)."""
 
 import numpy as np
+
+from tf_qnets.core import staircase as core_staircase
 
 CLAMP = 10.0
 
@@ -11,20 +13,9 @@ def _sigmoid(z):
         return 1.0 / (1.0 + np.exp(-z))
 
 
-def hard(x, alpha, beta, thresholds, levels):
-    x = np.asarray(x, np.float64)
-    u = beta * x
-    codes = sum(s * (u > b) for s, b in zip(levels.steps, thresholds)) - levels.offset
-    return np.where(np.isnan(x), np.nan, alpha * codes)
-
-
-def soft(x, alpha, beta, thresholds, temperature, levels):
-    x = np.asarray(x, np.float64)
-    u = beta * x
-    with np.errstate(invalid="ignore"):
-        codes = sum(s * _sigmoid(np.clip(temperature * (u - b), -CLAMP, CLAMP))
-                    for s, b in zip(levels.steps, thresholds)) - levels.offset
-    return alpha * codes
+# Values: the numpy reference of tf_qnets.core (the plain sum over all thresholds).
+hard = core_staircase.hard_staircase
+soft = core_staircase.soft_staircase
 
 
 def slope_temperatures(gradient, temperature):

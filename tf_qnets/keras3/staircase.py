@@ -57,6 +57,8 @@ import math
 import keras
 from keras import ops
 
+from tf_qnets.core.staircase import CLAMP, GRADIENTS, SMOOTH_TEMPERATURE
+
 __all__ = [
     "CLAMP",
     "GRADIENTS",
@@ -66,9 +68,6 @@ __all__ = [
     "slope_temperatures",
 ]
 
-CLAMP = 10.0
-GRADIENTS = ("exact", "wide", "smooth")
-SMOOTH_TEMPERATURE = 2.0
 # Tables of at most this many thresholds use the plain sum of comparisons in the hard form.
 PLAIN_MAX = 15
 # Evenly spaced thresholds of equal steps from this many on use the windowed soft form ...
