@@ -11,9 +11,10 @@ release), all of them at ``cap``. The activation temperature goes into the logs 
 ``temperature``.
 
 The temperatures are non-trainable variables: assigning them does not retrace the
-training step, and they are saved with the model. Under JAX, where ``fit`` keeps the
-variables' values in its own state during an epoch, a per-step update first hands that
-state back to the variables (``model.jax_state_sync()``).
+training step, and they are saved with the model. Under JAX, ``fit`` keeps the variables'
+values in its own state during an epoch; a callback's ``self.model`` hands that state back to
+the variables first (Keras does it), so a per-step assignment is what the next step reads
+(tests/keras3/test_k3_schedule.py checks it).
 
 Example::
 
@@ -137,11 +138,6 @@ class TemperatureScheduler(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if not self.per_step:
             return
-        # JAX: fit holds the variables' values in its own state during an epoch; hand them
-        # back so that the assignment below is what the next step reads.
-        sync = getattr(self.model, "jax_state_sync", None)
-        if sync is not None:
-            sync()
         steps = (getattr(self, "params", None) or {}).get("steps") or 0
         self._apply(self._epoch + (batch / steps if steps else 0.0))
 
