@@ -65,8 +65,9 @@ def set_temperature(model, weights=None, activations=None):
 
 
 def get_temperatures(model):
-    """``{variable path: T}`` for every quantizer of ``model``."""
-    return {v.path: float(ops.convert_to_numpy(v)) for v in _temperature_variables(model)}
+    """``{quantizer name: T}`` for every quantizer of ``model`` (names such as
+    ``"conv_kernel_quantizer"`` and ``"conv_output_quantizer"``)."""
+    return {q.name: float(ops.convert_to_numpy(q.temperature)) for q in quantizers(model)}
 
 
 @keras.saving.register_keras_serializable(package="tf_qnets")
