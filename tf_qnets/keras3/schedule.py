@@ -151,3 +151,8 @@ class TemperatureScheduler(keras.callbacks.Callback):
     def get_config(self):
         return {"base": self.base, "per_step": self.per_step, "cap": self.cap,
                 "weight_cap": self.weight_cap, "verbose": self.verbose}
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild from :meth:`get_config` (a custom ``schedule`` callable is not part of it)."""
+        return cls(**config)
