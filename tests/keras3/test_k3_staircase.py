@@ -136,20 +136,52 @@ def test_window_width_does_not_grow_with_the_number_of_levels():
         assert k3._window_widths(levels.num_steps)[branch - 1] == 1
 
 
-@pytest.mark.parametrize("levels", [weight_levels(2), weight_levels(3), activation_levels(3),
-                                    activation_levels(5), LevelSet((-3, 0, 1, 5))])
-def test_hard_staircase_is_strict_at_every_threshold_and_its_neighbours(levels):
+@pytest.mark.parametrize("levels", [weight_levels(2), weight_levels(3), weight_levels(5),
+                                    activation_levels(3), activation_levels(5), activation_levels(8),
+                                    LevelSet((-3, 0, 1, 5))])
+# (No threshold at 0: its upper neighbour is a denormal, which the CPU backends flush to 0.)
+@pytest.mark.parametrize("scale, shift", [(1.0, 0.0), (0.37, 0.1), (2.0, -2.75)])
+def test_hard_staircase_is_strict_at_every_threshold_and_its_neighbours(levels, scale, shift):
+    """Evenly spaced thresholds (counted by arithmetic from 8 on) and uneven ones (table)."""
     rng = np.random.default_rng(2)
-    b = np.sort(rng.uniform(-3, 3, levels.num_steps)).astype("float32")
     if levels.is_uniform:
-        b = levels.uniform_thresholds().astype("float32")
-    beta = np.float32(1.0)
+        b = (levels.uniform_thresholds() * scale + shift).astype("float32")
+    else:
+        b = np.sort(rng.uniform(-3, 3, levels.num_steps) * scale + shift).astype("float32")
     x = np.concatenate([b, np.nextafter(b, np.inf), np.nextafter(b, -np.inf),
-                        rng.uniform(-40, 40, 64).astype("float32")]).astype("float32")
-    got = ops.convert_to_numpy(hard_staircase(x, 0.25, beta, b, levels))
-    want = ref.hard(x, 0.25, beta, b, levels)
+                        rng.uniform(-40, 300, 64).astype("float32")]).astype("float32")
+    got = ops.convert_to_numpy(hard_staircase(x, 0.25, 1.0, b, levels))
+    want = ref.hard(x, 0.25, 1.0, b, levels)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     assert set(np.round(got / 0.25).astype(int)) <= set(levels.levels)
+
+
+def _evenly_spaced_float32(first, gap, n):
+    """``b_i = b_0 + i g`` in float32 with ``g = (b_{n-1} - b_0) / (n - 1)`` as the kernels
+    compute it (a fixed point of that rounding), for a gap that is not a power of two."""
+    b = np.float32(first) + np.arange(n, dtype="float32") * np.float32(gap)
+    for _ in range(10):
+        g = (b[-1] - b[0]) / np.float32(n - 1)
+        again = np.float32(first) + np.arange(n, dtype="float32") * g
+        if np.array_equal(again, b):
+            return b
+        b = again
+    raise AssertionError("no fixed point")
+
+
+@pytest.mark.parametrize("gap, first", [(0.37, 0.1), (0.013, -1.7), (3.3, 2.2)])
+def test_hard_staircase_counts_evenly_spaced_thresholds_exactly(gap, first):
+    """The arithmetic count (8-bit activations) at every threshold, its float32 neighbours and
+    a dense sample, with a gap whose divisions round."""
+    levels = activation_levels(8)
+    b = _evenly_spaced_float32(first, gap, levels.num_steps)
+    assert bool(ops.convert_to_numpy(k3._evenly_spaced(ops.convert_to_tensor(b),
+                                                        levels.num_steps)))
+    rng = np.random.default_rng(5)
+    x = np.concatenate([b, np.nextafter(b, np.inf), np.nextafter(b, -np.inf),
+                        rng.uniform(b[0] - 1, b[-1] + 1, 4000)]).astype("float32")
+    got = ops.convert_to_numpy(hard_staircase(x, 1.0, 1.0, b, levels))
+    np.testing.assert_array_equal(got, ref.hard(x, 1.0, 1.0, b, levels))
 
 
 def test_hard_staircase_with_many_uneven_thresholds_uses_the_sorted_table():

@@ -35,8 +35,9 @@ how activation thresholds are initialised, checked on every call), the nearest t
 ``round((u - b_0) / g)`` and only the ``min(2 W + 1, n)`` thresholds around it are
 evaluated, ``W = floor(10 / (T g) - 1/2) + 1`` (0 once ``T g > 20``), from a few
 compiled window sizes (``UNIFORM_WIDTHS``): the cost does not grow with ``n``. Any
-other table is the plain sum over its ``n`` thresholds. The hard form is a sum of
-comparisons for up to ``PLAIN_MAX`` thresholds and a binary search above.
+other table is the plain sum over its ``n`` thresholds. The hard form counts the
+thresholds below ``u`` by arithmetic in the evenly spaced case, else with comparisons
+(up to ``PLAIN_MAX`` thresholds) or a binary search.
 
 Non-finite inputs: NaN gives NaN in both forms; ``+inf``/``-inf`` give the top/bottom
 of the staircase; their gradients are 0 and keep the scales' gradients finite.
@@ -238,9 +239,21 @@ def _soft_slope(u, thresholds, levels, slope_temperature):
                       slope_temperature)
 
 
-def _hard_codes(u, thresholds, levels):
-    """``sum_i s_i [u > b_i]``: comparisons for a few thresholds, else a binary search on the
-    sorted table (``u``'s position counts the thresholds strictly below it)."""
+def _count_below_evenly_spaced(u, thresholds, n):
+    """Number of thresholds ``b_i = b_0 + i g`` strictly below ``u``, by arithmetic:
+    ``c = clip(ceil((u - b_0) / g), 0, n)``, then one comparison on each side with ``b_i``
+    computed as :func:`_evenly_spaced` checked it (``b_{c-1} >= u``: one less; ``b_c < u``:
+    one more), so that the division's rounding cannot miscount. NaN counts 0."""
+    first, gap = _spacing(thresholds, n)
+    c = ops.clip(ops.ceil((u - first) / gap), 0.0, float(n))
+    c = ops.where(ops.isnan(c), ops.zeros_like(c), c)
+    c = ops.where(ops.logical_and(c > 0.0, first + (c - 1.0) * gap >= u), c - 1.0, c)
+    return ops.where(ops.logical_and(c < float(n), first + c * gap < u), c + 1.0, c)
+
+
+def _table_codes(u, thresholds, levels):
+    """``sum_i s_i [u > b_i]`` for any table: comparisons for a few thresholds, else a binary
+    search on the sorted table (``u``'s position counts the thresholds strictly below it)."""
     n = levels.num_steps
     if n <= PLAIN_MAX:
         total = ops.zeros_like(u)
@@ -255,6 +268,18 @@ def _hard_codes(u, thresholds, levels):
     safe = ops.where(ops.isnan(flat), ops.zeros_like(flat), flat)
     below = ops.searchsorted(table, safe, side="left")
     return ops.reshape(ops.take(prefix, below), ops.shape(u))
+
+
+def _hard_codes(u, thresholds, levels):
+    """``sum_i s_i [u > b_i]``: by arithmetic for evenly spaced thresholds of equal steps
+    (``n >= UNIFORM_MIN``, checked on every call), else from the table."""
+    if not _uses_window(levels):
+        return _table_codes(u, thresholds, levels)
+    n = levels.num_steps
+    step = float(levels.steps[0])
+    return ops.cond(_evenly_spaced(thresholds, n),
+                    lambda: step * _count_below_evenly_spaced(u, thresholds, n),
+                    lambda: _table_codes(u, thresholds, levels))
 
 
 def _as_float(value, dtype):
