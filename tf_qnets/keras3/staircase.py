@@ -240,15 +240,20 @@ def _soft_slope(u, thresholds, levels, slope_temperature):
 
 
 def _count_below_evenly_spaced(u, thresholds, n):
-    """Number of thresholds ``b_i = b_0 + i g`` strictly below ``u``, by arithmetic:
-    ``c = clip(ceil((u - b_0) / g), 0, n)``, then one comparison on each side with ``b_i``
-    computed as :func:`_evenly_spaced` checked it (``b_{c-1} >= u``: one less; ``b_c < u``:
-    one more), so that the division's rounding cannot miscount. NaN counts 0."""
+    """Number of thresholds ``b_i ~ b_0 + i g`` strictly below ``u``: the estimate
+    ``c = clip(ceil((u - b_0) / g), 0, n)``, then one comparison on each side with the stored
+    thresholds (``b_{c-1} >= u``: one less; ``b_c < u``: one more). Exact whenever the
+    estimate is off by at most one, whatever the rounding of the arithmetic (compilers
+    may fuse ``b_0 + c g`` into one rounding, or not). NaN counts 0."""
     first, gap = _spacing(thresholds, n)
     c = ops.clip(ops.ceil((u - first) / gap), 0.0, float(n))
     c = ops.where(ops.isnan(c), ops.zeros_like(c), c)
-    c = ops.where(ops.logical_and(c > 0.0, first + (c - 1.0) * gap >= u), c - 1.0, c)
-    return ops.where(ops.logical_and(c < float(n), first + c * gap < u), c + 1.0, c)
+
+    def threshold(index):
+        return ops.take(thresholds, ops.cast(ops.clip(index, 0.0, float(n - 1)), "int32"))
+
+    c = ops.where(ops.logical_and(c > 0.0, threshold(c - 1.0) >= u), c - 1.0, c)
+    return ops.where(ops.logical_and(c < float(n), threshold(c) < u), c + 1.0, c)
 
 
 def _table_codes(u, thresholds, levels):
