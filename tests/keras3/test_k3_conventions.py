@@ -65,3 +65,12 @@ def test_public_names_have_docstrings(name):
     obj = getattr(k3, name)
     if inspect.isclass(obj) or inspect.isfunction(obj):
         assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+
+
+@pytest.mark.parametrize("module", sorted(f[:-3] for f in os.listdir(PACKAGE) if f.endswith(".py")))
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"tf_qnets.keras3.{module}"), verbose=False)
+    assert result.failed == 0
