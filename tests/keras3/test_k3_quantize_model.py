@@ -161,3 +161,23 @@ def test_unbuilt_and_non_finite_models_are_refused():
     model.get_layer("conv_mid").kernel.assign(kernel)
     with pytest.raises(ValueError, match="Layer 'conv_mid'.*exclude=\\['conv_mid'\\]"):
         quantize_model(model, verbose=0)
+
+
+def test_mixed_float16_trains_and_evaluates():
+    """float16 activations and kernels, 4-bit activations (the windowed soft form)."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([
+            keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+        x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+        y = (x[:, 0] > 0).astype("int32")
+        qat = quantize_model(model, 3, 4, calibration_data=x, verbose=0)
+        qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    jit_compile=True)
+        history = qat.fit(x, y, epochs=1, batch_size=16, verbose=0,
+                          callbacks=[TemperatureScheduler(base=10)])
+        assert np.isfinite(history.history["loss"][0])
+        assert np.isfinite(qat.evaluate(x, y, verbose=0))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -48,14 +48,14 @@ def _add_bias(layer, outputs, channels):
     if getattr(layer, "bias", None) is None:
         return outputs
     rank = len(outputs.shape) - 2
-    if kind_data_format(layer) == "channels_first":
+    if _data_format(layer) == "channels_first":
         shape = (1, channels) + (1,) * rank
     else:
         shape = (1,) * (rank + 1) + (channels,)
     return ops.add(outputs, ops.reshape(layer.bias, shape))
 
 
-def kind_data_format(layer):
+def _data_format(layer):
     return getattr(layer, "data_format", "channels_last") or "channels_last"
 
 
@@ -71,7 +71,7 @@ def _conv(layer, inputs, kernel):
     if padding == "causal":
         left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
         pads = [[0, 0], [left, 0], [0, 0]]
-        if kind_data_format(layer) == "channels_first":
+        if _data_format(layer) == "channels_first":
             pads = [[0, 0], [0, 0], [left, 0]]
         inputs = ops.pad(inputs, pads)
         padding = "valid"

@@ -153,7 +153,7 @@ def _evenly_spaced(thresholds, n):
     """True (a boolean scalar) when ``b_i == b_0 + i g`` exactly, ``g > 0``: the arithmetic
     the windowed form uses reproduces every threshold."""
     first, gap = _spacing(thresholds, n)
-    index = ops.arange(n, dtype=thresholds.dtype)
+    index = ops.cast(ops.arange(n), thresholds.dtype)
     return ops.logical_and(gap > 0.0, ops.all(ops.equal(thresholds, first + index * gap)))
 
 
