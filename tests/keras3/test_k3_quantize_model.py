@@ -7,7 +7,7 @@ from keras import ops
 
 from conftest import build_cnn, build_residual, classification_data
 from tf_qnets.core.init_math import (activation_thresholds, initial_scales, weight_thresholds)
-from tf_qnets.keras3 import QNetsWrapper, TemperatureScheduler, quantize_model
+from tf_qnets.keras3 import QNetsWrapper, TemperatureScheduler, quantize_model, set_temperature
 
 
 def _numpy(value):
@@ -112,6 +112,22 @@ def test_residual_model_trains_with_jit_and_evaluates_on_the_levels():
         assert _on_levels(kernel, float(_numpy(layer.weight_quantizer.alpha)), (-1, 0, 1))
         activations = _numpy(keras.Model(qat.inputs[0], layer.output).predict(x, verbose=0))
         assert _on_levels(activations, float(_numpy(layer.output_quantizer.alpha)), range(8))
+
+
+def test_from_the_hard_forward_temperature_training_computes_what_evaluate_computes():
+    """No BatchNormalization or dropout: with T = 100 the training forward of every quantizer
+    is the hard staircase, so the training-mode output equals the inference output."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(8, activation="relu"), keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(2)])
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    qat = quantize_model(model, 2, 2, calibration_data=x, verbose=0)
+    set_temperature(qat, weights=100.0, activations=100.0)
+    np.testing.assert_array_equal(_numpy(qat(x, training=True)), _numpy(qat(x, training=False)))
+    set_temperature(qat, weights=30.0, activations=30.0)
+    assert not np.array_equal(_numpy(qat(x, training=True)), _numpy(qat(x, training=False)))
 
 
 def test_per_layer_and_exclude_are_honoured():

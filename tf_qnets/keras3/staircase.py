@@ -287,8 +287,16 @@ def _hard_codes(u, thresholds, levels):
                     lambda: _table_codes(u, thresholds, levels))
 
 
+def _read(value):
+    """``value`` as a tensor. A TensorFlow variable counts as a tensor to Keras's conversion;
+    read it here, so that ``custom_gradient`` sees a tensor and not a variable it would
+    demand a ``variables`` gradient for."""
+    value = ops.convert_to_tensor(value)
+    return ops.copy(value) if hasattr(value, "assign") else value
+
+
 def _as_float(value, dtype):
-    return ops.cast(ops.convert_to_tensor(value), dtype)
+    return ops.cast(_read(value), dtype)
 
 
 def _check(levels, gradient, x):
@@ -350,7 +358,7 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
         >>> [round(float(v), 4) for v in ops.convert_to_numpy(y)]
         [0.0001, 1.0067]
     """
-    x = ops.convert_to_tensor(x)
+    x = _read(x)
     _check(levels, gradient, x)
     dtype = x.dtype
     offset = float(levels.offset)
