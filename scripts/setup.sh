@@ -31,3 +31,9 @@ if ! "$PYTHON" -c "import tf_qnets, tf_keras, tensorflow_model_optimization, ai_
   # which the benchmark does not import.
   "$PYTHON" -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt qkeras networkx
 fi
+# The Keras 3 path's JAX backend (tests/keras3 run under KERAS_BACKEND=tensorflow and =jax;
+# keras==3.15.1 comes with TensorFlow 2.21 and is pinned in constraints.txt).
+if ! "$PYTHON" -c "import jax, jaxlib, keras; assert jax.__version__ == '0.10.2' and keras.__version__.startswith('3.')" >/dev/null 2>&1; then
+  echo "[setup] installing jax[cpu]==0.10.2 (Keras 3 JAX backend)"
+  "$PYTHON" -m pip install -q --disable-pip-version-check -c constraints.txt "jax[cpu]==0.10.2"
+fi

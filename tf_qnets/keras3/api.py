@@ -1,0 +1,139 @@
+"""``quantize_model`` for Keras 3: one call from a float model to a trainable Quantization Network.
+
+Works with every Keras 3 backend that ``keras.ops`` covers; tested on TensorFlow and JAX
+(under JAX without TensorFlow installed).
+"""
+
+import numpy as np
+from keras import ops
+
+from tf_qnets.core.plan import plan_layers
+from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT
+from tf_qnets.keras3.calibration import calibration_batches
+from tf_qnets.keras3.describe import check_model, layer_infos
+from tf_qnets.keras3.init import calibrate, initialize_weight_quantizers
+from tf_qnets.keras3.quantizer import QNetsQuantizer
+from tf_qnets.keras3.rewrite import wrap_layers
+from tf_qnets.keras3.wrapper import QNetsWrapper
+
+__all__ = ["count_quantizers", "is_quantized_model", "quantize_model", "quantizers"]
+
+
+def _check_first_last(first_last):
+    if first_last == "int8":
+        raise ValueError(
+            "`first_last='int8'` (8-bit simulation of the first and last layers) is not "
+            "available on the Keras 3 path yet; use 'float' (the paper's choice) or 'low_bit'.")
+
+
+def _check_finite_weights(model, specs):
+    """NaN/Inf in a layer to quantize would silently give NaN scales; refuse it up front."""
+    for name in specs:
+        for weight in model.get_layer(name).weights:
+            if not np.all(np.isfinite(ops.convert_to_numpy(weight))):
+                raise ValueError(
+                    f"Layer {name!r}: its {weight.name} contains NaN or Inf values; `model` must "
+                    "have finite weights (fix or retrain it, or keep the layer float with "
+                    f"`exclude=[{name!r}]`).")
+
+
+def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weight_scheme="pow2",
+                   thresholds="auto", first_last="float", per_layer=None, exclude=(),
+                   gradient=None, activation_gradient=DEFAULT_ACTIVATION_GRADIENT,
+                   train_thresholds=False, verbose=1):
+    """Turn a float Keras 3 model into a Quantization Network ready for fine-tuning.
+
+    Each quantized tensor ``x`` (a kernel, or an activation after a ReLU-like layer) is
+    replaced by a staircase with integer levels ``y_0 < ... < y_n``::
+
+        training:  alpha * (sum_i s_i * sigmoid(clip(T (beta x - b_i), -10, 10)) - o)
+        inference: alpha * (sum_i s_i * [beta x > b_i] - o)
+
+    with ``s_i = y_i - y_{i-1}``, ``o = -y_0``; ``alpha`` and ``beta`` are learned, the
+    thresholds ``b_i`` come from the float model (k-means on kernels, calibration data for
+    activations) and ``T`` rises during training
+    (:class:`tf_qnets.keras3.schedule.TemperatureScheduler`). ``evaluate`` and ``predict``
+    use the hard staircase: what the device computes.
+
+    Args:
+      model: a built Keras 3 Sequential or Functional model (not modified).
+      w_bits: weight bit width 1..8 (1: {-1,1}, 2: {-1,0,1}, 3: {-4,-2,-1,0,1,2,4},
+        4..8: symmetric uniform), a sorted sequence of integer levels, or None (float weights).
+      a_bits: activation bit width 1..8 ({0..2^k-1} after non-negative activations, a
+        symmetric signed set otherwise), a sequence of levels, or None (float activations).
+      calibration_data: input batches (a NumPy array, an ``(x, y)`` tuple, or an iterable of
+        batches); required when activations are quantized. Also re-estimates the
+        BatchNormalization statistics after quantized layers.
+      weight_scheme: ``"pow2"`` (paper) or ``"uniform"`` for 3-bit weights.
+      thresholds: ``"auto"`` (k-means for weights with a data-driven ternary dead zone;
+        uniform thresholds with the MSE scale for activations), ``"kmeans"`` or ``"uniform"``.
+      first_last: ``"float"`` (paper: the first and last kernel layers stay float) or
+        ``"low_bit"`` (quantized like the others). ``"int8"`` is Keras 2 only for now.
+      per_layer: ``{layer_name: {setting: value}}`` overriding ``w_bits``, ``a_bits``,
+        ``weight_scheme``, ``thresholds``, ``gradient``, ``activation_gradient`` or
+        ``train_thresholds`` for one layer, or ``{layer_name: None}`` to keep it float.
+      exclude: names of layers to keep float.
+      gradient: the weight quantizers' backward, ``"exact"``, ``"wide"`` or ``"smooth"``;
+        None: ``"wide"`` for binary weights (the authors' release), else ``"exact"``.
+      activation_gradient: the activation quantizers' backward (default ``"smooth"``).
+      train_thresholds: learn the thresholds too (the paper freezes them).
+      verbose: 0 silent, 1 prints what is being calibrated.
+
+    Returns:
+      A new, uncompiled Keras 3 model whose quantized layers are
+      :class:`tf_qnets.keras3.wrapper.QNetsWrapper` s. It trains with a plain
+      ``compile(..., jit_compile=True)`` and ``fit``, and saves to / loads from ``.keras``.
+
+    Example::
+
+        from tf_qnets.keras3 import TemperatureScheduler, quantize_model
+
+        qat = quantize_model(model, w_bits=3, a_bits=3, calibration_data=x_train[:512])
+        qat.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=True)
+        qat.fit(x_train, y_train, epochs=10, callbacks=[TemperatureScheduler()])
+        qat.evaluate(x_test, y_test)           # hard staircases
+    """
+    check_model(model)
+    _check_first_last(first_last)
+    specs = plan_layers(
+        layer_infos(model), w_bits, a_bits, weight_scheme=weight_scheme, thresholds=thresholds,
+        first_last=first_last, per_layer=per_layer, exclude=exclude, gradient=gradient,
+        activation_gradient=activation_gradient, train_thresholds=train_thresholds)
+    _check_finite_weights(model, specs)
+    needs_calibration = any(spec.output is not None for spec in specs.values())
+    if needs_calibration and calibration_data is None:
+        raise ValueError(
+            "`calibration_data` is required when activations are quantized (a_bits is set): "
+            "pass a few batches of typical inputs, e.g. `calibration_data=x_train[:512]`.")
+    batches = None if calibration_data is None else calibration_batches(calibration_data, model)
+
+    qat = wrap_layers(model, specs)
+    initialize_weight_quantizers(qat, specs)
+    if batches is not None:
+        if verbose:
+            count = sum(len(batch) for batch in batches)
+            print(f"[tf_qnets] calibrating {count_quantizers(qat, 'activations')} activation "
+                  f"quantizers on {count} samples")
+        calibrate(qat, specs, batches)
+    return qat
+
+
+def quantizers(model):
+    """Every :class:`QNetsQuantizer` of ``model`` (weights and outputs), in layer order."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, QNetsWrapper):
+            found.extend(quantizer for _, quantizer in layer.quantizers())
+        elif isinstance(layer, QNetsQuantizer):
+            found.append(layer)
+    return found
+
+
+def is_quantized_model(model):
+    """True when ``model`` contains tf_qnets Keras 3 quantizers."""
+    return bool(quantizers(model))
+
+
+def count_quantizers(model, role=None):
+    """Number of quantizers in ``model`` (of one ``role``: ``"weights"``/``"activations"``)."""
+    return sum(1 for q in quantizers(model) if role is None or q.role == role)

@@ -1,0 +1,57 @@
+"""Build the quantized copy of a Keras 3 model: every planned layer inside a ``QNetsWrapper``.
+
+``wrap_layers(model, specs)`` clones ``model`` (``keras.models.clone_model``: the same graph,
+Sequential or Functional, residual ``Add``/``Concatenate`` included) with each layer rebuilt
+from its config, wraps the layers named in ``specs`` (:func:`tf_qnets.core.plan.plan_layers`)
+with their quantizers, and copies every float weight over. The user's model and its
+layers are never modified or reused.
+
+Example::
+
+    qat = wrap_layers(model, plan_layers(layer_infos(model), w_bits=3))
+"""
+
+import keras
+
+from tf_qnets.core.plan import QuantizerSpec
+from tf_qnets.keras3.quantizer import QNetsQuantizer
+from tf_qnets.keras3.wrapper import QNetsWrapper
+
+__all__ = ["quantizer_for", "wrap_layers"]
+
+
+def quantizer_for(spec, name):
+    """The :class:`QNetsQuantizer` of a :class:`tf_qnets.core.plan.QuantizerSpec` (or None)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, QuantizerSpec):
+        raise ValueError(
+            f"{name}: {type(spec).__name__} quantizers (first_last='int8') are not available on "
+            "the Keras 3 path; use first_last='float' (the paper) or 'low_bit'.")
+    return QNetsQuantizer(spec.levels, role=spec.role, gradient=spec.gradient,
+                          train_thresholds=spec.train_thresholds, name=name)
+
+
+def wrap_layers(model, specs):
+    """A new model with the layers in ``specs`` wrapped, and ``model``'s float weights."""
+
+    def clone(layer):
+        fresh = layer.__class__.from_config(layer.get_config())
+        spec = specs.get(layer.name)
+        if spec is None:
+            return fresh
+        return QNetsWrapper(
+            fresh,
+            weight_quantizer=quantizer_for(spec.weight, f"{layer.name}_kernel_quantizer"),
+            output_quantizer=quantizer_for(spec.output, f"{layer.name}_output_quantizer"),
+            name=layer.name)
+
+    quantized = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        target = quantized.get_layer(layer.name)
+        if isinstance(target, QNetsWrapper):
+            target = target.layer
+        target.set_weights(layer.get_weights())
+    return quantized
