@@ -15,6 +15,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+# tests/keras3 runs Keras 3 in its own processes, one per backend (tests/test_keras3_backends.py).
+collect_ignore = ["keras3"]
+
 import tf_qnets  # noqa: E402,F401
 from tf_qnets.keras2.backend import keras  # noqa: E402
 
@@ -121,6 +124,7 @@ def _fresh_keras_session():
 # in collection order (`--dist loadfile --no-loadscope-reorder`): starting these first lets
 # the many short files fill the gaps, so both workers finish at about the same time.
 LONGEST_FILES_FIRST = (
+    "test_keras3_backends.py",
     "test_imagenet_example.py",
     "test_distribute.py",
     "test_example.py",

@@ -2,7 +2,7 @@
 
 * ``tests/keras3`` under ``KERAS_BACKEND=tensorflow`` and ``KERAS_BACKEND=jax``;
 * a small quantize + fit + evaluate under JAX with ``tensorflow`` and ``tf_keras`` made
-  unimportable: the Keras 3 path must not need TensorFlow.
+  unimportable, through ``tf_qnets.quantize_model``: the Keras 3 path must not need TensorFlow.
 """
 
 import os
@@ -47,7 +47,8 @@ NO_TENSORFLOW = textwrap.dedent("""
 
     import keras
     import numpy as np
-    from tf_qnets.keras3 import TemperatureScheduler, quantize_model
+    import tf_qnets
+    from tf_qnets.keras3 import TemperatureScheduler
 
     assert keras.backend.backend() == "jax"
     keras.utils.set_random_seed(0)
@@ -63,7 +64,7 @@ NO_TENSORFLOW = textwrap.dedent("""
     ])
     x = np.random.default_rng(0).normal(size=(32, 6, 6, 1)).astype("float32")
     y = (x.mean(axis=(1, 2, 3)) > 0).astype("int32")
-    qat = quantize_model(model, 3, 3, calibration_data=x, verbose=0)
+    qat = tf_qnets.quantize_model(model, 3, 3, calibration_data=x, verbose=0)   # the Keras 3 path
     qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"], jit_compile=True)
     qat.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[TemperatureScheduler()])
