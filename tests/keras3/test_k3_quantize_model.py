@@ -197,3 +197,9 @@ def test_mixed_float16_trains_and_evaluates():
         assert np.isfinite(qat.evaluate(x, y, verbose=0))
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_backend_other_than_tensorflow_or_jax_is_refused_naming_the_supported_ones(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(ValueError, match=r"supports the tensorflow and jax backends.*'torch'"):
+        quantize_model(build_cnn(), w_bits=3, verbose=0)

@@ -36,6 +36,7 @@ Example::
 Reference: Yang et al., "Quantization Networks", CVPR 2019 (arXiv:1911.09464).
 """
 
+from tf_qnets.core.schedule import HARD_FORWARD_TEMPERATURE  # noqa: F401  (re-exported)
 from tf_qnets.keras2 import tfmot
 
 from tf_qnets.keras2.backend import keras, tf
@@ -47,8 +48,6 @@ __all__ = ["HARD_FORWARD_TEMPERATURE", "QNetsQuantizer", "ROLES"]
 
 ROLES = ("weights", "activations")
 
-# From this temperature on, the training forward is the hard staircase (see above).
-HARD_FORWARD_TEMPERATURE = 100.0
 
 
 @keras.utils.register_keras_serializable(package="tf_qnets")

@@ -30,24 +30,17 @@ Example::
     qat.fit(ds, epochs=10, callbacks=[tf_qnets.TemperatureScheduler()])   # base 10 here
 """
 
-import math
-import numbers
-
+from tf_qnets.core.schedule import (  # noqa: F401  (auto_base: re-exported for the benchmarks)
+    ScheduleRules,
+    auto_base,
+    validated_temperature,
+)
 from tf_qnets.keras2.backend import keras
 from tf_qnets.keras2.gap import gap_reader
-from tf_qnets.keras2.quantizer import HARD_FORWARD_TEMPERATURE, QNetsQuantizer
+from tf_qnets.keras2.quantizer import QNetsQuantizer
 from tf_qnets.keras2.wrapper import quantizer_states
 
 __all__ = ["TemperatureScheduler", "set_temperature", "get_temperatures"]
-
-# base="auto": the paper's base for long schedules, else one that ends at this T.
-AUTO_BASE = 10.0
-AUTO_FINAL_TEMPERATURE = HARD_FORWARD_TEMPERATURE
-
-
-def auto_base(epochs):
-    """``base="auto"``: ``max(10, 100 / epochs)``; 10 when ``epochs`` is unknown (None or 0)."""
-    return max(AUTO_BASE, AUTO_FINAL_TEMPERATURE / epochs) if epochs else AUTO_BASE
 
 
 def _temperature_variables(model, role=None):
@@ -58,21 +51,12 @@ def _temperature_variables(model, role=None):
     return found
 
 
-def _validated_temperature(value, argument):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{argument}` must be a positive number, got {value!r}.")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"`{argument}` must be a finite temperature > 0, got {value}.")
-    return value
-
-
 def set_temperature(model, weights=None, activations=None):
     """Assign the temperature of every weight and/or activation quantizer of ``model``."""
     for role, value in (("weights", weights), ("activations", activations)):
         if value is None:
             continue
-        value = _validated_temperature(value, f"{role} temperature")
+        value = validated_temperature(value, f"{role} temperature")
         for variable in _temperature_variables(model, role):
             variable.assign(value)
 
@@ -83,7 +67,7 @@ def get_temperatures(model):
 
 
 @keras.utils.register_keras_serializable(package="tf_qnets")
-class TemperatureScheduler(keras.callbacks.Callback):
+class TemperatureScheduler(ScheduleRules, keras.callbacks.Callback):
     """Raise the quantizers' temperature during ``fit``.
 
     Args:
@@ -103,19 +87,8 @@ class TemperatureScheduler(keras.callbacks.Callback):
 
     def __init__(self, base="auto", schedule=None, per_step=False, cap=None, weight_cap=2000.0,
                  verbose=0, show_gap=True):
-        super().__init__()
-        if isinstance(base, str) and base == "auto":
-            self.base = "auto"
-        elif isinstance(base, str):
-            raise TypeError(f"`base` must be a positive number or 'auto', got {base!r}.")
-        else:
-            self.base = _validated_temperature(base, "base")
-        if schedule is not None and not callable(schedule):
-            raise TypeError(f"`schedule` must be a callable epoch -> temperature, got {schedule!r}.")
-        self.schedule = schedule
-        self.per_step = bool(per_step)
-        self.cap = None if cap is None else _validated_temperature(cap, "cap")
-        self.weight_cap = None if weight_cap is None else _validated_temperature(weight_cap, "weight_cap")
+        keras.callbacks.Callback.__init__(self)
+        self._init_rules(base, schedule, per_step, cap, weight_cap)
         self.verbose = verbose
         if not isinstance(show_gap, bool):
             raise TypeError(f"`show_gap` must be a bool, got {show_gap!r}.")
@@ -125,25 +98,8 @@ class TemperatureScheduler(keras.callbacks.Callback):
         self._gap_sum = 0.0
         self._gap_count = 0
 
-    @property
-    def resolved_base(self):
-        """The number ``base`` stands for: itself, or for ``"auto"`` ``max(10, 100 / epochs)``
-        with the ``epochs`` of the running ``fit`` (10 before ``fit`` sets them)."""
-        if self.base != "auto":
-            return self.base
-        return auto_base((getattr(self, "params", None) or {}).get("epochs"))
-
-    def temperature_at(self, epoch):
-        """The (uncapped) activation temperature at a possibly fractional epoch."""
-        if self.schedule is not None:
-            return _validated_temperature(self.schedule(epoch), "schedule(epoch)")
-        return self.resolved_base * (epoch + 1.0)
-
     def _apply(self, epoch):
-        value = self.temperature_at(epoch)
-        if self.cap is not None:
-            value = min(value, self.cap)
-        weight_value = value if self.weight_cap is None else min(value, self.weight_cap)
+        weight_value, value = self.temperatures(epoch)
         set_temperature(self.model, weights=weight_value, activations=value)
         return value
 

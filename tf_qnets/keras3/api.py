@@ -4,6 +4,7 @@ Works with every Keras 3 backend that ``keras.ops`` covers; tested on TensorFlow
 (under JAX without TensorFlow installed).
 """
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -17,6 +18,19 @@ from tf_qnets.keras3.rewrite import wrap_layers
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
 __all__ = ["count_quantizers", "is_quantized_model", "quantize_model", "quantizers"]
+
+
+# The backends the Keras 3 path is tested on (tests/test_keras3_backends.py).
+SUPPORTED_BACKENDS = ("tensorflow", "jax")
+
+
+def _check_backend():
+    backend = keras.backend.backend()
+    if backend not in SUPPORTED_BACKENDS:
+        raise ValueError(
+            f"tf_qnets' Keras 3 path supports the {' and '.join(SUPPORTED_BACKENDS)} backends; "
+            f"this process runs Keras on {backend!r}. Set KERAS_BACKEND=jax (or tensorflow) "
+            "before keras is imported.")
 
 
 def _check_first_last(first_last):
@@ -93,6 +107,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
         qat.fit(x_train, y_train, epochs=10, callbacks=[TemperatureScheduler()])
         qat.evaluate(x_test, y_test)           # hard staircases
     """
+    _check_backend()
     check_model(model)
     _check_first_last(first_last)
     specs = plan_layers(

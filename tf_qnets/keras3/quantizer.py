@@ -37,13 +37,13 @@ import numbers
 import keras
 import numpy as np
 
+from tf_qnets.core.schedule import HARD_FORWARD_TEMPERATURE  # noqa: F401  (re-exported)
 from tf_qnets.core.levels import LevelSet
 from tf_qnets.keras3.staircase import GRADIENTS, hard_staircase, soft_staircase
 
 __all__ = ["HARD_FORWARD_TEMPERATURE", "QNetsQuantizer", "ROLES"]
 
 ROLES = ("weights", "activations")
-HARD_FORWARD_TEMPERATURE = 100.0
 
 
 def _checked_hard_forward_from(value):

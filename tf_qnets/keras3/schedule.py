@@ -21,33 +21,14 @@ Example::
     qat.fit(x, y, epochs=10, callbacks=[TemperatureScheduler()])     # T = 10, 20, ..., 100
 """
 
-import math
-import numbers
 
 import keras
 from keras import ops
 
+from tf_qnets.core.schedule import ScheduleRules, validated_temperature
 from tf_qnets.keras3.api import quantizers
-from tf_qnets.keras3.quantizer import HARD_FORWARD_TEMPERATURE
 
 __all__ = ["TemperatureScheduler", "get_temperatures", "set_temperature"]
-
-AUTO_BASE = 10.0
-AUTO_FINAL_TEMPERATURE = HARD_FORWARD_TEMPERATURE
-
-
-def auto_base(epochs):
-    """``base="auto"``: ``max(10, 100 / epochs)``; 10 when ``epochs`` is unknown."""
-    return max(AUTO_BASE, AUTO_FINAL_TEMPERATURE / epochs) if epochs else AUTO_BASE
-
-
-def _validated_temperature(value, argument):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{argument}` must be a positive number, got {value!r}.")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"`{argument}` must be a finite temperature > 0, got {value}.")
-    return value
 
 
 def _temperature_variables(model, role=None):
@@ -59,7 +40,7 @@ def set_temperature(model, weights=None, activations=None):
     for role, value in (("weights", weights), ("activations", activations)):
         if value is None:
             continue
-        value = _validated_temperature(value, f"{role} temperature")
+        value = validated_temperature(value, f"{role} temperature")
         for variable in _temperature_variables(model, role):
             variable.assign(value)
 
@@ -71,7 +52,7 @@ def get_temperatures(model):
 
 
 @keras.saving.register_keras_serializable(package="tf_qnets")
-class TemperatureScheduler(keras.callbacks.Callback):
+class TemperatureScheduler(ScheduleRules, keras.callbacks.Callback):
     """Raise the quantizers' temperature during ``fit``.
 
     Args:
@@ -86,41 +67,13 @@ class TemperatureScheduler(keras.callbacks.Callback):
 
     def __init__(self, base="auto", schedule=None, per_step=False, cap=None, weight_cap=2000.0,
                  verbose=0):
-        super().__init__()
-        if isinstance(base, str) and base == "auto":
-            self.base = "auto"
-        elif isinstance(base, str):
-            raise TypeError(f"`base` must be a positive number or 'auto', got {base!r}.")
-        else:
-            self.base = _validated_temperature(base, "base")
-        if schedule is not None and not callable(schedule):
-            raise TypeError(f"`schedule` must be a callable epoch -> temperature, got {schedule!r}.")
-        self.schedule = schedule
-        self.per_step = bool(per_step)
-        self.cap = None if cap is None else _validated_temperature(cap, "cap")
-        self.weight_cap = None if weight_cap is None else _validated_temperature(weight_cap,
-                                                                                   "weight_cap")
+        keras.callbacks.Callback.__init__(self)
+        self._init_rules(base, schedule, per_step, cap, weight_cap)
         self.verbose = verbose
         self._epoch = 0
 
-    @property
-    def resolved_base(self):
-        """``base``, or for ``"auto"`` ``max(10, 100 / epochs)`` with the running ``fit``'s epochs."""
-        if self.base != "auto":
-            return self.base
-        return auto_base((getattr(self, "params", None) or {}).get("epochs"))
-
-    def temperature_at(self, epoch):
-        """The (uncapped) activation temperature at a possibly fractional epoch."""
-        if self.schedule is not None:
-            return _validated_temperature(self.schedule(epoch), "schedule(epoch)")
-        return self.resolved_base * (epoch + 1.0)
-
     def _apply(self, epoch):
-        value = self.temperature_at(epoch)
-        if self.cap is not None:
-            value = min(value, self.cap)
-        weight_value = value if self.weight_cap is None else min(value, self.weight_cap)
+        weight_value, value = self.temperatures(epoch)
         set_temperature(self.model, weights=weight_value, activations=value)
         return value
 
