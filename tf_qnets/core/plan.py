@@ -28,6 +28,7 @@ Example::
 
 import dataclasses
 import difflib
+import numbers
 import warnings
 from typing import Optional, Union
 
@@ -37,6 +38,8 @@ from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT, GRADIENTS
 
 __all__ = [
     "FIRST_LAST",
+    "ROLES",
+    "check_quantizer_options",
     "Int8Spec",
     "LayerInfo",
     "LayerSpec",
@@ -48,6 +51,7 @@ __all__ = [
 
 THRESHOLD_INITS = ("auto", "kmeans", "uniform")
 FIRST_LAST = ("float", "int8", "low_bit")
+ROLES = ("weights", "activations")
 PER_LAYER_KEYS = ("w_bits", "a_bits", "weight_scheme", "thresholds", "gradient",
                   "activation_gradient", "train_thresholds")
 
@@ -99,6 +103,32 @@ class LayerSpec:
     output: Union[QuantizerSpec, Int8Spec, None]
     weight_thresholds: str = "kmeans"
     output_thresholds: str = "kmeans"
+
+
+def check_quantizer_options(levels, role, gradient, train_thresholds, hard_forward_from):
+    """A quantizer's constructor arguments, checked: ``(LevelSet, hard_forward_from)``.
+
+    ``levels`` may be a LevelSet or a sequence of integers; ``hard_forward_from`` a
+    temperature > 0 (returned as a float) or None. Bad values raise a ``ValueError`` /
+    ``TypeError`` naming the argument.
+    """
+    levels = levels if isinstance(levels, LevelSet) else LevelSet(tuple(levels))
+    if role not in ROLES:
+        raise ValueError(f"`role` must be one of {ROLES}, got {role!r}.")
+    if gradient not in GRADIENTS:
+        raise ValueError(f"`gradient` must be one of {GRADIENTS}, got {gradient!r}.")
+    if not isinstance(train_thresholds, bool):
+        raise TypeError(f"`train_thresholds` must be a bool, got {train_thresholds!r}.")
+    if hard_forward_from is not None:
+        if isinstance(hard_forward_from, bool) or not isinstance(hard_forward_from, numbers.Real):
+            raise TypeError(
+                f"`hard_forward_from` must be a temperature (a number > 0) or None, got "
+                f"{hard_forward_from!r}.")
+        if not hard_forward_from > 0:
+            raise ValueError(
+                f"`hard_forward_from` must be a temperature > 0 or None, got {hard_forward_from!r}.")
+        hard_forward_from = float(hard_forward_from)
+    return levels, hard_forward_from
 
 
 def _validate_choice(value, allowed, argument):

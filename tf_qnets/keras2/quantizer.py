@@ -41,12 +41,11 @@ from tf_qnets.keras2 import tfmot
 
 from tf_qnets.keras2.backend import keras, tf
 from tf_qnets.keras2.gap import gap_sample, gap_variable, record_gap, records_gap_now
-from tf_qnets.core.levels import LevelSet
-from tf_qnets.tf.staircase import GRADIENTS, IMPLEMENTATIONS, hard_staircase, soft_staircase
+from tf_qnets.core.plan import ROLES, check_quantizer_options  # noqa: F401  (ROLES re-exported)
+from tf_qnets.tf.staircase import IMPLEMENTATIONS, hard_staircase, soft_staircase
 
 __all__ = ["HARD_FORWARD_TEMPERATURE", "QNetsQuantizer", "ROLES"]
 
-ROLES = ("weights", "activations")
 
 
 
@@ -73,26 +72,11 @@ class QNetsQuantizer(tfmot.Quantizer):
 
     def __init__(self, levels, role="weights", gradient="exact", train_thresholds=False,
                  implementation="xla", hard_forward_from=HARD_FORWARD_TEMPERATURE):
-        self.levels = levels if isinstance(levels, LevelSet) else LevelSet(tuple(levels))
-        if role not in ROLES:
-            raise ValueError(f"`role` must be one of {ROLES}, got {role!r}.")
-        if gradient not in GRADIENTS:
-            raise ValueError(f"`gradient` must be one of {GRADIENTS}, got {gradient!r}.")
-        if not isinstance(train_thresholds, bool):
-            raise TypeError(f"`train_thresholds` must be a bool, got {train_thresholds!r}.")
+        self.levels, self.hard_forward_from = check_quantizer_options(
+            levels, role, gradient, train_thresholds, hard_forward_from)
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(
                 f"`implementation` must be one of {IMPLEMENTATIONS}, got {implementation!r}.")
-        if hard_forward_from is not None:
-            if isinstance(hard_forward_from, bool) or not isinstance(hard_forward_from, (int, float)):
-                raise TypeError(
-                    f"`hard_forward_from` must be a temperature (a number > 0) or None, got "
-                    f"{hard_forward_from!r}.")
-            if not hard_forward_from > 0:
-                raise ValueError(
-                    f"`hard_forward_from` must be a temperature > 0 or None, got {hard_forward_from!r}.")
-            hard_forward_from = float(hard_forward_from)
-        self.hard_forward_from = hard_forward_from
         self.implementation = implementation
         self.role = role
         self.gradient = gradient

@@ -32,29 +32,16 @@ Example::
 Reference: Yang et al., "Quantization Networks", CVPR 2019 (arXiv:1911.09464).
 """
 
-import numbers
 
 import keras
 import numpy as np
 
 from tf_qnets.core.schedule import HARD_FORWARD_TEMPERATURE  # noqa: F401  (re-exported)
-from tf_qnets.core.levels import LevelSet
-from tf_qnets.keras3.staircase import GRADIENTS, hard_staircase, soft_staircase
+from tf_qnets.core.plan import ROLES, check_quantizer_options  # noqa: F401  (ROLES re-exported)
+from tf_qnets.keras3.staircase import hard_staircase, soft_staircase
 
 __all__ = ["HARD_FORWARD_TEMPERATURE", "QNetsQuantizer", "ROLES"]
 
-ROLES = ("weights", "activations")
-
-
-def _checked_hard_forward_from(value):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`hard_forward_from` must be a temperature (a number > 0) or None, got {value!r}.")
-    if not value > 0:
-        raise ValueError(f"`hard_forward_from` must be a temperature > 0 or None, got {value!r}.")
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="tf_qnets")
@@ -78,17 +65,11 @@ class QNetsQuantizer(keras.layers.Layer):
     def __init__(self, levels, role="weights", gradient="exact", train_thresholds=False,
                  hard_forward_from=HARD_FORWARD_TEMPERATURE, **kwargs):
         super().__init__(**kwargs)
-        self.levels = levels if isinstance(levels, LevelSet) else LevelSet(tuple(levels))
-        if role not in ROLES:
-            raise ValueError(f"`role` must be one of {ROLES}, got {role!r}.")
-        if gradient not in GRADIENTS:
-            raise ValueError(f"`gradient` must be one of {GRADIENTS}, got {gradient!r}.")
-        if not isinstance(train_thresholds, bool):
-            raise TypeError(f"`train_thresholds` must be a bool, got {train_thresholds!r}.")
+        self.levels, self.hard_forward_from = check_quantizer_options(
+            levels, role, gradient, train_thresholds, hard_forward_from)
         self.role = role
         self.gradient = gradient
         self.train_thresholds = train_thresholds
-        self.hard_forward_from = _checked_hard_forward_from(hard_forward_from)
         # Calibration reads the unquantized tensor with this switched on (eager calls only).
         self.bypass = False
 
