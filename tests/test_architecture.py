@@ -24,7 +24,7 @@ RULES = {
     "keras3": ({"keras"}, {"core", "keras3"}),
     "export": ({"tensorflow"}, {"core", "tf", "keras2", "export", "runtime"}),
     "tools": ({"tensorflow"}, {"core", "keras2", "keras3", "export", "runtime", "datasets", "cli",
-                               "frontend"}),
+                               "frontend", "callbacks"}),
     "top": (set(), set()),
 }
 

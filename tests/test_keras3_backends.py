@@ -1,8 +1,11 @@
 """The Keras 3 path under each backend, in subprocesses (this suite itself runs Keras 2).
 
 * ``tests/keras3`` under ``KERAS_BACKEND=tensorflow`` and ``KERAS_BACKEND=jax``;
-* a small quantize + fit + evaluate under JAX with ``tensorflow`` and ``tf_keras`` made
-  unimportable, through ``tf_qnets.quantize_model``: the Keras 3 path must not need TensorFlow.
+* a small quantize + fit + evaluate + save under JAX with ``tensorflow`` and ``tf_keras`` made
+  unimportable, through the top-level ``tf_qnets`` names: the Keras 3 path must not need
+  TensorFlow;
+* that file loaded under ``KERAS_BACKEND=tensorflow`` with ``tf_qnets.load_model``: the same hard
+  outputs as under JAX (a model trained on one backend deploys from the other).
 """
 
 import os
@@ -16,9 +19,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 1200
 
 
-def _run(command, backend):
+def _run(command, backend, extra_env=None):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env.update(extra_env or {})
     env.pop("TF_USE_LEGACY_KERAS", None)     # Keras 3, whatever the parent process chose
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=TIMEOUT_S)
@@ -35,7 +39,7 @@ def test_keras3_tests_pass_under_the_backend(backend):
 
 
 NO_TENSORFLOW = textwrap.dedent("""
-    import importlib.abc, sys
+    import importlib.abc, os, sys
 
     class Blocked(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -48,7 +52,6 @@ NO_TENSORFLOW = textwrap.dedent("""
     import keras
     import numpy as np
     import tf_qnets
-    from tf_qnets.keras3 import TemperatureScheduler
 
     assert keras.backend.backend() == "jax"
     keras.utils.set_random_seed(0)
@@ -67,15 +70,44 @@ NO_TENSORFLOW = textwrap.dedent("""
     qat = tf_qnets.quantize_model(model, 3, 3, calibration_data=x, verbose=0)   # the Keras 3 path
     qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"], jit_compile=True)
-    qat.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[TemperatureScheduler()])
+    qat.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[tf_qnets.TemperatureScheduler()])
     loss, accuracy = qat.evaluate(x, y, verbose=0)
     assert np.isfinite(loss), loss
+    assert set(tf_qnets.get_temperatures(qat).values()) == {100.0}
+    assert tf_qnets.count_quantizers(qat) > 0
+    folder = os.environ["QNETS_EXCHANGE"]
+    qat.save(os.path.join(folder, "qat.keras"))
+    np.save(os.path.join(folder, "x.npy"), x)
+    np.save(os.path.join(folder, "hard.npy"), qat.predict(x, verbose=0))
     assert not any(name.split(".")[0] in ("tensorflow", "tf_keras") for name in sys.modules)
     print("no-tensorflow run ok", loss, accuracy)
 """)
 
 
-def test_keras3_path_runs_under_jax_without_tensorflow():
+LOAD_UNDER_TENSORFLOW = textwrap.dedent("""
+    import os
+    import keras
+    import numpy as np
+    import tf_qnets
+
+    assert keras.backend.backend() == "tensorflow"
+    folder = os.environ["QNETS_EXCHANGE"]
+    loaded = tf_qnets.load_model(os.path.join(folder, "qat.keras"))
+    x = np.load(os.path.join(folder, "x.npy"))
+    expected = np.load(os.path.join(folder, "hard.npy"))
+    got = loaded.predict(x, verbose=0)
+    scale = float(np.abs(expected).max())
+    assert np.allclose(got, expected, rtol=0, atol=1e-5 * scale), np.abs(got - expected).max()
+    assert (got.argmax(-1) == expected.argmax(-1)).all()
+    assert set(tf_qnets.get_temperatures(loaded).values()) == {100.0}
+    print("cross-backend load ok", float(np.abs(got - expected).max()))
+""")
+
+
+def test_keras3_path_runs_under_jax_without_tensorflow_and_loads_under_tensorflow(tmp_path):
     pytest.importorskip("jax")
-    output = _run([sys.executable, "-c", NO_TENSORFLOW], "jax")
+    exchange = {"QNETS_EXCHANGE": str(tmp_path)}
+    output = _run([sys.executable, "-c", NO_TENSORFLOW], "jax", exchange)
     assert "no-tensorflow run ok" in output
+    output = _run([sys.executable, "-c", LOAD_UNDER_TENSORFLOW], "tensorflow", exchange)
+    assert "cross-backend load ok" in output

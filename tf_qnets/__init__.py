@@ -33,23 +33,23 @@ _PUBLIC = {
     "get_quantizer": "tf_qnets.keras2.aliases",
     "quantizer_aliases": "tf_qnets.keras2.aliases",
     "FrozenStatisticsBatchNormalization": "tf_qnets.keras2.batch_norm",
-    "count_quantizers": "tf_qnets.keras2.api",
-    "is_quantized_model": "tf_qnets.keras2.api",
+    "count_quantizers": "tf_qnets.frontend",
+    "is_quantized_model": "tf_qnets.frontend",
     "quantize_model": "tf_qnets.frontend",
     "QNetsQuantizeConfig": "tf_qnets.keras2.configs",
     "quantization_gap": "tf_qnets.keras2.gap",
     "Int8OutputQuantizer": "tf_qnets.keras2.int8",
     "Int8WeightQuantizer": "tf_qnets.keras2.int8",
     "QNetsQuantizer": "tf_qnets.keras2.quantizer",
-    "recalibrate_batch_norm": "tf_qnets.keras2.recalibrate",
-    "TemperatureScheduler": "tf_qnets.keras2.schedule",
-    "get_temperatures": "tf_qnets.keras2.schedule",
-    "set_temperature": "tf_qnets.keras2.schedule",
+    "recalibrate_batch_norm": "tf_qnets.frontend",
+    "TemperatureScheduler": "tf_qnets.callbacks",
+    "get_temperatures": "tf_qnets.frontend",
+    "set_temperature": "tf_qnets.frontend",
     "QNetsScheme": "tf_qnets.keras2.scheme",
-    "load_model": "tf_qnets.keras2.scope",
+    "load_model": "tf_qnets.frontend",
     "quantize_scope": "tf_qnets.keras2.scope",
-    "summary": "tf_qnets.keras2.summary",
-    "QuantizerTensorBoard": "tf_qnets.keras2.tensorboard",
+    "summary": "tf_qnets.frontend",
+    "QuantizerTensorBoard": "tf_qnets.callbacks",
     "QNetsWrapper": "tf_qnets.keras2.wrapper",
     "quantizer_states": "tf_qnets.keras2.wrapper",
     "export_tflite": "tf_qnets.export",
@@ -58,7 +58,8 @@ _PUBLIC = {
 }
 
 # subpackages and tool modules reachable as attributes (``tf_qnets.export``, ...)
-_SUBMODULES = ("core", "tf", "keras2", "keras3", "export", "cli", "datasets", "runtime")
+_SUBMODULES = ("core", "tf", "keras2", "keras3", "export", "cli", "datasets", "runtime",
+               "frontend", "callbacks")
 
 __all__ = sorted(_PUBLIC)
 

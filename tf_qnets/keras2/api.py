@@ -210,11 +210,13 @@ def is_quantized_model(model):
         isinstance(layer, QNetsWrapper) for layer in getattr(model, "layers", []))
 
 
-def count_quantizers(model):
-    """Number of low-bit (sum-of-sigmoids) quantizers in ``model``."""
+def count_quantizers(model, role=None):
+    """Number of low-bit (sum-of-sigmoids) quantizers in ``model`` (of one ``role``,
+    ``"weights"`` or ``"activations"``, when given)."""
     total = 0
     for layer in model.layers:
         if isinstance(layer, QNetsWrapper):
             for _, _, quantizer, _ in layer.quantizer_states():
-                total += isinstance(quantizer, QNetsQuantizer)
+                total += (isinstance(quantizer, QNetsQuantizer)
+                          and (role is None or quantizer.role == role))
     return total
