@@ -2,7 +2,8 @@
 
 ``get_quantizer(identifier)`` turns a name, a serialized config or a quantizer into a
 quantizer. The names give the paper's level sets (Yang et al., CVPR 2019, Sec. 4;
-see :mod:`tf_qnets.core.levels`):
+see :mod:`tf_qnets.core.levels`; the table itself is :mod:`tf_qnets.core.aliases`, shared
+with the Keras 3 path):
 
 =====================  ===========================  =============  ==========
 alias                  levels                       role           gradient
@@ -35,38 +36,13 @@ Example::
     ...                                       tf_qnets.get_quantizer("qnet_a2"))
 """
 
-import difflib
-
 from tf_qnets.keras2 import tfmot
 
 from tf_qnets.keras2.backend import keras
-from tf_qnets.core.levels import MAX_BITS, MIN_BITS, activation_levels, weight_levels
+from tf_qnets.core.aliases import quantizer_aliases, resolve_alias
 from tf_qnets.keras2.quantizer import QNetsQuantizer
-from tf_qnets.tf.staircase import DEFAULT_ACTIVATION_GRADIENT
 
 __all__ = ["get_quantizer", "quantizer_aliases"]
-
-
-def _alias_table():
-    """alias -> (levels, role, gradient)."""
-    table = {}
-    for bits in range(MIN_BITS, MAX_BITS + 1):
-        gradient = "wide" if bits == 1 else "exact"
-        table[f"qnet_w{bits}"] = (weight_levels(bits), "weights", gradient)
-    table["qnet_w3_uniform"] = (weight_levels(3, scheme="uniform"), "weights", "exact")
-    for bits in range(MIN_BITS, MAX_BITS + 1):
-        for signed, suffix in ((False, ""), (True, "_signed")):
-            table[f"qnet_a{bits}{suffix}"] = (activation_levels(bits, signed=signed),
-                                              "activations", DEFAULT_ACTIVATION_GRADIENT)
-    return table
-
-
-_ALIASES = _alias_table()
-
-
-def quantizer_aliases():
-    """The names :func:`get_quantizer` accepts, sorted."""
-    return sorted(_ALIASES)
 
 
 def get_quantizer(identifier):
@@ -84,13 +60,7 @@ def get_quantizer(identifier):
     if identifier is None or isinstance(identifier, tfmot.Quantizer):
         return identifier
     if isinstance(identifier, str):
-        if identifier not in _ALIASES:
-            close = difflib.get_close_matches(identifier, list(_ALIASES), n=3)
-            hint = f" Did you mean {close}?" if close else ""
-            raise ValueError(
-                f"Unknown quantizer alias {identifier!r}.{hint} Known aliases: "
-                f"{', '.join(quantizer_aliases())}.")
-        levels, role, gradient = _ALIASES[identifier]
+        levels, role, gradient = resolve_alias(identifier)
         return QNetsQuantizer(levels, role=role, gradient=gradient)
     if isinstance(identifier, dict):
         from tf_qnets.keras2.scope import custom_objects

@@ -6,16 +6,19 @@
     qat.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=True)
     qat.fit(x_train, y_train, epochs=10, callbacks=[TemperatureScheduler()])
     qat.evaluate(x_test, y_test)          # hard staircase: what the device computes
+    summary(qat)                          # per-layer bits, bytes and MACs (tf_qnets.keras3.summary)
 
 This subpackage imports ``keras``, ``numpy`` and :mod:`tf_qnets.core` only: under the JAX
 backend it runs without TensorFlow installed. Saved models load back with plain
 ``keras.saving.load_model`` once this package is imported (its classes are registered).
 """
 
+from tf_qnets.keras3.aliases import get_quantizer, quantizer_aliases
 from tf_qnets.keras3.api import count_quantizers, is_quantized_model, quantize_model, quantizers
 from tf_qnets.keras3.quantizer import HARD_FORWARD_TEMPERATURE, QNetsQuantizer
 from tf_qnets.keras3.schedule import TemperatureScheduler, get_temperatures, set_temperature
 from tf_qnets.keras3.staircase import hard_staircase, soft_staircase
+from tf_qnets.keras3.summary import summary
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
 __all__ = [
@@ -24,11 +27,14 @@ __all__ = [
     "QNetsWrapper",
     "TemperatureScheduler",
     "count_quantizers",
+    "get_quantizer",
     "get_temperatures",
     "hard_staircase",
     "is_quantized_model",
     "quantize_model",
+    "quantizer_aliases",
     "quantizers",
     "set_temperature",
     "soft_staircase",
+    "summary",
 ]
