@@ -129,7 +129,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
             count = sum(len(batch) for batch in batches)
             print(f"[tf_qnets] calibrating {count_quantizers(qat, 'activations')} activation "
                   f"quantizers on {count} samples")
-        calibrate(qat, specs, batches)
+        calibrate(qat, specs, batches, verbose)
     return qat
 
 

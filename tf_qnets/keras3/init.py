@@ -23,12 +23,15 @@ import numpy as np
 from keras import ops
 
 from tf_qnets.core.init_math import activation_thresholds, initial_scales, weight_thresholds
+from tf_qnets.keras3.propagation import live_bytes_per_sample, propagate
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
-__all__ = ["calibrate", "initialize_weight_quantizers"]
+__all__ = ["calibrate", "initialize_weight_quantizers", "limit_calibration_batches"]
 
 # Activation elements kept per quantizer for its statistics (k-means subsamples further).
 MAX_SAMPLE_ELEMENTS = 2_000_000
+# Live activations kept by the layer-by-layer walk (as on the Keras 2 path).
+CALIBRATION_MEMORY_BYTES = 2 * 2**30
 
 
 def initialize_weight_quantizers(model, specs):
@@ -57,57 +60,88 @@ def _batch_norms_after_quantized_layers(model):
     return found
 
 
-def _inputs_of(model, layer, batches):
-    """``layer``'s input for each batch, computed in inference mode (eager calls)."""
-    probe = keras.Model(model.inputs[0], layer.input)
-    return [ops.convert_to_numpy(probe(batch, training=False)) for batch in batches]
-
-
 def _reestimate_batch_norm(layer, inputs):
-    axes = [a % inputs[0].ndim for a in np.atleast_1d(layer.axis)]
-    reduce = tuple(i for i in range(inputs[0].ndim) if i not in axes)
-    values = np.concatenate([np.asarray(x, np.float64) for x in inputs])
-    mean = np.mean(values, axis=reduce)
-    variance = np.var(values, axis=reduce)
+    """moving_mean = E[x], moving_variance = E[x^2] - E[x]^2 over every axis but the
+    normalised ones, accumulated batch by batch in float64."""
+    count, total, squares, reduce = 0, 0.0, 0.0, None
+    for batch in inputs:
+        values = np.asarray(ops.convert_to_numpy(batch), np.float64)
+        if reduce is None:
+            axes = [a % values.ndim for a in np.atleast_1d(layer.axis)]
+            reduce = tuple(i for i in range(values.ndim) if i not in axes)
+        count += int(np.prod([values.shape[i] for i in reduce]))
+        total = total + np.sum(values, axis=reduce)
+        squares = squares + np.sum(np.square(values), axis=reduce)
+    mean = total / count
+    variance = np.maximum(squares / count - np.square(mean), 0.0)
     layer.moving_mean.assign(np.reshape(mean, layer.moving_mean.shape).astype("float32"))
     layer.moving_variance.assign(
         np.reshape(variance, layer.moving_variance.shape).astype("float32"))
 
 
-def _activation_sample(model, layer, batches):
-    """The wrapped layer's output before its output quantizer, flattened (a bounded sample)."""
-    quantizer = layer.output_quantizer
-    probe = keras.Model(model.inputs[0], layer.output)
-    quantizer.bypass = True
-    try:
-        parts, kept = [], 0
-        for batch in batches:
-            values = ops.convert_to_numpy(probe(batch, training=False)).ravel()
-            parts.append(values)
-            kept += values.size
-            if kept >= MAX_SAMPLE_ELEMENTS:
-                break
-    finally:
-        quantizer.bypass = False
+def _activation_sample(outputs):
+    """The outputs (before the output quantizer), flattened, at most MAX_SAMPLE_ELEMENTS."""
+    parts, kept = [], 0
+    for batch in outputs:
+        values = ops.convert_to_numpy(batch).ravel()
+        parts.append(values)
+        kept += values.size
+        if kept >= MAX_SAMPLE_ELEMENTS:
+            break
     return np.concatenate(parts).astype(np.float64)
 
 
-def calibrate(model, specs, batches):
+def limit_calibration_batches(model, batches, verbose=0):
+    """The leading batches whose activations fit :data:`CALIBRATION_MEMORY_BYTES` during the
+    layer-by-layer walk (at least one batch)."""
+    per_sample = live_bytes_per_sample(model)
+    if per_sample <= 0:
+        return batches
+    budget = max(1, int(CALIBRATION_MEMORY_BYTES // per_sample))
+    kept, samples = [], 0
+    for batch in batches:
+        if kept and samples + len(batch) > budget:
+            break
+        kept.append(batch)
+        samples += len(batch)
+    if verbose and len(kept) < len(batches):
+        total = sum(len(batch) for batch in batches)
+        print(f"[tf_qnets] calibrating on the first {samples} of {total} samples "
+              f"(activations of {per_sample / 2**20:.1f} MiB per sample; memory budget "
+              f"{CALIBRATION_MEMORY_BYTES / 2**30:.0f} GiB)")
+    return kept
+
+
+def calibrate(model, specs, batches, verbose=0):
     """Calibrate the BatchNormalization layers after quantized layers and every activation
-    quantizer, in layer order (see the module docstring)."""
+    quantizer, in topological order (see the module docstring), walking the model once
+    (:func:`tf_qnets.keras3.propagation.propagate`)."""
     batch_norms = {id(layer) for layer in _batch_norms_after_quantized_layers(model)}
-    for layer in model.layers:
+    quantized = {id(layer) for layer in model.layers
+                 if isinstance(layer, QNetsWrapper) and layer.output_quantizer is not None}
+    if not batch_norms and not quantized:
+        return
+    batches = limit_calibration_batches(model, batches, verbose)
+
+    def visit(layer, inputs, compute):
         if id(layer) in batch_norms:
-            _reestimate_batch_norm(layer, _inputs_of(model, layer, batches))
-            continue
-        if not isinstance(layer, QNetsWrapper) or layer.output_quantizer is None:
-            continue
-        sample = _activation_sample(model, layer, batches)
+            _reestimate_batch_norm(layer, inputs)
+            return compute()
+        if id(layer) not in quantized:
+            return compute()
+        quantizer = layer.output_quantizer
+        quantizer.bypass = True
+        try:
+            sample = _activation_sample(compute())
+        finally:
+            quantizer.bypass = False
         if not np.all(np.isfinite(sample)):
             raise ValueError(
                 f"Layer {layer.name!r}: calibration produced NaN/Inf activations; check the "
                 "calibration data and the model's weights.")
-        quantizer = layer.output_quantizer
         method = specs[layer.name].output_thresholds
         alpha, beta = initial_scales(sample, quantizer.levels, method)
         quantizer.assign(alpha, beta, activation_thresholds(beta * sample, quantizer.levels, method))
+        return compute()
+
+    propagate(model, batches, visit)
