@@ -8,9 +8,10 @@ k-means of ``beta * x`` or halfway between levels.
 * Weight quantizers read their (pretrained, float) kernel.
 * Activation quantizers and the BatchNormalization layers after a quantized layer are
   calibrated in the model's layer order, each on what it sees with everything before it
-  already quantized (hard staircases, inference mode): a BatchNormalization gets the moving
-  mean and variance of its new inputs (the quantized kernels changed them); an activation
-  quantizer its scales and thresholds from its (unquantized) activations.
+  already quantized (hard staircases, inference mode): a BatchNormalization (a
+  ``FrozenStatisticsBatchNormalization`` too) gets the moving mean and variance of its new
+  inputs (the quantized kernels changed them); an activation quantizer its scales and
+  thresholds from its (unquantized) activations.
 
 Example::
 
@@ -22,10 +23,16 @@ import keras
 import numpy as np
 from keras import ops
 
+from tf_qnets.core.batch_norm import population_statistics
 from tf_qnets.core.init_math import activation_thresholds, initial_scales, weight_thresholds
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
-__all__ = ["calibrate", "initialize_weight_quantizers"]
+__all__ = [
+    "batch_norms_after_quantized_layers",
+    "calibrate",
+    "initialize_weight_quantizers",
+    "reestimate_batch_norm_in",
+]
 
 # Activation elements kept per quantizer for its statistics (k-means subsamples further).
 MAX_SAMPLE_ELEMENTS = 2_000_000
@@ -48,7 +55,9 @@ def initialize_weight_quantizers(model, specs):
         quantizer.assign(alpha, beta, weight_thresholds(beta * kernel, quantizer.levels, method))
 
 
-def _batch_norms_after_quantized_layers(model):
+def batch_norms_after_quantized_layers(model):
+    """The BatchNormalization layers (frozen ones included) that follow a quantized layer in
+    ``model``'s layer order: their float statistics no longer match their inputs."""
     found, downstream = [], False
     for layer in model.layers:
         downstream = downstream or isinstance(layer, QNetsWrapper)
@@ -58,17 +67,18 @@ def _batch_norms_after_quantized_layers(model):
 
 
 def _inputs_of(model, layer, batches):
-    """``layer``'s input for each batch, computed in inference mode (eager calls)."""
+    """``layer``'s input for each batch, computed in inference mode (eager calls, one batch
+    at a time)."""
     probe = keras.Model(model.inputs[0], layer.input)
-    return [ops.convert_to_numpy(probe(batch, training=False)) for batch in batches]
+    for batch in batches:
+        yield ops.convert_to_numpy(probe(batch, training=False))
 
 
-def _reestimate_batch_norm(layer, inputs):
-    axes = [a % inputs[0].ndim for a in np.atleast_1d(layer.axis)]
-    reduce = tuple(i for i in range(inputs[0].ndim) if i not in axes)
-    values = np.concatenate([np.asarray(x, np.float64) for x in inputs])
-    mean = np.mean(values, axis=reduce)
-    variance = np.var(values, axis=reduce)
+def reestimate_batch_norm_in(model, layer, batches):
+    """Set ``layer``'s moving mean and variance to the population statistics of its inputs
+    in ``model`` (:func:`tf_qnets.core.batch_norm.population_statistics`), computed from the
+    model inputs ``batches`` in inference mode: hard staircases before it."""
+    mean, variance = population_statistics(_inputs_of(model, layer, batches), layer.axis)
     layer.moving_mean.assign(np.reshape(mean, layer.moving_mean.shape).astype("float32"))
     layer.moving_variance.assign(
         np.reshape(variance, layer.moving_variance.shape).astype("float32"))
@@ -95,10 +105,10 @@ def _activation_sample(model, layer, batches):
 def calibrate(model, specs, batches):
     """Calibrate the BatchNormalization layers after quantized layers and every activation
     quantizer, in layer order (see the module docstring)."""
-    batch_norms = {id(layer) for layer in _batch_norms_after_quantized_layers(model)}
+    batch_norms = {id(layer) for layer in batch_norms_after_quantized_layers(model)}
     for layer in model.layers:
         if id(layer) in batch_norms:
-            _reestimate_batch_norm(layer, _inputs_of(model, layer, batches))
+            reestimate_batch_norm_in(model, layer, batches)
             continue
         if not isinstance(layer, QNetsWrapper) or layer.output_quantizer is None:
             continue
