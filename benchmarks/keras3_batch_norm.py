@@ -30,7 +30,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bits", type=int, default=4, help="W and A bit width (default 4)")
     parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default 2)")
-    parser.add_argument("--float-epochs", type=int, default=3)
+    parser.add_argument("--float-epochs", type=int, default=8)
     parser.add_argument("--train-images", type=int, default=4096)
     parser.add_argument("--test-images", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=64)
