@@ -24,7 +24,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tf_qnets.core.batch_norm import population_statistics  # noqa: E402
-from tf_qnets.keras3 import TemperatureScheduler, quantize_model, recalibrate_batch_norm  # noqa: E402
+from tf_qnets.keras3 import (  # noqa: E402
+    TemperatureScheduler,
+    quantize_model,
+    recalibrate_batch_norm,
+)
 
 
 def parse_args(argv=None):
@@ -105,8 +109,8 @@ def main(argv=None):
     remeasured = remeasured_float_copy(float_model, x_train[:2048])
     _compile(remeasured, 3e-3)
     remeasured_accuracy = remeasured.evaluate(x_test, y_test, verbose=0)[1]
-    print(f"keras {keras.__version__}, backend {keras.backend.backend()}; W{args.bits}A{args.bits}, "
-          f"{args.epochs} epochs, Adam {args.learning_rate}, {args.train_images} train / "
+    print(f"keras {keras.__version__}, backend {keras.backend.backend()}; "
+          f"W{args.bits}A{args.bits}, {args.epochs} epochs, Adam {args.learning_rate}, {args.train_images} train / "
           f"{args.test_images} test images, noise {args.noise}, seed {args.seed}")
     print(f"float model: test accuracy {float_accuracy:.4f} (Keras's moving statistics), "
           f"{remeasured_accuracy:.4f} (statistics re-measured on 2048 training images)")

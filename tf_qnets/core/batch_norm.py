@@ -27,7 +27,8 @@ Example::
     >>> import numpy as np
     >>> x = np.arange(24, dtype="float32").reshape(4, 3, 2)
     >>> mean, variance = population_statistics([x[:1], x[1:]], axis=-1)
-    >>> bool(np.allclose(mean, x.reshape(-1, 2).mean(0)) and np.allclose(variance, x.reshape(-1, 2).var(0)))
+    >>> flat = x.reshape(-1, 2)
+    >>> bool(np.allclose(mean, flat.mean(0)) and np.allclose(variance, flat.var(0)))
     True
 """
 
