@@ -6,7 +6,8 @@ import numpy as np
 
 from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras, require_keras2_model, tf
-from tf_qnets.keras2.batch_norm import BATCH_NORM_MODES, freezable, frozen_copy
+from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_message
+from tf_qnets.keras2.batch_norm import freezable, frozen_copy
 from tf_qnets.tf.distribute import broadcast_from_first_replica
 from tf_qnets.keras2.init import (
     batch_norms_after_quantized_layers,
@@ -56,24 +57,7 @@ def _check_finite_weights(model, plans):
 def _warn_stale_batch_norm(qat, batch_norm):
     stale = [layer.name for layer in batch_norms_after_quantized_layers(qat)]
     if stale:
-        consequence = (
-            "fit keeps them frozen (batch_norm='frozen'), so gamma and beta must make up for "
-            "them" if batch_norm == "frozen" else
-            "the model evaluates poorly until fine-tuning has updated them")
-        warnings.warn(
-            f"BatchNormalization layers {stale} keep the float model's moving statistics, which "
-            f"no longer match the quantized weights: {consequence}. Pass `calibration_data` (a "
-            "few batches of training inputs) to measure them on the quantized network now.",
-            UserWarning, stacklevel=3)
-
-
-def _check_batch_norm_mode(batch_norm):
-    if not isinstance(batch_norm, str) or batch_norm not in BATCH_NORM_MODES:
-        raise ValueError(
-            f"`batch_norm` must be one of {BATCH_NORM_MODES}, got {batch_norm!r}: 'frozen' "
-            "(default) normalises with the moving statistics in training too, so fit trains "
-            "what evaluate and the exported file compute; 'batch' keeps Keras's usual batch "
-            "statistics.")
+        warnings.warn(stale_statistics_message(stale, batch_norm), UserWarning, stacklevel=3)
 
 
 def _annotate(model, plans, batch_norm="frozen"):
@@ -169,7 +153,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
         qat.fit(ds, epochs=10, callbacks=[tf_qnets.TemperatureScheduler()])   # T = 10, 20, ..., 100
     """
     _check_model_structure(model)
-    _check_batch_norm_mode(batch_norm)
+    check_batch_norm_mode(batch_norm)
     plans = plan_quantization(
         model, w_bits, a_bits, weight_scheme=weight_scheme, thresholds=thresholds,
         first_last=first_last, per_layer=per_layer, exclude=exclude, gradient=gradient,

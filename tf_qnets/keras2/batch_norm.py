@@ -34,13 +34,10 @@ Example::
     True
 """
 
+from tf_qnets.core.batch_norm import BATCH_NORM_MODES
 from tf_qnets.keras2.backend import keras
 
 __all__ = ["BATCH_NORM_MODES", "FrozenStatisticsBatchNormalization", "freezable", "frozen_copy"]
-
-# quantize_model(batch_norm=...): "frozen" (default) or "batch" (Keras's usual behaviour).
-BATCH_NORM_MODES = ("frozen", "batch")
-
 
 @keras.utils.register_keras_serializable(package="tf_qnets")
 class FrozenStatisticsBatchNormalization(keras.layers.BatchNormalization):

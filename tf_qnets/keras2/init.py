@@ -9,6 +9,7 @@ BatchNormalization statistics re-estimated on the quantized network.
 
 import numpy as np
 
+from tf_qnets.core.batch_norm import population_statistics
 from tf_qnets.core.init_math import activation_thresholds, initial_scales, weight_thresholds
 from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras, tf
@@ -124,19 +125,9 @@ def reestimate_batch_norm(layer, inputs):
 
     ``inputs`` is an iterable of the layer's input batches (computed with the quantizers
     before it active), read once, one batch at a time. Statistics are taken over every
-    axis but the normalised ones.
+    axis but the normalised ones (:func:`tf_qnets.core.batch_norm.population_statistics`).
     """
-    count, total, squares, reduce = 0, 0.0, 0.0, None
-    for batch in inputs:
-        values = np.asarray(batch, dtype=np.float64)
-        if reduce is None:
-            axes = [a % values.ndim for a in np.atleast_1d(layer.axis)]
-            reduce = tuple(i for i in range(values.ndim) if i not in axes)
-        count += int(np.prod([values.shape[i] for i in reduce]))
-        total = total + np.sum(values, axis=reduce)
-        squares = squares + np.sum(np.square(values), axis=reduce)
-    mean = total / count
-    variance = np.maximum(squares / count - np.square(mean), 0.0)
+    mean, variance = population_statistics(inputs, layer.axis)
     layer.moving_mean.assign(np.reshape(mean, layer.moving_mean.shape).astype(np.float32))
     layer.moving_variance.assign(
         np.reshape(variance, layer.moving_variance.shape).astype(np.float32))

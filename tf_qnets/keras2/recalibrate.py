@@ -33,6 +33,7 @@ Example::
 
 import warnings
 
+from tf_qnets.core.batch_norm import check_max_batches, frozen_recalibration_message
 from tf_qnets.keras2.backend import keras
 from tf_qnets.keras2.batch_norm import FrozenStatisticsBatchNormalization
 from tf_qnets.keras2.init import (
@@ -73,9 +74,7 @@ def recalibrate_batch_norm(model, data, max_batches=None, verbose=0):
         raise ValueError(
             f"`model` ({model.name!r}) has no tf_qnets quantizers; recalibrate_batch_norm is "
             "for a model returned by tf_qnets.quantize_model.")
-    if max_batches is not None and (
-            isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1):
-        raise ValueError(f"`max_batches` must be a positive int or None, got {max_batches!r}.")
+    check_max_batches(max_batches)
     batch_norms = batch_norms_after_quantized_layers(model)
     if not batch_norms:
         warnings.warn(
@@ -85,12 +84,7 @@ def recalibrate_batch_norm(model, data, max_batches=None, verbose=0):
     frozen = [layer.name for layer in batch_norms
               if isinstance(layer, FrozenStatisticsBatchNormalization)]
     if frozen:
-        warnings.warn(
-            f"recalibrate_batch_norm: layers {frozen} were trained with their statistics frozen "
-            "(quantize_model's default batch_norm='frozen'): fit, evaluate and export already "
-            "agree, and new statistics change the network that fit optimised, usually for the "
-            "worse (docs/train.md). Recalibrating anyway; this step is meant for models "
-            "quantized with batch_norm='batch'.", UserWarning, stacklevel=2)
+        warnings.warn(frozen_recalibration_message(frozen), UserWarning, stacklevel=2)
     batches = calibration_batches(data, model, "data", max_batches)
     progress = keras.utils.Progbar(len(batch_norms), unit_name="layer") if verbose else None
     for index, layer in enumerate(batch_norms):

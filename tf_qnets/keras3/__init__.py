@@ -8,6 +8,10 @@
     qat.evaluate(x_test, y_test)          # hard staircase: what the device computes
     summary(qat)                          # per-layer bits, bytes and MACs (tf_qnets.keras3.summary)
 
+BatchNormalization layers train with frozen statistics by default (``batch_norm="frozen"``,
+:mod:`tf_qnets.keras3.batch_norm`); with ``batch_norm="batch"``, call
+:func:`recalibrate_batch_norm` after ``fit``.
+
 This subpackage imports ``keras``, ``numpy`` and :mod:`tf_qnets.core` only: under the JAX
 backend it runs without TensorFlow installed. Saved models load back with plain
 ``keras.saving.load_model`` once this package is imported (its classes are registered).
@@ -15,13 +19,16 @@ backend it runs without TensorFlow installed. Saved models load back with plain
 
 from tf_qnets.keras3.aliases import get_quantizer, quantizer_aliases
 from tf_qnets.keras3.api import count_quantizers, is_quantized_model, quantize_model, quantizers
+from tf_qnets.keras3.batch_norm import FrozenStatisticsBatchNormalization
 from tf_qnets.keras3.quantizer import HARD_FORWARD_TEMPERATURE, QNetsQuantizer
+from tf_qnets.keras3.recalibrate import recalibrate_batch_norm
 from tf_qnets.keras3.schedule import TemperatureScheduler, get_temperatures, set_temperature
 from tf_qnets.keras3.staircase import hard_staircase, soft_staircase
 from tf_qnets.keras3.summary import summary
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
 __all__ = [
+    "FrozenStatisticsBatchNormalization",
     "HARD_FORWARD_TEMPERATURE",
     "QNetsQuantizer",
     "QNetsWrapper",
@@ -34,6 +41,7 @@ __all__ = [
     "quantize_model",
     "quantizer_aliases",
     "quantizers",
+    "recalibrate_batch_norm",
     "set_temperature",
     "soft_staircase",
     "summary",

@@ -4,15 +4,22 @@ Works with every Keras 3 backend that ``keras.ops`` covers; tested on TensorFlow
 (under JAX without TensorFlow installed).
 """
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
 
+from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_message
 from tf_qnets.core.plan import plan_layers
 from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.keras3.calibration import calibration_batches
 from tf_qnets.keras3.describe import check_model, layer_infos
-from tf_qnets.keras3.init import calibrate, initialize_weight_quantizers
+from tf_qnets.keras3.init import (
+    batch_norms_after_quantized_layers,
+    calibrate,
+    initialize_weight_quantizers,
+)
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 from tf_qnets.keras3.rewrite import wrap_layers
 from tf_qnets.keras3.wrapper import QNetsWrapper
@@ -51,10 +58,16 @@ def _check_finite_weights(model, specs):
                     f"`exclude=[{name!r}]`).")
 
 
+def _warn_stale_batch_norm(qat, batch_norm):
+    stale = [layer.name for layer in batch_norms_after_quantized_layers(qat)]
+    if stale:
+        warnings.warn(stale_statistics_message(stale, batch_norm), UserWarning, stacklevel=3)
+
+
 def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weight_scheme="pow2",
                    thresholds="auto", first_last="float", per_layer=None, exclude=(),
                    gradient=None, activation_gradient=DEFAULT_ACTIVATION_GRADIENT,
-                   train_thresholds=False, verbose=1):
+                   train_thresholds=False, batch_norm="frozen", verbose=1):
     """Turn a float Keras 3 model into a Quantization Network ready for fine-tuning.
 
     Each quantized tensor ``x`` (a kernel, or an activation after a ReLU-like layer) is
@@ -91,6 +104,19 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
         None: ``"wide"`` for binary weights (the authors' release), else ``"exact"``.
       activation_gradient: the activation quantizers' backward (default ``"smooth"``).
       train_thresholds: learn the thresholds too (the paper freezes them).
+      batch_norm: ``"frozen"`` (default): every plain trainable BatchNormalization becomes a
+        :class:`tf_qnets.keras3.batch_norm.FrozenStatisticsBatchNormalization`, which
+        normalises with its moving statistics during ``fit`` too and never updates them
+        (gamma and beta still train)::
+
+            y = gamma * (x - moving_mean) / sqrt(moving_variance + epsilon) + beta
+
+        The statistics are those of the quantized network, measured on
+        ``calibration_data`` (without it they stay the float model's, with a warning), so
+        ``fit`` trains exactly the network that ``evaluate`` computes. ``"batch"``: Keras's
+        usual behaviour (batch statistics in training, moving averages for inference); the
+        averages then trail the trained hard network, and
+        :func:`tf_qnets.keras3.recalibrate_batch_norm` re-measures them after ``fit``.
       verbose: 0 silent, 1 prints what is being calibrated.
 
     Returns:
@@ -109,6 +135,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
     """
     _check_backend()
     check_model(model)
+    check_batch_norm_mode(batch_norm)
     _check_first_last(first_last)
     specs = plan_layers(
         layer_infos(model), w_bits, a_bits, weight_scheme=weight_scheme, thresholds=thresholds,
@@ -122,7 +149,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
             "pass a few batches of typical inputs, e.g. `calibration_data=x_train[:512]`.")
     batches = None if calibration_data is None else calibration_batches(calibration_data, model)
 
-    qat = wrap_layers(model, specs)
+    qat = wrap_layers(model, specs, batch_norm)
     initialize_weight_quantizers(qat, specs)
     if batches is not None:
         if verbose:
@@ -130,6 +157,8 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
             print(f"[tf_qnets] calibrating {count_quantizers(qat, 'activations')} activation "
                   f"quantizers on {count} samples")
         calibrate(qat, specs, batches, verbose)
+    else:
+        _warn_stale_batch_norm(qat, batch_norm)
     return qat
 
 

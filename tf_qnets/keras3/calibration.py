@@ -29,8 +29,12 @@ def _as_array(value, argument):
     return array
 
 
-def calibration_batches(data, model, argument="calibration_data"):
-    """The input batches of ``data`` (numpy arrays); clear errors for empty or mis-shaped data."""
+def calibration_batches(data, model, argument="calibration_data", max_batches=None):
+    """The input batches of ``data`` (numpy arrays); clear errors for empty or mis-shaped data.
+
+    ``max_batches``: keep at most this many batches (an array counts in batches of
+    :data:`BATCH_SIZE`); an iterable is read no further, so it may be endless.
+    """
     if len(model.inputs) != 1:
         raise ValueError(
             f"`{argument}`: the Keras 3 path calibrates models with one input; this model has "
@@ -40,9 +44,12 @@ def calibration_batches(data, model, argument="calibration_data"):
     if hasattr(data, "shape") and hasattr(data, "dtype"):
         array = _as_array(data, argument)
         batches = [array[i:i + BATCH_SIZE] for i in range(0, len(array), BATCH_SIZE)]
+        batches = batches[:max_batches]
     elif hasattr(data, "__iter__") and not isinstance(data, (str, bytes, dict)):
         batches = []
         for element in data:
+            if max_batches is not None and len(batches) >= max_batches:
+                break
             if isinstance(element, (tuple, list)):
                 element = element[0]
             batches.append(_as_array(element, argument))

@@ -8,9 +8,10 @@ k-means of ``beta * x`` or halfway between levels.
 * Weight quantizers read their (pretrained, float) kernel.
 * Activation quantizers and the BatchNormalization layers after a quantized layer are
   calibrated in the model's layer order, each on what it sees with everything before it
-  already quantized (hard staircases, inference mode): a BatchNormalization gets the moving
-  mean and variance of its new inputs (the quantized kernels changed them); an activation
-  quantizer its scales and thresholds from its (unquantized) activations.
+  already quantized (hard staircases, inference mode): a BatchNormalization (a
+  ``FrozenStatisticsBatchNormalization`` too) gets the moving mean and variance of its new
+  inputs (the quantized kernels changed them); an activation quantizer its scales and
+  thresholds from its (unquantized) activations.
 
 Example::
 
@@ -22,11 +23,18 @@ import keras
 import numpy as np
 from keras import ops
 
+from tf_qnets.core.batch_norm import population_statistics
 from tf_qnets.core.init_math import activation_thresholds, initial_scales, weight_thresholds
 from tf_qnets.keras3.propagation import live_bytes_per_sample, propagate
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
-__all__ = ["calibrate", "initialize_weight_quantizers", "limit_calibration_batches"]
+__all__ = [
+    "batch_norms_after_quantized_layers",
+    "calibrate",
+    "initialize_weight_quantizers",
+    "limit_calibration_batches",
+    "reestimate_batch_norms",
+]
 
 # Activation elements kept per quantizer for its statistics (k-means subsamples further).
 MAX_SAMPLE_ELEMENTS = 2_000_000
@@ -51,7 +59,9 @@ def initialize_weight_quantizers(model, specs):
         quantizer.assign(alpha, beta, weight_thresholds(beta * kernel, quantizer.levels, method))
 
 
-def _batch_norms_after_quantized_layers(model):
+def batch_norms_after_quantized_layers(model):
+    """The BatchNormalization layers (frozen ones included) that follow a quantized layer in
+    ``model``'s layer order: their float statistics no longer match their inputs."""
     found, downstream = [], False
     for layer in model.layers:
         downstream = downstream or isinstance(layer, QNetsWrapper)
@@ -60,20 +70,11 @@ def _batch_norms_after_quantized_layers(model):
     return found
 
 
-def _reestimate_batch_norm(layer, inputs):
-    """moving_mean = E[x], moving_variance = E[x^2] - E[x]^2 over every axis but the
-    normalised ones, accumulated batch by batch in float64."""
-    count, total, squares, reduce = 0, 0.0, 0.0, None
-    for batch in inputs:
-        values = np.asarray(ops.convert_to_numpy(batch), np.float64)
-        if reduce is None:
-            axes = [a % values.ndim for a in np.atleast_1d(layer.axis)]
-            reduce = tuple(i for i in range(values.ndim) if i not in axes)
-        count += int(np.prod([values.shape[i] for i in reduce]))
-        total = total + np.sum(values, axis=reduce)
-        squares = squares + np.sum(np.square(values), axis=reduce)
-    mean = total / count
-    variance = np.maximum(squares / count - np.square(mean), 0.0)
+def reestimate_batch_norm(layer, inputs):
+    """Set ``layer``'s moving mean and variance to the population statistics of ``inputs``
+    (its input batches; :func:`tf_qnets.core.batch_norm.population_statistics`)."""
+    mean, variance = population_statistics(
+        (ops.convert_to_numpy(batch) for batch in inputs), layer.axis)
     layer.moving_mean.assign(np.reshape(mean, layer.moving_mean.shape).astype("float32"))
     layer.moving_variance.assign(
         np.reshape(variance, layer.moving_variance.shape).astype("float32"))
@@ -116,7 +117,7 @@ def calibrate(model, specs, batches, verbose=0):
     """Calibrate the BatchNormalization layers after quantized layers and every activation
     quantizer, in topological order (see the module docstring), walking the model once
     (:func:`tf_qnets.keras3.propagation.propagate`)."""
-    batch_norms = {id(layer) for layer in _batch_norms_after_quantized_layers(model)}
+    batch_norms = {id(layer) for layer in batch_norms_after_quantized_layers(model)}
     quantized = {id(layer) for layer in model.layers
                  if isinstance(layer, QNetsWrapper) and layer.output_quantizer is not None}
     if not batch_norms and not quantized:
@@ -125,7 +126,7 @@ def calibrate(model, specs, batches, verbose=0):
 
     def visit(layer, inputs, compute):
         if id(layer) in batch_norms:
-            _reestimate_batch_norm(layer, inputs)
+            reestimate_batch_norm(layer, inputs)
             return compute()
         if id(layer) not in quantized:
             return compute()
@@ -145,3 +146,19 @@ def calibrate(model, specs, batches, verbose=0):
         return compute()
 
     propagate(model, batches, visit)
+
+
+def reestimate_batch_norms(model, layers, batches, on_done=None, verbose=0):
+    """:func:`reestimate_batch_norm` of each of ``layers`` on its inputs in ``model``, computed
+    from the model inputs ``batches`` in inference mode (hard staircases), in topological
+    order with one walk of the model; ``on_done(layer)`` is called after each."""
+    targets = {id(layer) for layer in layers}
+
+    def visit(layer, inputs, compute):
+        if id(layer) in targets:
+            reestimate_batch_norm(layer, inputs)
+            if on_done is not None:
+                on_done(layer)
+        return compute()
+
+    propagate(model, limit_calibration_batches(model, batches, verbose), visit)

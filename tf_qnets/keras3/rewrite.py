@@ -3,8 +3,10 @@
 ``wrap_layers(model, specs)`` clones ``model`` (``keras.models.clone_model``: the same graph,
 Sequential or Functional, residual ``Add``/``Concatenate`` included) with each layer rebuilt
 from its config, wraps the layers named in ``specs`` (:func:`tf_qnets.core.plan.plan_layers`)
-with their quantizers, and copies every float weight over. The user's model and its
-layers are never modified or reused.
+with their quantizers, and copies every float weight over. With ``batch_norm="frozen"``
+(``quantize_model``'s default) every plain trainable BatchNormalization becomes a
+:class:`tf_qnets.keras3.batch_norm.FrozenStatisticsBatchNormalization` with the same
+config and weights. The user's model and its layers are never modified or reused.
 
 Example::
 
@@ -13,7 +15,9 @@ Example::
 
 import keras
 
+from tf_qnets.core.batch_norm import check_batch_norm_mode
 from tf_qnets.core.plan import QuantizerSpec
+from tf_qnets.keras3.batch_norm import freezable, frozen_copy
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
@@ -32,12 +36,16 @@ def quantizer_for(spec, name):
                           train_thresholds=spec.train_thresholds, name=name)
 
 
-def wrap_layers(model, specs):
-    """A new model with the layers in ``specs`` wrapped, and ``model``'s float weights."""
+def wrap_layers(model, specs, batch_norm="frozen"):
+    """A new model with the layers in ``specs`` wrapped (and, for ``batch_norm="frozen"``,
+    its BatchNormalization layers frozen), and ``model``'s float weights."""
+    check_batch_norm_mode(batch_norm)
 
     def clone(layer):
-        fresh = layer.__class__.from_config(layer.get_config())
         spec = specs.get(layer.name)
+        if spec is None and batch_norm == "frozen" and freezable(layer):
+            return frozen_copy(layer)
+        fresh = layer.__class__.from_config(layer.get_config())
         if spec is None:
             return fresh
         return QNetsWrapper(
