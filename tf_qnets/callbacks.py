@@ -15,9 +15,12 @@ Example::
 """
 
 import importlib
-import numbers
-import os
 
+from tf_qnets.core.quantizer_logs import (
+    validated_log_dir,
+    validated_probe_data,
+    validated_update_freq,
+)
 from tf_qnets.core.schedule import ScheduleRules
 from tf_qnets.frontend import path_of
 
@@ -159,17 +162,6 @@ class TemperatureScheduler(ScheduleRules, _PathCallback):
         return cls(**config)
 
 
-def _validated_update_freq(update_freq):
-    if update_freq == "epoch":
-        return update_freq
-    if (isinstance(update_freq, numbers.Integral) and not isinstance(update_freq, bool)
-            and update_freq >= 1):
-        return int(update_freq)
-    raise ValueError(
-        f"`update_freq` must be 'epoch' or a positive int (log every that many training "
-        f"batches), got {update_freq!r}.")
-
-
 class QuantizerTensorBoard(_PathCallback):
     """Log temperature, alpha, beta and saturation of every quantizer to TensorBoard
     (Keras 2 and Keras 3 models). Tags and the saturation formula:
@@ -191,11 +183,9 @@ class QuantizerTensorBoard(_PathCallback):
 
     def __init__(self, log_dir, update_freq="epoch", data=None):
         _PathCallback.__init__(self)
-        if not isinstance(log_dir, (str, os.PathLike)):
-            raise TypeError(f"`log_dir` must be a folder path (str), got {log_dir!r}.")
-        self.log_dir = os.fspath(log_dir)
-        self.update_freq = _validated_update_freq(update_freq)
-        self.data = data
+        self.log_dir = validated_log_dir(log_dir)
+        self.update_freq = validated_update_freq(update_freq)
+        self.data = validated_probe_data(data)
 
     def _options(self, path):
         return {"log_dir": self.log_dir, "update_freq": self.update_freq, "data": self.data}

@@ -31,7 +31,7 @@ Example::
 
     >>> import tf_qnets
     >>> tf_qnets.get_quantizer("qnet_w3")
-    QNetsQuantizer(levels=(-4, -2, -1, 0, 1, 2, 4), role='weights', gradient='exact', train_thresholds=False)
+    QNetsQuantizer(levels=(-4, -2, -1, 0, 1, 2, 4), role='weights', gradient='exact', train_thresholds=False, implementation='xla', hard_forward_from=100.0)
     >>> config = tf_qnets.QNetsQuantizeConfig("kernel", tf_qnets.get_quantizer("qnet_w2"),
     ...                                       tf_qnets.get_quantizer("qnet_a2"))
 """

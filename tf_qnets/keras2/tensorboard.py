@@ -45,55 +45,29 @@ does not need the ``tensorboard`` package; viewing them does.
 Reference: Yang et al., "Quantization Networks", CVPR 2019 (arXiv:1911.09464).
 """
 
-import numbers
 import os
 
 import numpy as np
 
+from tf_qnets.core.quantizer_logs import (
+    RUN_NAME,
+    saturation,
+    validated_log_dir,
+    validated_probe_data,
+    validated_update_freq,
+)
 from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras, tf
 from tf_qnets.keras2.quantizer import QNetsQuantizer
-from tf_qnets.tf.staircase import CLAMP
 from tf_qnets.keras2.wrapper import QNetsWrapper, quantizer_states
 
 __all__ = ["QuantizerTensorBoard", "saturation"]
-
-RUN_NAME = "quantizers"
-
 
 def _scalar_metadata():
     """Metadata that marks a summary as a TensorBoard scalar (the ``scalars`` plugin)."""
     return tf.compat.v1.SummaryMetadata(
         plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars"),
         data_class=1)  # DATA_CLASS_SCALAR
-
-
-def saturation(x, beta, thresholds, temperature):
-    """Fraction of the elements of ``x`` whose every sigmoid argument is clamped.
-
-    ``mean([min_i |T (beta x - b_i)| >= 10])``, computed with a search in the sorted
-    thresholds (the nearest threshold decides), in NumPy float64.
-    """
-    u = float(beta) * np.asarray(x, dtype=np.float64).ravel()
-    if u.size == 0:
-        return 1.0
-    b = np.sort(np.asarray(thresholds, dtype=np.float64).ravel())
-    index = np.searchsorted(b, u)
-    above = b[np.minimum(index, b.size - 1)]
-    below = b[np.maximum(index - 1, 0)]
-    nearest = np.minimum(np.abs(u - above), np.abs(u - below))
-    return float(np.mean(float(temperature) * nearest >= CLAMP))
-
-
-def _validated_update_freq(update_freq):
-    if update_freq == "epoch":
-        return update_freq
-    if (isinstance(update_freq, numbers.Integral) and not isinstance(update_freq, bool)
-            and update_freq >= 1):
-        return int(update_freq)
-    raise ValueError(
-        f"`update_freq` must be 'epoch' or a positive int (log every that many training "
-        f"batches), got {update_freq!r}.")
 
 
 @keras.utils.register_keras_serializable(package="tf_qnets")
@@ -112,22 +86,9 @@ class QuantizerTensorBoard(keras.callbacks.Callback):
 
     def __init__(self, log_dir, update_freq="epoch", data=None):
         super().__init__()
-        if not isinstance(log_dir, (str, os.PathLike)):
-            raise TypeError(f"`log_dir` must be a folder path (str), got {log_dir!r}.")
-        self.log_dir = os.fspath(log_dir)
-        self.update_freq = _validated_update_freq(update_freq)
-        if data is not None:
-            if isinstance(data, tf.data.Dataset):
-                raise TypeError(
-                    "`data` must be one fixed batch of model inputs (a NumPy array or tensor, e.g. "
-                    "`x_train[:32]`), not a tf.data.Dataset; take one with "
-                    "`next(iter(ds))[0]`.")
-            data = np.asarray(data)
-            if not np.issubdtype(data.dtype, np.number) or data.ndim == 0:
-                raise TypeError(
-                    f"`data` must be a numeric batch of model inputs, got dtype {data.dtype} "
-                    f"and shape {data.shape}.")
-        self.data = data
+        self.log_dir = validated_log_dir(log_dir)
+        self.update_freq = validated_update_freq(update_freq)
+        self.data = validated_probe_data(data)
         self._writer = None
         self._targets = []
         self._probe = None
