@@ -17,13 +17,23 @@ architecture)::
     global average pool - dense(10)
 """
 
-import tf_keras as keras
-
 __all__ = ["build_cnn", "build_resnet", "preprocess"]
 
 
-def build_cnn(width=32, num_classes=10, input_shape=(28, 28, 1)):
-    """The example CNN; ``width`` scales every layer's channel count."""
+def _keras(keras_module):
+    """The Keras to build with: ``tf_keras`` (Keras 2, the default) or the module given
+    (``import keras`` for Keras 3: the same layers and names on either)."""
+    if keras_module is not None:
+        return keras_module
+    import tf_keras
+
+    return tf_keras
+
+
+def build_cnn(width=32, num_classes=10, input_shape=(28, 28, 1), keras_module=None):
+    """The example CNN; ``width`` scales every layer's channel count. Built with ``tf_keras``
+    unless ``keras_module`` gives another Keras (``keras`` 3)."""
+    keras = _keras(keras_module)
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     for block, channels in enumerate((width, 2 * width)):
@@ -41,7 +51,8 @@ def build_cnn(width=32, num_classes=10, input_shape=(28, 28, 1)):
     return keras.Model(inputs, outputs, name="fashion_cnn")
 
 
-def build_resnet(width=16, num_classes=10, input_shape=(28, 28, 1), blocks_per_stage=1):
+def build_resnet(width=16, num_classes=10, input_shape=(28, 28, 1), blocks_per_stage=1,
+                 keras_module=None):
     """A small ResNet (basic blocks); ``width`` is the first stage's channel count.
 
     With the default ``blocks_per_stage=1`` it has 7 3x3 convolutions, 2 projection
@@ -51,6 +62,7 @@ def build_resnet(width=16, num_classes=10, input_shape=(28, 28, 1), blocks_per_s
     """
     if blocks_per_stage < 1:
         raise ValueError(f"`blocks_per_stage` must be at least 1, got {blocks_per_stage!r}.")
+    keras = _keras(keras_module)
 
     def conv_bn(x, channels, kernel, stride, name):
         x = keras.layers.Conv2D(channels, kernel, strides=stride, padding="same", use_bias=False,
