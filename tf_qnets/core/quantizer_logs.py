@@ -80,3 +80,50 @@ def validated_probe_data(data):
             f"`data` must be a numeric batch of model inputs, got dtype {array.dtype} "
             f"and shape {array.shape}.")
     return array
+
+
+class LogCadence:
+    """When a ``QuantizerTensorBoard`` writes, without a framework: mixed into each Keras
+    path's callback, which supplies ``_write(step)`` and ``_iterations()``.
+
+    ``update_freq="epoch"``: at the end of each epoch, step = the epoch index; an int ``N``:
+    after every training batch whose optimizer step count is a multiple of ``N``, step = that
+    count (it continues across ``fit`` calls; batches seen in this run if there is no
+    optimizer).
+    """
+
+    def _init_cadence(self, log_dir, update_freq, data):
+        self.log_dir = validated_log_dir(log_dir)
+        self.update_freq = validated_update_freq(update_freq)
+        self.data = validated_probe_data(data)
+        self._batches_seen = 0
+
+    def _write(self, step):
+        raise NotImplementedError
+
+    def _iterations(self):
+        """The optimizer's step count, or None."""
+        raise NotImplementedError
+
+    def _train_step(self):
+        iterations = self._iterations()
+        return self._batches_seen if iterations is None else int(iterations)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches_seen += 1
+        if self.update_freq != "epoch":
+            step = self._train_step()
+            if step % self.update_freq == 0:
+                self._write(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.update_freq == "epoch":
+            self._write(epoch)
+
+    def get_config(self):
+        return {"log_dir": self.log_dir, "update_freq": self.update_freq}
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild from :meth:`get_config` (``data`` is not part of it)."""
+        return cls(**config)

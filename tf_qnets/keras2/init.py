@@ -9,6 +9,7 @@ BatchNormalization statistics re-estimated on the quantized network.
 
 import numpy as np
 
+from tf_qnets.core.calibration import CALIBRATION_MEMORY_BYTES, leading_batches
 from tf_qnets.core.batch_norm import population_statistics
 from tf_qnets.core.init_math import activation_thresholds, initial_scales, weight_thresholds
 from tf_qnets.keras2 import tfmot
@@ -28,7 +29,6 @@ __all__ = [
     "reestimate_batch_norm_in",
 ]
 
-CALIBRATION_MEMORY_BYTES = 2 * 2**30   # live activations kept by the layer-by-layer walk
 
 
 def _assign(variables, alpha, beta, thresholds):
@@ -225,21 +225,6 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
 
 def limit_calibration_batches(model, batches, verbose=0):
     """The leading batches whose activations fit :data:`CALIBRATION_MEMORY_BYTES` during the
-    layer-by-layer walk (at least one batch); large inputs (224x224 MobileNets) use fewer
-    images than given, which the statistics of a few hundred images do not need."""
-    per_sample = live_bytes_per_sample(model)
-    if per_sample <= 0:
-        return batches
-    budget = max(1, int(CALIBRATION_MEMORY_BYTES // per_sample))
-    kept, samples = [], 0
-    for batch in batches:
-        if kept and samples + len(batch) > budget:
-            break
-        kept.append(batch)
-        samples += len(batch)
-    if verbose and len(kept) < len(batches):
-        total = sum(len(batch) for batch in batches)
-        print(f"[tf_qnets] calibrating on the first {samples} of {total} samples "
-              f"(activations of {per_sample / 2**20:.1f} MiB per sample; memory budget "
-              f"{CALIBRATION_MEMORY_BYTES / 2**30:.0f} GiB)")
-    return kept
+    layer-by-layer walk (:func:`tf_qnets.core.calibration.leading_batches`)."""
+    return leading_batches(batches, live_bytes_per_sample(model), CALIBRATION_MEMORY_BYTES,
+                           verbose)

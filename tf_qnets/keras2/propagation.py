@@ -18,8 +18,8 @@ Example::
 
 import numpy as np
 
+from tf_qnets.core.calibration import live_bytes_per_sample as core_live_bytes
 from tf_qnets.keras2.backend import tf
-
 __all__ = ["propagate", "live_bytes_per_sample", "ordered_nodes", "count_readers"]
 
 
@@ -43,17 +43,14 @@ def count_readers(model, nodes):
 
 
 def live_bytes_per_sample(model):
-    """An upper estimate of the float32 bytes per sample the walk keeps alive at once: the
-    three largest layer outputs (a residual block holds its shortcut and two branch tensors)."""
-    sizes = []
+    """:func:`tf_qnets.core.calibration.live_bytes_per_sample` of the model's layer outputs."""
+    shapes = []
     for node in ordered_nodes(model):
         for tensor in tf.nest.flatten(node.outputs):
             shape = getattr(tensor, "shape", None)
-            if shape is None or shape.rank is None:
-                continue
-            elements = np.prod([d for d in shape[1:] if d is not None], dtype=np.float64)
-            sizes.append(4.0 * elements)
-    return float(sum(sorted(sizes)[-3:])) if sizes else 0.0
+            if shape is not None and shape.rank is not None:
+                shapes.append(tuple(shape))
+    return core_live_bytes(shapes)
 
 
 def propagate(model, batches, visit):

@@ -49,13 +49,7 @@ import os
 
 import numpy as np
 
-from tf_qnets.core.quantizer_logs import (
-    RUN_NAME,
-    saturation,
-    validated_log_dir,
-    validated_probe_data,
-    validated_update_freq,
-)
+from tf_qnets.core.quantizer_logs import RUN_NAME, LogCadence, saturation
 from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras, tf
 from tf_qnets.keras2.quantizer import QNetsQuantizer
@@ -71,7 +65,7 @@ def _scalar_metadata():
 
 
 @keras.utils.register_keras_serializable(package="tf_qnets")
-class QuantizerTensorBoard(keras.callbacks.Callback):
+class QuantizerTensorBoard(LogCadence, keras.callbacks.Callback):
     """Log temperature, alpha, beta and saturation of every quantizer to TensorBoard.
 
     Args:
@@ -86,13 +80,10 @@ class QuantizerTensorBoard(keras.callbacks.Callback):
 
     def __init__(self, log_dir, update_freq="epoch", data=None):
         super().__init__()
-        self.log_dir = validated_log_dir(log_dir)
-        self.update_freq = validated_update_freq(update_freq)
-        self.data = validated_probe_data(data)
+        self._init_cadence(log_dir, update_freq, data)
         self._writer = None
         self._targets = []
         self._probe = None
-        self._batches_seen = 0
 
     # --- setup -------------------------------------------------------------------------
 
@@ -184,29 +175,6 @@ class QuantizerTensorBoard(keras.callbacks.Callback):
                 tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=metadata)
         self._writer.flush()
 
-    def _train_step(self):
-        """Batches trained so far: the optimizer's counter (continues across ``fit`` calls)."""
+    def _iterations(self):
         iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
-        if iterations is None:
-            return self._batches_seen
-        return int(iterations.numpy())
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._batches_seen += 1
-        if self.update_freq != "epoch":
-            step = self._train_step()
-            if step % self.update_freq == 0:
-                self._write(step)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.update_freq == "epoch":
-            self._write(epoch)
-
-    # --- Keras conventions -------------------------------------------------------------
-
-    def get_config(self):
-        return {"log_dir": self.log_dir, "update_freq": self.update_freq}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        return None if iterations is None else int(iterations.numpy())

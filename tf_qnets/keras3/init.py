@@ -23,6 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tf_qnets.core.calibration import CALIBRATION_MEMORY_BYTES, leading_batches
 from tf_qnets.core.batch_norm import population_statistics
 from tf_qnets.core.init_math import activation_thresholds, initial_scales, weight_thresholds
 from tf_qnets.keras3.propagation import live_bytes_per_sample, propagate
@@ -38,8 +39,6 @@ __all__ = [
 
 # Activation elements kept per quantizer for its statistics (k-means subsamples further).
 MAX_SAMPLE_ELEMENTS = 2_000_000
-# Live activations kept by the layer-by-layer walk (as on the Keras 2 path).
-CALIBRATION_MEMORY_BYTES = 2 * 2**30
 
 
 def initialize_weight_quantizers(model, specs):
@@ -94,23 +93,9 @@ def _activation_sample(outputs):
 
 def limit_calibration_batches(model, batches, verbose=0):
     """The leading batches whose activations fit :data:`CALIBRATION_MEMORY_BYTES` during the
-    layer-by-layer walk (at least one batch)."""
-    per_sample = live_bytes_per_sample(model)
-    if per_sample <= 0:
-        return batches
-    budget = max(1, int(CALIBRATION_MEMORY_BYTES // per_sample))
-    kept, samples = [], 0
-    for batch in batches:
-        if kept and samples + len(batch) > budget:
-            break
-        kept.append(batch)
-        samples += len(batch)
-    if verbose and len(kept) < len(batches):
-        total = sum(len(batch) for batch in batches)
-        print(f"[tf_qnets] calibrating on the first {samples} of {total} samples "
-              f"(activations of {per_sample / 2**20:.1f} MiB per sample; memory budget "
-              f"{CALIBRATION_MEMORY_BYTES / 2**30:.0f} GiB)")
-    return kept
+    layer-by-layer walk (:func:`tf_qnets.core.calibration.leading_batches`)."""
+    return leading_batches(batches, live_bytes_per_sample(model), CALIBRATION_MEMORY_BYTES,
+                           verbose)
 
 
 def calibrate(model, specs, batches, verbose=0):

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tf_qnets.core.calibration import live_bytes_per_sample as core_live_bytes
 __all__ = ["graph_of", "live_bytes_per_sample", "ordered_nodes", "propagate"]
 
 
@@ -40,16 +41,10 @@ def ordered_nodes(model):
 
 
 def live_bytes_per_sample(model):
-    """An upper estimate of the float32 bytes per sample the walk keeps alive at once: the
-    three largest layer outputs (a residual block holds its shortcut and two branch tensors)."""
-    sizes = []
-    for node in ordered_nodes(model):
-        for tensor in node.outputs:
-            shape = getattr(tensor, "shape", None)
-            if shape is None:
-                continue
-            sizes.append(4.0 * np.prod([d for d in shape[1:] if d is not None], dtype=np.float64))
-    return float(sum(sorted(sizes)[-3:])) if sizes else 0.0
+    """:func:`tf_qnets.core.calibration.live_bytes_per_sample` of the model's layer outputs."""
+    return core_live_bytes(
+        [tuple(tensor.shape) for node in ordered_nodes(model) for tensor in node.outputs
+         if getattr(tensor, "shape", None) is not None])
 
 
 def _readers(graph, nodes):

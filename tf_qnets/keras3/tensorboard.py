@@ -37,13 +37,7 @@ import numpy as np
 from keras import ops
 
 from tf_qnets.core.event_file import ScalarEventWriter
-from tf_qnets.core.quantizer_logs import (
-    RUN_NAME,
-    saturation,
-    validated_log_dir,
-    validated_probe_data,
-    validated_update_freq,
-)
+from tf_qnets.core.quantizer_logs import RUN_NAME, LogCadence, saturation
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
 __all__ = ["QuantizerTensorBoard"]
@@ -54,7 +48,7 @@ def _kernel_name(layer):
 
 
 @keras.saving.register_keras_serializable(package="tf_qnets")
-class QuantizerTensorBoard(keras.callbacks.Callback):
+class QuantizerTensorBoard(LogCadence, keras.callbacks.Callback):
     """Log temperature, alpha, beta and saturation of every quantizer to TensorBoard.
 
     Args:
@@ -67,13 +61,10 @@ class QuantizerTensorBoard(keras.callbacks.Callback):
 
     def __init__(self, log_dir, update_freq="epoch", data=None):
         super().__init__()
-        self.log_dir = validated_log_dir(log_dir)
-        self.update_freq = validated_update_freq(update_freq)
-        self.data = validated_probe_data(data)
+        self._init_cadence(log_dir, update_freq, data)
         self._writer = None
         self._targets = []
         self._probe = None
-        self._batches_seen = 0
 
     def _collect_targets(self):
         targets = []
@@ -159,26 +150,6 @@ class QuantizerTensorBoard(keras.callbacks.Callback):
             self._writer.write(tag, value, step)
         self._writer.flush()
 
-    def _train_step(self):
+    def _iterations(self):
         iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
-        if iterations is None:
-            return self._batches_seen
-        return int(ops.convert_to_numpy(iterations))
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._batches_seen += 1
-        if self.update_freq != "epoch":
-            step = self._train_step()
-            if step % self.update_freq == 0:
-                self._write(step)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.update_freq == "epoch":
-            self._write(epoch)
-
-    def get_config(self):
-        return {"log_dir": self.log_dir, "update_freq": self.update_freq}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        return None if iterations is None else int(ops.convert_to_numpy(iterations))
