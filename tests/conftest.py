@@ -125,6 +125,7 @@ def _fresh_keras_session():
 # the many short files fill the gaps, so both workers finish at about the same time.
 LONGEST_FILES_FIRST = (
     "test_keras3_backends.py",
+    "test_keras3_under_tensorflow.py",
     "test_imagenet_example.py",
     "test_distribute.py",
     "test_example.py",

@@ -1,6 +1,7 @@
-"""The Keras 3 path under each backend, in subprocesses (this suite itself runs Keras 2).
+"""The Keras 3 path under JAX, in subprocesses (this suite itself runs Keras 2).
 
-* ``tests/keras3`` under ``KERAS_BACKEND=tensorflow`` and ``KERAS_BACKEND=jax``;
+* ``tests/keras3`` under ``KERAS_BACKEND=jax`` (under TensorFlow:
+  tests/test_keras3_under_tensorflow.py, a separate file so that the two run in parallel);
 * a small quantize + fit + evaluate + save under JAX with ``tensorflow`` and ``tf_keras`` made
   unimportable, through the top-level ``tf_qnets`` names: the Keras 3 path must not need
   TensorFlow;
@@ -8,34 +9,17 @@
   outputs as under JAX (a model trained on one backend deploys from the other).
 """
 
-import os
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT_S = 1200
+from keras3_subprocess import KERAS3_TESTS, run_keras3
 
 
-def _run(command, backend, extra_env=None):
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    env.update(extra_env or {})
-    env.pop("TF_USE_LEGACY_KERAS", None)     # Keras 3, whatever the parent process chose
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=TIMEOUT_S)
-    output = (result.stdout + result.stderr)[-6000:]
-    assert result.returncode == 0, f"rc {result.returncode}; output tail:\n{output}"
-    return output
-
-
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_keras3_tests_pass_under_the_backend(backend):
-    pytest.importorskip(backend)
-    _run([sys.executable, "-m", "pytest", "tests/keras3", "--confcutdir", "tests/keras3", "-q",
-          "-p", "no:cacheprovider"], backend)
+def test_keras3_tests_pass_under_jax():
+    pytest.importorskip("jax")
+    run_keras3(KERAS3_TESTS, "jax")
 
 
 NO_TENSORFLOW = textwrap.dedent("""
@@ -107,7 +91,7 @@ LOAD_UNDER_TENSORFLOW = textwrap.dedent("""
 def test_keras3_path_runs_under_jax_without_tensorflow_and_loads_under_tensorflow(tmp_path):
     pytest.importorskip("jax")
     exchange = {"QNETS_EXCHANGE": str(tmp_path)}
-    output = _run([sys.executable, "-c", NO_TENSORFLOW], "jax", exchange)
+    output = run_keras3([sys.executable, "-c", NO_TENSORFLOW], "jax", exchange)
     assert "no-tensorflow run ok" in output
-    output = _run([sys.executable, "-c", LOAD_UNDER_TENSORFLOW], "tensorflow", exchange)
+    output = run_keras3([sys.executable, "-c", LOAD_UNDER_TENSORFLOW], "tensorflow", exchange)
     assert "cross-backend load ok" in output

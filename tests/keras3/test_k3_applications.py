@@ -32,7 +32,16 @@ APPLICATIONS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(APPLICATIONS))
+def _names():
+    """Both networks under TensorFlow; MobileNetV2 only under JAX, whose eager calibration
+    compiles every operation per shape (ResNet50: 54 s there, 12 s under TensorFlow). The code
+    path is the same on both backends."""
+    if keras.backend.backend() == "jax":
+        return ["MobileNetV2"]
+    return sorted(APPLICATIONS)
+
+
+@pytest.mark.parametrize("name", _names())
 def test_application_quantizes_with_every_layer_covered_and_hard_levels(name):
     model = APPLICATIONS[name]()
     x = np.random.default_rng(0).uniform(0.0, 255.0, (8, 32, 32, 3)).astype("float32")
