@@ -32,7 +32,7 @@ def load_model(path, compile=True, **kwargs):
       path: the ``.keras`` file.
       compile: restore the optimizer, loss and metrics the model was saved with.
       **kwargs: passed to ``keras.saving.load_model`` (``custom_objects`` for the user's own
-        layers; ``safe_mode=False`` only for files you trust).
+        layers; turn ``safe_mode`` off only for files you trust).
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"`path` must be a file path, got {type(path).__name__}.")
@@ -48,4 +48,4 @@ def load_model(path, compile=True, **kwargs):
             f"`path` {os.fspath(path)!r} contains Python code (a Lambda layer or a function "
             "stored as bytecode); tf_qnets.load_model never executes code from a file (Keras "
             "safe mode). Rebuild that part of the model in Python, or load a file you trust "
-            "with `safe_mode=False`.") from None
+            "with Keras' own `safe_mode` argument turned off.") from None
