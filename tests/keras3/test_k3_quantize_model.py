@@ -156,7 +156,6 @@ def test_subclassed_models_are_refused_with_the_fix():
 
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"a_bits": 2}, ValueError, "`calibration_data` is required"),
-    ({"first_last": "int8"}, ValueError, "first_last='int8'"),
     ({"first_last": "middle"}, ValueError, "`first_last`"),
     ({"exclude": ["conv_midd"]}, ValueError, "Did you mean \\['conv_mid'"),
     ({"w_bits": 9}, ValueError, "`w_bits`"),

@@ -15,6 +15,7 @@ from tf_qnets.core.plan import plan_layers
 from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.keras3.calibration import calibration_batches
 from tf_qnets.keras3.describe import check_model, layer_infos
+from tf_qnets.keras3.int8 import is_int8_quantizer
 from tf_qnets.keras3.init import (
     batch_norms_after_quantized_layers,
     calibrate,
@@ -38,13 +39,6 @@ def _check_backend():
             f"tf_qnets' Keras 3 path supports the {' and '.join(SUPPORTED_BACKENDS)} backends; "
             f"this process runs Keras on {backend!r}. Set KERAS_BACKEND=jax (or tensorflow) "
             "before keras is imported.")
-
-
-def _check_first_last(first_last):
-    if first_last == "int8":
-        raise ValueError(
-            "`first_last='int8'` (8-bit simulation of the first and last layers) is not "
-            "available on the Keras 3 path yet; use 'float' (the paper's choice) or 'low_bit'.")
 
 
 def _check_finite_weights(model, specs):
@@ -94,8 +88,12 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
       weight_scheme: ``"pow2"`` (paper) or ``"uniform"`` for 3-bit weights.
       thresholds: ``"auto"`` (k-means for weights with a data-driven ternary dead zone;
         uniform thresholds with the MSE scale for activations), ``"kmeans"`` or ``"uniform"``.
-      first_last: ``"float"`` (paper: the first and last kernel layers stay float) or
-        ``"low_bit"`` (quantized like the others). ``"int8"`` is Keras 2 only for now.
+      first_last: the first and last kernel layers: ``"float"`` (paper: they stay float),
+        ``"int8"`` (simulate them as an int8 device computes them: symmetric per-channel
+        8-bit kernels, :class:`tf_qnets.keras3.int8.Int8WeightQuantizer`, and an 8-bit
+        output of the last one with a moving-average range calibrated on
+        ``calibration_data``, :class:`tf_qnets.keras3.int8.Int8OutputQuantizer`; needs
+        ``calibration_data``) or ``"low_bit"`` (quantized like the others).
       per_layer: ``{layer_name: {setting: value}}`` overriding ``w_bits``, ``a_bits``,
         ``weight_scheme``, ``thresholds``, ``gradient``, ``activation_gradient`` or
         ``train_thresholds`` for one layer, or ``{layer_name: None}`` to keep it float.
@@ -136,7 +134,6 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
     _check_backend()
     check_model(model)
     check_batch_norm_mode(batch_norm)
-    _check_first_last(first_last)
     specs = plan_layers(
         layer_infos(model), w_bits, a_bits, weight_scheme=weight_scheme, thresholds=thresholds,
         first_last=first_last, per_layer=per_layer, exclude=exclude, gradient=gradient,
@@ -145,8 +142,8 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
     needs_calibration = any(spec.output is not None for spec in specs.values())
     if needs_calibration and calibration_data is None:
         raise ValueError(
-            "`calibration_data` is required when activations are quantized (a_bits is set): "
-            "pass a few batches of typical inputs, e.g. `calibration_data=x_train[:512]`.")
+            "`calibration_data` is required when activations are quantized (a_bits is set, or "
+            "first_last='int8'): pass a few batches of typical inputs, e.g. `calibration_data=x_train[:512]`.")
     batches = None if calibration_data is None else calibration_batches(calibration_data, model)
 
     qat = wrap_layers(model, specs, batch_norm)
@@ -154,7 +151,8 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
     if batches is not None:
         if verbose:
             count = sum(len(batch) for batch in batches)
-            print(f"[tf_qnets] calibrating {count_quantizers(qat, 'activations')} activation "
+            outputs = sum(1 for q in quantizers(qat) if q.role == "activations")
+            print(f"[tf_qnets] calibrating {outputs} activation "
                   f"quantizers on {count} samples")
         calibrate(qat, specs, batches, verbose)
     else:
@@ -163,7 +161,9 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
 
 
 def quantizers(model):
-    """Every :class:`QNetsQuantizer` of ``model`` (weights and outputs), in layer order."""
+    """Every quantizer of ``model`` (weights and outputs), in layer order: the
+    :class:`QNetsQuantizer` s and, with ``first_last="int8"``, the 8-bit
+    :mod:`tf_qnets.keras3.int8` ones (no temperature; ``role`` as the others)."""
     found = []
     for layer in getattr(model, "layers", []):
         if isinstance(layer, QNetsWrapper):
@@ -179,5 +179,7 @@ def is_quantized_model(model):
 
 
 def count_quantizers(model, role=None):
-    """Number of quantizers in ``model`` (of one ``role``: ``"weights"``/``"activations"``)."""
-    return sum(1 for q in quantizers(model) if role is None or q.role == role)
+    """Number of low-bit (sum-of-sigmoids) quantizers in ``model`` (of one ``role``,
+    ``"weights"`` or ``"activations"``, when given); 8-bit ones are not counted."""
+    return sum(1 for q in quantizers(model)
+               if not is_int8_quantizer(q) and (role is None or q.role == role))

@@ -5,13 +5,16 @@ levels ``Y``, ``(alpha, beta) = initial_scales(x, Y, method)`` (``beta = 1.25 ma
 ``alpha = 1 / beta``, or the MSE scale for uniform thresholds) and the thresholds from
 k-means of ``beta * x`` or halfway between levels.
 
-* Weight quantizers read their (pretrained, float) kernel.
+* Weight quantizers read their (pretrained, float) kernel (the 8-bit ones of
+  ``first_last="int8"`` take their range from the kernel at every call: nothing to set).
 * Activation quantizers and the BatchNormalization layers after a quantized layer are
   calibrated in the model's layer order, each on what it sees with everything before it
   already quantized (hard staircases, inference mode): a BatchNormalization (a
   ``FrozenStatisticsBatchNormalization`` too) gets the moving mean and variance of its new
   inputs (the quantized kernels changed them); an activation quantizer its scales and
-  thresholds from its (unquantized) activations.
+  thresholds from its (unquantized) activations, an 8-bit output quantizer
+  (:class:`tf_qnets.keras3.int8.Int8OutputQuantizer`) its range ``[min(x, 0), max(x, 0)]``
+  over all of them.
 
 Example::
 
@@ -26,7 +29,9 @@ from keras import ops
 from tf_qnets.core.calibration import CALIBRATION_MEMORY_BYTES, leading_batches
 from tf_qnets.core.batch_norm import population_statistics
 from tf_qnets.core.init_math import activation_thresholds, initial_scales, weight_thresholds
+from tf_qnets.keras3.int8 import Int8OutputQuantizer
 from tf_qnets.keras3.propagation import live_bytes_per_sample, propagate
+from tf_qnets.keras3.quantizer import QNetsQuantizer
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
 __all__ = [
@@ -44,7 +49,8 @@ MAX_SAMPLE_ELEMENTS = 2_000_000
 def initialize_weight_quantizers(model, specs):
     """Scales and thresholds of every weight quantizer from its kernel."""
     for layer in model.layers:
-        if not isinstance(layer, QNetsWrapper) or layer.weight_quantizer is None:
+        if not isinstance(layer, QNetsWrapper) or not isinstance(
+                layer.weight_quantizer, QNetsQuantizer):
             continue
         kernel = ops.convert_to_numpy(layer.layer.kernel).astype(np.float64)
         if not np.all(np.isfinite(kernel)):
@@ -91,6 +97,15 @@ def _activation_sample(outputs):
     return np.concatenate(parts).astype(np.float64)
 
 
+def _activation_range(outputs):
+    """``(min, max)`` over every batch of ``outputs`` (for an 8-bit output range)."""
+    low, high = np.inf, -np.inf
+    for batch in outputs:
+        values = ops.convert_to_numpy(batch)
+        low, high = min(low, float(np.min(values))), max(high, float(np.max(values)))
+    return np.array([low, high])
+
+
 def limit_calibration_batches(model, batches, verbose=0):
     """The leading batches whose activations fit :data:`CALIBRATION_MEMORY_BYTES` during the
     layer-by-layer walk (:func:`tf_qnets.core.calibration.leading_batches`)."""
@@ -117,14 +132,19 @@ def calibrate(model, specs, batches, verbose=0):
             return compute()
         quantizer = layer.output_quantizer
         quantizer.bypass = True
+        sample_of = (_activation_range if isinstance(quantizer, Int8OutputQuantizer)
+                     else _activation_sample)
         try:
-            sample = _activation_sample(compute())
+            sample = sample_of(compute())
         finally:
             quantizer.bypass = False
         if not np.all(np.isfinite(sample)):
             raise ValueError(
                 f"Layer {layer.name!r}: calibration produced NaN/Inf activations; check the "
                 "calibration data and the model's weights.")
+        if isinstance(quantizer, Int8OutputQuantizer):
+            quantizer.initialize_range(sample)
+            return compute()
         method = specs[layer.name].output_thresholds
         alpha, beta = initial_scales(sample, quantizer.levels, method)
         quantizer.assign(alpha, beta, activation_thresholds(beta * sample, quantizer.levels, method))

@@ -16,22 +16,27 @@ Example::
 import keras
 
 from tf_qnets.core.batch_norm import check_batch_norm_mode
-from tf_qnets.core.plan import QuantizerSpec
+from tf_qnets.core.plan import Int8Spec, QuantizerSpec
 from tf_qnets.keras3.batch_norm import freezable, frozen_copy
+from tf_qnets.keras3.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
 __all__ = ["quantizer_for", "wrap_layers"]
 
 
-def quantizer_for(spec, name):
-    """The :class:`QNetsQuantizer` of a :class:`tf_qnets.core.plan.QuantizerSpec` (or None)."""
+def quantizer_for(spec, name, output=False):
+    """The quantizer of one spec: a :class:`QNetsQuantizer` for a
+    :class:`tf_qnets.core.plan.QuantizerSpec`, an :class:`Int8WeightQuantizer` /
+    :class:`Int8OutputQuantizer` (``output=True``) for an ``Int8Spec``, None for None."""
     if spec is None:
         return None
+    if isinstance(spec, Int8Spec):
+        if output:
+            return Int8OutputQuantizer(name=name)
+        return Int8WeightQuantizer(per_axis=spec.per_axis, name=name)
     if not isinstance(spec, QuantizerSpec):
-        raise ValueError(
-            f"{name}: {type(spec).__name__} quantizers (first_last='int8') are not available on "
-            "the Keras 3 path; use first_last='float' (the paper) or 'low_bit'.")
+        raise TypeError(f"{name}: unknown quantizer spec {type(spec).__name__}.")
     return QNetsQuantizer(spec.levels, role=spec.role, gradient=spec.gradient,
                           train_thresholds=spec.train_thresholds, name=name)
 
@@ -51,7 +56,8 @@ def wrap_layers(model, specs, batch_norm="frozen"):
         return QNetsWrapper(
             fresh,
             weight_quantizer=quantizer_for(spec.weight, f"{layer.name}_kernel_quantizer"),
-            output_quantizer=quantizer_for(spec.output, f"{layer.name}_output_quantizer"),
+            output_quantizer=quantizer_for(spec.output, f"{layer.name}_output_quantizer",
+                                           output=True),
             name=layer.name)
 
     quantized = keras.models.clone_model(model, clone_function=clone)

@@ -27,12 +27,18 @@ from keras import ops
 
 from tf_qnets.core.schedule import ScheduleRules, validated_temperature
 from tf_qnets.keras3.api import quantizers
+from tf_qnets.keras3.quantizer import QNetsQuantizer
 
 __all__ = ["TemperatureScheduler", "get_temperatures", "set_temperature"]
 
 
+def _annealed(model):
+    """The quantizers with a temperature: the low-bit ones (8-bit ones have none)."""
+    return [q for q in quantizers(model) if isinstance(q, QNetsQuantizer)]
+
+
 def _temperature_variables(model, role=None):
-    return [q.temperature for q in quantizers(model) if role is None or q.role == role]
+    return [q.temperature for q in _annealed(model) if role is None or q.role == role]
 
 
 def set_temperature(model, weights=None, activations=None):
@@ -46,9 +52,9 @@ def set_temperature(model, weights=None, activations=None):
 
 
 def get_temperatures(model):
-    """``{quantizer name: T}`` for every quantizer of ``model`` (names such as
-    ``"conv_kernel_quantizer"`` and ``"conv_output_quantizer"``)."""
-    return {q.name: float(ops.convert_to_numpy(q.temperature)) for q in quantizers(model)}
+    """``{quantizer name: T}`` for every low-bit quantizer of ``model`` (names such as
+    ``"conv_kernel_quantizer"`` and ``"conv_output_quantizer"``; 8-bit ones have no T)."""
+    return {q.name: float(ops.convert_to_numpy(q.temperature)) for q in _annealed(model)}
 
 
 @keras.saving.register_keras_serializable(package="tf_qnets")

@@ -34,7 +34,8 @@ import keras
 
 from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
 from tf_qnets.core.summary_table import (
-    LayerFacts, LayerRow, ModelSummary, SummaryTotals, build_summary, describe_levels)
+    INT8, LayerFacts, LayerRow, ModelSummary, SummaryTotals, build_summary, describe_levels)
+from tf_qnets.keras3.int8 import is_int8_quantizer
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
@@ -51,7 +52,12 @@ def _quantizers(layer):
 
 
 def _levels(quantizer):
-    return None if quantizer is None else quantizer.levels
+    """The core's description of a quantizer: None, its LevelSet, or INT8 (8 bits)."""
+    if quantizer is None:
+        return None
+    if is_int8_quantizer(quantizer):
+        return INT8
+    return quantizer.levels
 
 
 def _node(layer, members):

@@ -14,7 +14,8 @@ tag                                 value
 ==================================  =====================================================
 
 ``<tensor>`` is ``kernel`` (or ``depthwise_kernel``) for weights and ``output`` for
-activations; the saturation formula is in :mod:`tf_qnets.core.quantizer_logs`. Activation
+activations (the 8-bit quantizers of ``first_last="int8"`` have none of these and are
+skipped, as on Keras 2); the saturation formula is in :mod:`tf_qnets.core.quantizer_logs`. Activation
 saturation needs ``data`` (a small fixed batch of model inputs): the network runs in
 inference mode and each activation quantizer's input is read with that quantizer bypassed.
 
@@ -38,6 +39,7 @@ from keras import ops
 
 from tf_qnets.core.event_file import ScalarEventWriter
 from tf_qnets.core.quantizer_logs import RUN_NAME, LogCadence, saturation
+from tf_qnets.keras3.quantizer import QNetsQuantizer
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
 __all__ = ["QuantizerTensorBoard"]
@@ -71,9 +73,9 @@ class QuantizerTensorBoard(LogCadence, keras.callbacks.Callback):
         for layer in self.model.layers:
             if not isinstance(layer, QNetsWrapper):
                 continue
-            if layer.weight_quantizer is not None:
+            if isinstance(layer.weight_quantizer, QNetsQuantizer):
                 targets.append((layer, _kernel_name(layer.layer), layer.weight_quantizer))
-            if layer.output_quantizer is not None:
+            if isinstance(layer.output_quantizer, QNetsQuantizer):
                 targets.append((layer, "output", layer.output_quantizer))
         return targets
 

@@ -24,20 +24,23 @@ Example::
 
 import keras
 
+from tf_qnets.keras3.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.keras3.kernels import call_with_kernel, check_kernel_layer
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 
 __all__ = ["QNetsWrapper"]
 
 
-def _quantizer(value, argument):
-    if value is None or isinstance(value, QNetsQuantizer):
+def _quantizer(value, argument, int8_class):
+    accepted = (QNetsQuantizer, int8_class)
+    if value is None or isinstance(value, accepted):
         return value
     if isinstance(value, dict):
         quantizer = keras.saving.deserialize_keras_object(value)
-        if isinstance(quantizer, QNetsQuantizer):
+        if isinstance(quantizer, accepted):
             return quantizer
-    raise TypeError(f"`{argument}` must be a QNetsQuantizer or None, got {value!r}.")
+    raise TypeError(
+        f"`{argument}` must be a QNetsQuantizer, an {int8_class.__name__} or None, got {value!r}.")
 
 
 @keras.saving.register_keras_serializable(package="tf_qnets")
@@ -47,16 +50,21 @@ class QNetsWrapper(keras.layers.Wrapper):
     Args:
       layer: the Keras layer (a Dense/Conv1D/Conv2D/DepthwiseConv2D when
         ``weight_quantizer`` is given; any single-input layer otherwise).
-      weight_quantizer: quantizer of ``layer.kernel``, or None (float kernel).
-      output_quantizer: quantizer of the layer's output, or None (float output).
+      weight_quantizer: quantizer of ``layer.kernel`` (a ``QNetsQuantizer``, or an
+        :class:`tf_qnets.keras3.int8.Int8WeightQuantizer` for ``first_last="int8"``), or
+        None (float kernel).
+      output_quantizer: quantizer of the layer's output (a ``QNetsQuantizer`` or an
+        :class:`tf_qnets.keras3.int8.Int8OutputQuantizer`), or None (float output).
       **kwargs: Keras layer arguments (``name``).
     """
 
     def __init__(self, layer, weight_quantizer=None, output_quantizer=None, **kwargs):
         kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
-        self.weight_quantizer = _quantizer(weight_quantizer, "weight_quantizer")
-        self.output_quantizer = _quantizer(output_quantizer, "output_quantizer")
+        self.weight_quantizer = _quantizer(
+            weight_quantizer, "weight_quantizer", Int8WeightQuantizer)
+        self.output_quantizer = _quantizer(
+            output_quantizer, "output_quantizer", Int8OutputQuantizer)
         if self.weight_quantizer is None and self.output_quantizer is None:
             raise ValueError(
                 f"QNetsWrapper of layer {layer.name!r}: give a weight_quantizer, an "
