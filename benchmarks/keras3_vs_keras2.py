@@ -211,6 +211,10 @@ def markdown(args, command, keras2, keras3, wall):
             f"| {method} | {a['initial']:.2%} | {a['final']:.2%} | {b['initial']:.2%} | "
             f"{b['final']:.2%} | {100 * (b['final'] - a['final']):+.2f} pt | "
             f"{a['seconds_per_epoch']:.1f} / {b['seconds_per_epoch']:.1f} |")
+    lines.append("")
+    lines.append("s/epoch: the fine-tune's wall time over its epochs, XLA compilation and the "
+                 "first epoch's tracing included; not a step-time measurement (see the "
+                 "training-speed table).")
     lines.append(f"<!-- {BLOCK}:end -->")
     return "\n".join(lines)
 
