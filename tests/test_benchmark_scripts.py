@@ -382,3 +382,32 @@ def test_export_zoo_runs_a_tiny_model_and_writes_its_table(tmp_path):
     # 34 of the 35 staircases aligned (the first layer's at least partly), no copies at A4
     assert re.search(r"\| 3[45] / 0 / [01] / [01] \|", row), row
     assert re.search(r"\| [\d.]+ / [\d.]+ / [\d.]+ ms \| [\d.]+ MB, [\d.]+ ms \|$", row), row
+
+
+def test_keras3_vs_keras2_parses_methods_orders_batches_and_writes_its_table():
+    import tf_keras
+
+    import keras3_vs_keras2 as bench
+
+    assert bench.bits("W3A3") == (3, 3) and bench.bits("w2") == (2, None)
+    with pytest.raises(SystemExit, match="W<bits>"):
+        bench.bits("A3")
+    x = np.arange(10, dtype="float32")[:, None]
+    y = np.arange(10)
+    batches = bench.epoch_batches(tf_keras, x, y, 4, seed=0)
+    assert len(batches) == 3
+    first = np.concatenate([batches[i][1] for i in range(len(batches))])
+    batches.on_epoch_end()
+    second = np.concatenate([batches[i][1] for i in range(len(batches))])
+    assert sorted(first) == sorted(second) == list(range(10)) and list(first) != list(second)
+    again = bench.epoch_batches(tf_keras, x, y, 4, seed=0)       # the same order every run
+    assert list(np.concatenate([again[i][1] for i in range(3)])) == list(first)
+    args = bench.parse_args(["--methods", "W3", "--subset", "100", "50", "--markdown", ""])
+    row = {"initial": 0.5, "final": 0.75, "seconds_per_epoch": 2.0}
+    block = bench.markdown(args, "python benchmarks/keras3_vs_keras2.py", {
+        "keras": "2.21.0", "float": 0.8, "rows": {"W3": row}}, {
+        "keras": "3.15.1", "backend": "jax", "float": 0.8,
+        "rows": {"W3": dict(row, final=0.7525)}}, 60.0)
+    assert block.startswith("<!-- keras3-vs-keras2:begin -->")
+    assert block.endswith("<!-- keras3-vs-keras2:end -->")
+    assert "| W3 | 50.00% | 75.00% | 50.00% | 75.25% | +0.25 pt | 2.0 / 2.0 |" in block
