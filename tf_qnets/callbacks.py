@@ -36,7 +36,12 @@ _HOOKS = (
 
 
 class _PathCallback:
-    """Forwards the callback protocol to the callback of the model's Keras path."""
+    """Forwards the callback protocol to the callback of the model's Keras path.
+
+    A subclass names the module (``_MODULE``) and class (``_CLASS``) it binds to under
+    ``tf_qnets.keras2`` / ``tf_qnets.keras3`` and defines ``_options(path)``: the constructor
+    arguments of that class.
+    """
 
     _MODULE = ""      # module name under tf_qnets.keras2 / tf_qnets.keras3
     _CLASS = ""
@@ -45,10 +50,6 @@ class _PathCallback:
         self._bound = None
         self._bound_path = None
         self._params = {}
-
-    def _options(self, path):
-        """Constructor arguments of the path's callback."""
-        raise NotImplementedError
 
     def _bind(self, model):
         path = path_of(model)

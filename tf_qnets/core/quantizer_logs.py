@@ -84,7 +84,8 @@ def validated_probe_data(data):
 
 class LogCadence:
     """When a ``QuantizerTensorBoard`` writes, without a framework: mixed into each Keras
-    path's callback, which supplies ``_write(step)`` and ``_iterations()``.
+    path's callback, which defines ``_write(step)`` (log every value at ``step``) and
+    ``_iterations()`` (the optimizer's step count, or None).
 
     ``update_freq="epoch"``: at the end of each epoch, step = the epoch index; an int ``N``:
     after every training batch whose optimizer step count is a multiple of ``N``, step = that
@@ -97,13 +98,6 @@ class LogCadence:
         self.update_freq = validated_update_freq(update_freq)
         self.data = validated_probe_data(data)
         self._batches_seen = 0
-
-    def _write(self, step):
-        raise NotImplementedError
-
-    def _iterations(self):
-        """The optimizer's step count, or None."""
-        raise NotImplementedError
 
     def _train_step(self):
         iterations = self._iterations()
