@@ -37,7 +37,7 @@ _PUBLIC = {
     "is_quantized_model": "tf_qnets.frontend",
     "quantize_model": "tf_qnets.frontend",
     "QNetsQuantizeConfig": "tf_qnets.keras2.configs",
-    "quantization_gap": "tf_qnets.keras2.gap",
+    "quantization_gap": "tf_qnets.frontend",
     "Int8OutputQuantizer": "tf_qnets.keras2.int8",
     "Int8WeightQuantizer": "tf_qnets.keras2.int8",
     "QNetsQuantizer": "tf_qnets.keras2.quantizer",

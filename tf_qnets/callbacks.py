@@ -21,7 +21,7 @@ from tf_qnets.core.quantizer_logs import (
     validated_probe_data,
     validated_update_freq,
 )
-from tf_qnets.core.schedule import ScheduleRules
+from tf_qnets.core.schedule_hooks import SchedulerOptions
 from tf_qnets.frontend import path_of
 
 __all__ = ["QuantizerTensorBoard", "TemperatureScheduler"]
@@ -108,7 +108,7 @@ for _name in _HOOKS:
     setattr(_PathCallback, _name, _forwarding_hook(_name))
 
 
-class TemperatureScheduler(ScheduleRules, _PathCallback):
+class TemperatureScheduler(SchedulerOptions, _PathCallback):
     """Raise the quantizers' temperature during ``fit`` (Keras 2 and Keras 3 models).
 
     Schedule (the authors' release): ``T = base * (epoch + 1)`` for epoch 0, 1, ...;
@@ -123,44 +123,24 @@ class TemperatureScheduler(ScheduleRules, _PathCallback):
       cap: upper bound on every temperature (None: no bound).
       weight_cap: upper bound on weight temperatures (2000, as in the authors' release).
       verbose: 1 prints T at each epoch start.
-      show_gap: log the quantization gap ``quant_gap`` (Keras 2 models; the Keras 3 path does
-        not measure it yet).
+      show_gap: log the quantization gap ``quant_gap`` (:mod:`tf_qnets.core.gap`): the latest
+        value after each training step (progress bar), the epoch's mean (``History``).
 
     Example::
 
         qat.fit(x, y, epochs=10, callbacks=[tf_qnets.TemperatureScheduler()])  # T = 10..100
     """
 
-    GAP_LOG_NAME = "quant_gap"
-
     def __init__(self, base="auto", schedule=None, per_step=False, cap=None, weight_cap=2000.0,
                  verbose=0, show_gap=True):
         _PathCallback.__init__(self)
-        self._init_rules(base, schedule, per_step, cap, weight_cap)
-        if not isinstance(show_gap, bool):
-            raise TypeError(f"`show_gap` must be a bool, got {show_gap!r}.")
-        self.verbose = verbose
-        self.show_gap = show_gap
+        self._init_options(base, schedule, per_step, cap, weight_cap, verbose, show_gap)
 
     _MODULE = "schedule"
     _CLASS = "TemperatureScheduler"
 
     def _options(self, path):
-        options = {"base": self.base, "schedule": self.schedule, "per_step": self.per_step,
-                   "cap": self.cap, "weight_cap": self.weight_cap, "verbose": self.verbose}
-        if path == "keras2":
-            options["show_gap"] = self.show_gap
-        return options
-
-    def get_config(self):
-        return {"base": self.base, "per_step": self.per_step, "cap": self.cap,
-                "weight_cap": self.weight_cap, "verbose": self.verbose,
-                "show_gap": self.show_gap}
-
-    @classmethod
-    def from_config(cls, config):
-        """Rebuild from :meth:`get_config` (a custom ``schedule`` callable is not part of it)."""
-        return cls(**config)
+        return self.options()
 
 
 class QuantizerTensorBoard(_PathCallback):

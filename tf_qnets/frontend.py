@@ -27,6 +27,7 @@ __all__ = [
     "keras_major_version_of_file",
     "load_model",
     "path_of",
+    "quantization_gap",
     "quantize_model",
     "recalibrate_batch_norm",
     "set_temperature",
@@ -157,3 +158,9 @@ def load_model(path, compile=True, **kwargs):
     if (keras_major_version_of_file(path) or 2) >= 3:
         return _module("keras3", "saving").load_model(path, compile=compile, **kwargs)
     return _module("keras2", "scope").load_model(path, compile=compile, **kwargs)
+
+
+def quantization_gap(model):
+    """The mean quantization gap of ``model``'s quantizers after their latest training call,
+    ``mean |soft - hard| / alpha`` in levels (:mod:`tf_qnets.core.gap`); 0.0 before any."""
+    return _module(path_of(model), "gap").quantization_gap(model)

@@ -1,16 +1,8 @@
-"""The quantization gap: how far training's forward pass is from the deployed network's.
+"""The quantization gap on the Keras 2 path (the definition: :mod:`tf_qnets.core.gap`).
 
-During training a :class:`tf_qnets.QNetsQuantizer` computes the soft staircase (below
-``T = 100``); ``evaluate`` and the exported file compute the hard one. For each quantized
-tensor the gap is the mean distance between the two, in units of the level grid::
-
-    gap = mean_k | soft(x_k) - hard(x_k) | / alpha        (k over a fixed sample of x)
-
-0 means training computes exactly the deployed values (``T >= 100``, where the forward
-is hard); 0.5 means the average value sits half a level away from where the deployed
-network puts it. The sample is at most ``GAP_SAMPLE_SIZE`` elements: all of a kernel (at
-an even stride when it is larger), and for an activation the first example of the batch,
-so that measuring costs a few thousand elements per quantizer and step.
+``gap = mean_k |soft(x_k) - hard(x_k)| / alpha`` over a sample of at most
+``GAP_SAMPLE_SIZE`` elements of each quantized tensor: how far training's forward (the
+soft staircase below ``T = 100``) is from the deployed network's (the hard one), in levels.
 
 Every quantizer keeps its latest gap in a variable of its own (not one of the model's
 weights: it is not saved and not trained); :func:`quantization_gap` averages them, and
@@ -30,14 +22,11 @@ Example::
 
 from tensorflow.python.saved_model import save_context
 
+from tf_qnets.core.gap import GAP_SAMPLE_SIZE
 from tf_qnets.keras2.backend import tf
 
 __all__ = ["GAP_SAMPLE_SIZE", "gap_variable", "gap_variables", "gap_sample", "gap_reader",
            "record_gap", "records_gap_now", "quantization_gap"]
-
-# Elements of one tensor that the gap is measured on, at most.
-GAP_SAMPLE_SIZE = 4096
-
 
 def gap_variable(name):
     """A scalar float variable holding one quantizer's latest gap (0 until measured).

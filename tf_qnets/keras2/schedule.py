@@ -31,10 +31,10 @@ Example::
 """
 
 from tf_qnets.core.schedule import (  # noqa: F401  (auto_base: re-exported for the benchmarks)
-    ScheduleRules,
     auto_base,
     validated_temperature,
 )
+from tf_qnets.core.schedule_hooks import SchedulerHooks
 from tf_qnets.keras2.backend import keras
 from tf_qnets.keras2.gap import gap_reader
 from tf_qnets.keras2.quantizer import QNetsQuantizer
@@ -67,8 +67,8 @@ def get_temperatures(model):
 
 
 @keras.utils.register_keras_serializable(package="tf_qnets")
-class TemperatureScheduler(ScheduleRules, keras.callbacks.Callback):
-    """Raise the quantizers' temperature during ``fit``.
+class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
+    """Raise the quantizers' temperature during ``fit`` (the hooks: :mod:`tf_qnets.core.schedule_hooks`).
 
     Args:
       base: slope of the default schedule ``T = base * (epoch + 1)``, or ``"auto"``
@@ -83,73 +83,24 @@ class TemperatureScheduler(ScheduleRules, keras.callbacks.Callback):
         each training step (progress bar), the epoch's mean at its end (``History``).
     """
 
-    GAP_LOG_NAME = "quant_gap"
-
     def __init__(self, base="auto", schedule=None, per_step=False, cap=None, weight_cap=2000.0,
                  verbose=0, show_gap=True):
         keras.callbacks.Callback.__init__(self)
-        self._init_rules(base, schedule, per_step, cap, weight_cap)
-        self.verbose = verbose
-        if not isinstance(show_gap, bool):
-            raise TypeError(f"`show_gap` must be a bool, got {show_gap!r}.")
-        self.show_gap = show_gap
-        self._epoch = 0
-        self._read_gap = None
-        self._gap_sum = 0.0
-        self._gap_count = 0
+        self._init_hooks(base, schedule, per_step, cap, weight_cap, verbose, show_gap)
 
-    def _apply(self, epoch):
-        weight_value, value = self.temperatures(epoch)
+    def _has_annealed_quantizers(self):
+        return bool(_temperature_variables(self.model))
+
+    def _assign_temperatures(self, weight_value, value):
         set_temperature(self.model, weights=weight_value, activations=value)
-        return value
 
-    def on_train_begin(self, logs=None):
-        if not _temperature_variables(self.model):
-            raise ValueError(
-                "TemperatureScheduler: the model has no tf_qnets quantizers; use it with a model "
-                "returned by tf_qnets.quantize_model().")
-        if self.verbose and self.schedule is None:
-            chosen = " (base='auto')" if self.base == "auto" else ""
-            print(f"TemperatureScheduler: T = {self.resolved_base:g} * (epoch + 1){chosen}")
-        self._read_gap = gap_reader(self.model) if self.show_gap else None
-        if self._read_gap is not None:
-            self._read_gap()   # trace now, not inside the first step's callback time
+    def _logged_temperature(self):
+        variables = (_temperature_variables(self.model, "activations")
+                     or _temperature_variables(self.model))
+        return float(variables[0].numpy())
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._gap_sum, self._gap_count = 0.0, 0
-        value = self._apply(float(epoch))
-        if self.verbose:
-            print(f"\nEpoch {epoch + 1}: temperature T = {value:g}")
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if not self.per_step:
-            return
-        steps = (getattr(self, "params", None) or {}).get("steps") or 0
-        fraction = batch / steps if steps else 0.0
-        self._apply(self._epoch + fraction)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._read_gap is None or logs is None:
-            return
-        value = float(self._read_gap())
-        self._gap_sum += value
-        self._gap_count += 1
-        logs[self.GAP_LOG_NAME] = value
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            if self._gap_count:
-                logs[self.GAP_LOG_NAME] = self._gap_sum / self._gap_count
-            variables = _temperature_variables(self.model, "activations") or _temperature_variables(self.model)
-            logs["temperature"] = float(variables[0].numpy())
-
-    def get_config(self):
-        return {"base": self.base, "per_step": self.per_step, "cap": self.cap,
-                "weight_cap": self.weight_cap, "verbose": self.verbose,
-                "show_gap": self.show_gap}
-
-    @classmethod
-    def from_config(cls, config):
-        """Rebuild from :meth:`get_config` (a custom ``schedule`` callable is not part of it)."""
-        return cls(**config)
+    def _make_gap_reader(self):
+        read = gap_reader(self.model)
+        if read is not None:
+            read()   # trace now, not inside the first step's callback time
+        return read

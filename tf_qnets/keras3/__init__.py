@@ -20,6 +20,7 @@ backend it runs without TensorFlow installed. Saved models load back with plain
 from tf_qnets.keras3.aliases import get_quantizer, quantizer_aliases
 from tf_qnets.keras3.api import count_quantizers, is_quantized_model, quantize_model, quantizers
 from tf_qnets.keras3.batch_norm import FrozenStatisticsBatchNormalization
+from tf_qnets.keras3.gap import quantization_gap
 from tf_qnets.keras3.quantizer import HARD_FORWARD_TEMPERATURE, QNetsQuantizer
 from tf_qnets.keras3.recalibrate import recalibrate_batch_norm
 from tf_qnets.keras3.schedule import TemperatureScheduler, get_temperatures, set_temperature
@@ -38,6 +39,7 @@ __all__ = [
     "get_temperatures",
     "hard_staircase",
     "is_quantized_model",
+    "quantization_gap",
     "quantize_model",
     "quantizer_aliases",
     "quantizers",

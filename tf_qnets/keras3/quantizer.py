@@ -18,7 +18,9 @@ Variables (one scalar each per quantized tensor, the paper's layer-wise setting)
 * ``thresholds`` (``[n]``; trainable only with ``train_thresholds=True``, as in the paper);
 * ``temperature`` (not trainable): set by :class:`tf_qnets.keras3.schedule.TemperatureScheduler`.
   Being a variable, it is saved with the model, and assigning it does not retrace or
-  recompile the training step (under JAX it is part of the state the step receives).
+  recompile the training step (under JAX it is part of the state the step receives);
+* ``gap`` (not trainable, not used by the forward): the quantization gap of the latest
+  training call, ``mean |soft - hard| / |alpha|`` on a sample (:mod:`tf_qnets.keras3.gap`).
 
 Example::
 
@@ -38,6 +40,7 @@ import numpy as np
 
 from tf_qnets.core.schedule import HARD_FORWARD_TEMPERATURE  # noqa: F401  (re-exported)
 from tf_qnets.core.plan import ROLES, check_quantizer_options  # noqa: F401  (ROLES re-exported)
+from tf_qnets.keras3.gap import gap_sample, gap_value
 from tf_qnets.keras3.staircase import hard_staircase, soft_staircase
 
 __all__ = ["HARD_FORWARD_TEMPERATURE", "QNetsQuantizer", "ROLES"]
@@ -82,17 +85,26 @@ class QNetsQuantizer(keras.layers.Layer):
             initializer=keras.initializers.Constant(initial), trainable=self.train_thresholds)
         self.temperature = self.add_weight(
             name="temperature", shape=(), initializer="ones", trainable=False)
+        self.gap = self.add_weight(name="gap", shape=(), initializer="zeros", trainable=False)
         self.built = True
 
     def call(self, inputs, training=None):
         if self.bypass:
             return inputs
         if training:
-            return soft_staircase(inputs, self.alpha, self.beta, self.thresholds, self.temperature,
-                                  self.levels, gradient=self.gradient,
-                                  train_thresholds=self.train_thresholds,
-                                  hard_forward_from=self.hard_forward_from)
+            outputs = soft_staircase(inputs, self.alpha, self.beta, self.thresholds,
+                                     self.temperature, self.levels, gradient=self.gradient,
+                                     train_thresholds=self.train_thresholds,
+                                     hard_forward_from=self.hard_forward_from)
+            self._record_gap(inputs, outputs)
+            return outputs
         return hard_staircase(inputs, self.alpha, self.beta, self.thresholds, self.levels)
+
+    def _record_gap(self, inputs, outputs):
+        """Assign the gap of this call (:mod:`tf_qnets.keras3.gap`) to ``self.gap``."""
+        hard = hard_staircase(gap_sample(inputs, self.role), self.alpha, self.beta,
+                              self.thresholds, self.levels)
+        self.gap.assign(gap_value(gap_sample(outputs, self.role), hard, self.alpha))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -8,7 +8,10 @@ ends at ``T = 100``, where the quantizers' training forward becomes the hard sta
 ``epoch + step / steps_per_epoch``. ``schedule`` replaces the formula by any
 ``f(epoch) -> T``. Weight temperatures are capped at ``weight_cap`` (2000 in the
 release), all of them at ``cap``. The activation temperature goes into the logs as
-``temperature``.
+``temperature``, and the quantization gap (:mod:`tf_qnets.keras3.gap`) as ``quant_gap``:
+the progress bar shows the latest value, ``History`` each epoch's mean. It is 0 once the
+forward is hard (T >= 100): from then on the training accuracy in the progress bar is the
+deployed network's (with the default ``batch_norm="frozen"``).
 
 The temperatures are non-trainable variables: assigning them does not retrace the
 training step, and they are saved with the model. Under JAX, ``fit`` keeps the variables'
@@ -25,8 +28,10 @@ Example::
 import keras
 from keras import ops
 
-from tf_qnets.core.schedule import ScheduleRules, validated_temperature
+from tf_qnets.core.schedule import validated_temperature
+from tf_qnets.core.schedule_hooks import SchedulerHooks
 from tf_qnets.keras3.api import quantizers
+from tf_qnets.keras3.gap import gap_variables, quantization_gap
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 
 __all__ = ["TemperatureScheduler", "get_temperatures", "set_temperature"]
@@ -58,8 +63,8 @@ def get_temperatures(model):
 
 
 @keras.saving.register_keras_serializable(package="tf_qnets")
-class TemperatureScheduler(ScheduleRules, keras.callbacks.Callback):
-    """Raise the quantizers' temperature during ``fit``.
+class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
+    """Raise the quantizers' temperature during ``fit`` (the hooks: :mod:`tf_qnets.core.schedule_hooks`).
 
     Args:
       base: slope of ``T = base * (epoch + 1)``, or ``"auto"`` (default):
@@ -69,49 +74,28 @@ class TemperatureScheduler(ScheduleRules, keras.callbacks.Callback):
       cap: upper bound on every temperature (None: no bound).
       weight_cap: upper bound on weight temperatures (2000, as in the authors' release).
       verbose: 1 prints T at each epoch start.
+      show_gap: add ``quant_gap`` (:mod:`tf_qnets.keras3.gap`) to the logs: the latest value after
+        each training step (progress bar), the epoch's mean at its end (``History``).
     """
 
     def __init__(self, base="auto", schedule=None, per_step=False, cap=None, weight_cap=2000.0,
-                 verbose=0):
+                 verbose=0, show_gap=True):
         keras.callbacks.Callback.__init__(self)
-        self._init_rules(base, schedule, per_step, cap, weight_cap)
-        self.verbose = verbose
-        self._epoch = 0
+        self._init_hooks(base, schedule, per_step, cap, weight_cap, verbose, show_gap)
 
-    def _apply(self, epoch):
-        weight_value, value = self.temperatures(epoch)
+    def _has_annealed_quantizers(self):
+        return bool(_temperature_variables(self.model))
+
+    def _assign_temperatures(self, weight_value, value):
         set_temperature(self.model, weights=weight_value, activations=value)
-        return value
 
-    def on_train_begin(self, logs=None):
-        if not _temperature_variables(self.model):
-            raise ValueError(
-                "TemperatureScheduler: the model has no tf_qnets quantizers; use it with a model "
-                "returned by tf_qnets.keras3.quantize_model().")
+    def _logged_temperature(self):
+        variables = (_temperature_variables(self.model, "activations")
+                     or _temperature_variables(self.model))
+        return float(ops.convert_to_numpy(variables[0]))
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        value = self._apply(float(epoch))
-        if self.verbose:
-            print(f"\nEpoch {epoch + 1}: temperature T = {value:g}")
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if not self.per_step:
-            return
-        steps = (getattr(self, "params", None) or {}).get("steps") or 0
-        self._apply(self._epoch + (batch / steps if steps else 0.0))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            variables = (_temperature_variables(self.model, "activations")
-                         or _temperature_variables(self.model))
-            logs["temperature"] = float(ops.convert_to_numpy(variables[0]))
-
-    def get_config(self):
-        return {"base": self.base, "per_step": self.per_step, "cap": self.cap,
-                "weight_cap": self.weight_cap, "verbose": self.verbose}
-
-    @classmethod
-    def from_config(cls, config):
-        """Rebuild from :meth:`get_config` (a custom ``schedule`` callable is not part of it)."""
-        return cls(**config)
+    def _make_gap_reader(self):
+        if not gap_variables(self.model):
+            return None
+        # self.model, not a model held here: under JAX reading it hands fit's state back first
+        return lambda: quantization_gap(self.model)

@@ -1,0 +1,259 @@
+"""Training-step time of the Keras 3 path: float vs tf_qnets W3A<b>, under JAX and TensorFlow.
+
+The model and batch are those of ``benchmarks/train_speed.py`` (the Keras 2 benchmark): a
+Fashion-MNIST-shaped CNN (28x28x1 inputs, three Conv-BN-ReLU blocks, two max-pools,
+Dense(10)), SGD with momentum, batch 128, random data. Configurations (``--configs``):
+
+* ``float``: the float Keras 3 model;
+* ``W3A<b>``: ``tf_qnets.quantize_model(model, w_bits=3, a_bits=b)`` with no other option,
+  at temperature ``--temperature`` (default 10, the default schedule's lowest);
+* ``W3``: 3-bit weights, float activations.
+
+Every model is compiled with ``jit_compile=True`` (XLA) and trained with plain ``fit``, as a
+user trains it. One process per backend (the Keras backend is fixed per process). In each,
+every configuration is built and warmed up, then ``--rounds`` rounds each run one ``fit``
+epoch of ``--steps`` batches of every configuration in turn (interleaved, so that the load
+of a shared machine hits all of them alike). A step is an epoch's wall time over its
+batches (``fit``'s per-epoch work, callbacks and the data adapter, included); the table gives
+the median over the rounds and its ratio to the float step of the same backend.
+
+Targets (issue 17, JAX backend): W3A3 step <= 1.5x float step; W3A8 step <= 1.2x W3A2 step.
+
+    python benchmarks/keras3_train_speed.py                        # JAX and TensorFlow
+    python benchmarks/keras3_train_speed.py --backends jax --rounds 5
+
+Writes its table between the ``keras3-train-speed`` markers of ``docs/benchmarks.md``
+(``--markdown ''`` to skip).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+BLOCK = "keras3-train-speed"
+BACKENDS = ("jax", "tensorflow")
+DEFAULT_CONFIGS = ("float", "W3", "W3A2", "W3A3", "W3A8")
+# (label, numerator, denominator, bound, backend the target is set for)
+TARGETS = (
+    ("W3A3 / float", "W3A3", "float", 1.5, "jax"),
+    ("W3A8 / W3A2", "W3A8", "W3A2", 1.2, "jax"),
+)
+
+
+def parse_config(name):
+    """``"W3A8"`` -> ``(3, 8)``, ``"W3"`` -> ``(3, None)``, ``"float"`` -> ``None``."""
+    if name == "float":
+        return None
+    if not name.startswith("W"):
+        raise ValueError(f"configuration {name!r}: expected 'float', 'W<bits>' or 'W<bits>A<bits>'")
+    w_bits, _, a_bits = name[1:].partition("A")
+    try:
+        return int(w_bits), (int(a_bits) if a_bits else None)
+    except ValueError:
+        raise ValueError(f"configuration {name!r}: expected 'float', 'W<bits>' or "
+                         f"'W<bits>A<bits>'") from None
+
+
+def float_model(keras):
+    """The Keras 2 benchmark's CNN, built with ``keras`` (Keras 3 here)."""
+    layers = keras.layers
+    inputs = keras.Input((28, 28, 1))
+    h = inputs
+    for filters, pool in ((32, True), (64, True), (64, False)):
+        h = layers.Conv2D(filters, 3, padding="same", use_bias=False)(h)
+        h = layers.BatchNormalization()(h)
+        h = layers.ReLU()(h)
+        if pool:
+            h = layers.MaxPooling2D()(h)
+    h = layers.Flatten()(h)
+    outputs = layers.Dense(10)(h)
+    return keras.Model(inputs, outputs)
+
+
+def build(name, temperature, calibration):
+    """A compiled Keras 3 model for configuration ``name``."""
+    import keras
+
+    import tf_qnets
+
+    keras.utils.set_random_seed(0)
+    model = float_model(keras)
+    bits = parse_config(name)
+    if bits is not None:
+        w_bits, a_bits = bits
+        model = tf_qnets.quantize_model(model, w_bits=w_bits, a_bits=a_bits,
+                                        calibration_data=calibration if a_bits else None,
+                                        verbose=0)
+        tf_qnets.set_temperature(model, weights=temperature,
+                                 activations=temperature if a_bits else None)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=True)
+    return model
+
+
+def measure(names, rounds, steps, batch, temperature, log=print):
+    """Median step seconds per configuration, under the process's Keras backend."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((steps * batch, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, steps * batch)
+
+    def epoch(model):
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+        return (time.perf_counter() - start) / steps
+
+    models = {}
+    for name in names:
+        start = time.perf_counter()
+        models[name] = build(name, temperature, x[:batch])
+        epoch(models[name])          # traces and compiles
+        epoch(models[name])
+        log(f"  built, compiled and warmed up {name} ({time.perf_counter() - start:.1f} s)")
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        for name, model in models.items():
+            times[name].append(epoch(model))
+        log(f"  round {r + 1}/{rounds}")
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def child(args):
+    """Runs in a process with ``KERAS_BACKEND`` set: prints one ``RESULT`` JSON line."""
+    import keras
+
+    names = args.configs.split(",")
+    medians = measure(names, args.rounds, args.steps, args.batch_size, args.temperature,
+                      log=lambda text: print(text, flush=True))
+    for name in names:
+        print(f"  {name}: {1000 * medians[name]:.1f} ms/step "
+              f"({medians[name] / medians['float']:.2f}x float)", flush=True)
+    print("RESULT " + json.dumps({"backend": keras.backend.backend(),
+                                  "keras": keras.__version__, "seconds": medians}), flush=True)
+
+
+def run_backend(backend, args):
+    command = [sys.executable, os.path.abspath(__file__), "--child", "--configs", args.configs,
+               "--rounds", str(args.rounds), "--steps", str(args.steps),
+               "--batch-size", str(args.batch_size), "--temperature", str(args.temperature)]
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    print(f"{backend}:", flush=True)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    result = None
+    for line in process.stdout:
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+        else:
+            print(line, end="", flush=True)
+    if process.wait() != 0 or result is None:
+        raise SystemExit(f"the {backend} run failed (rc {process.returncode}); see its output above")
+    return result
+
+
+def table(results, names):
+    lines = ["| backend | config | step (ms) | / float step |", "|---|---|---|---|"]
+    for result in results:
+        seconds = result["seconds"]
+        for name in names:
+            ratio = seconds[name] / seconds["float"]
+            lines.append(f"| {result['backend']} | {name} | {1000 * seconds[name]:.1f} | "
+                         f"{ratio:.2f} |")
+    return "\n".join(lines)
+
+
+def verdicts(results):
+    lines = []
+    for result in results:
+        seconds = result["seconds"]
+        for label, numerator, denominator, bound, backend in TARGETS:
+            if numerator not in seconds or denominator not in seconds:
+                continue
+            ratio = seconds[numerator] / seconds[denominator]
+            if backend == result["backend"]:
+                verdict = "met" if ratio <= bound else "not met"
+                lines.append(f"- {result['backend']}: {label} = {ratio:.2f} "
+                             f"(target <= {bound}): {verdict}")
+            else:
+                lines.append(f"- {result['backend']}: {label} = {ratio:.2f}")
+    return "\n".join(lines)
+
+
+def report(results, names, args, command, load):
+    return "\n".join([
+        f"<!-- {BLOCK}:begin -->",
+        "### Keras 3: training step, float vs quantized", "",
+        f"Command: `{command}`", "",
+        f"Machine: {os.cpu_count()} CPU cores, Python {platform.python_version()}, Keras "
+        f"{results[0]['keras']}; load average (1 min) {load[0]:.1f} before, {load[1]:.1f} after. "
+        f"Model: the CNN of the Keras 2 table above, batch {args.batch_size}, SGD, "
+        f"`jit_compile=True`, tf_qnets at T = {args.temperature:g}. A step is one `fit` epoch of "
+        f"{args.steps} batches over {args.steps}; medians of {args.rounds} interleaved epochs.", "",
+        table(results, names), "",
+        verdicts(results),
+        f"<!-- {BLOCK}:end -->"])
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="comma-separated subset of " + ",".join(BACKENDS))
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+                        help="comma-separated: float, W<bits>, W<bits>A<bits> (float is always run)")
+    parser.add_argument("--rounds", type=int, default=7, help="timed epochs per configuration")
+    parser.add_argument("--steps", type=int, default=16, help="batches per epoch")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=10.0)
+    parser.add_argument("--markdown", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown or not backends:
+        parser.error(f"--backends: {unknown or 'empty'}; allowed: {', '.join(BACKENDS)}")
+    args.backends = backends
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    for name in names:
+        try:
+            parse_config(name)
+        except ValueError as error:
+            parser.error(f"--configs: {error}")
+    names = ["float"] + [n for n in names if n != "float"]
+    args.configs = ",".join(dict.fromkeys(names))
+    for option in ("rounds", "steps", "batch_size"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child:
+        child(args)
+        return
+    names = args.configs.split(",")
+    command = "python " + " ".join(["benchmarks/keras3_train_speed.py"] + sys.argv[1:])
+    load_before = os.getloadavg()[0]
+    results = [run_backend(backend, args) for backend in args.backends]
+    text = report(results, names, args, command, (load_before, os.getloadavg()[0]))
+    print(text)
+    if args.markdown:
+        import markdown_block
+
+        markdown_block.replace_block(args.markdown, BLOCK, text)
+        print(f"wrote the {BLOCK} block of {args.markdown}")
+
+
+if __name__ == "__main__":
+    main()
