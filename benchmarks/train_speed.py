@@ -93,7 +93,7 @@ def _data(seed=0):
     return x, y
 
 
-def _float_model(keras):
+def float_model(keras):
     layers = keras.layers
     inputs = keras.Input((28, 28, 1))
     h = inputs
@@ -114,7 +114,7 @@ def build(name, jit, temperature):
     from tf_qnets.keras2.backend import keras
 
     keras.utils.set_random_seed(0)
-    model = _float_model(keras)
+    model = float_model(keras)
     x, _ = _data()
     if name == "tfmot8":
         import tensorflow_model_optimization as tfmot

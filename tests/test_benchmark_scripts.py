@@ -411,3 +411,42 @@ def test_keras3_vs_keras2_parses_methods_orders_batches_and_writes_its_table():
     assert block.startswith("<!-- keras3-vs-keras2:begin -->")
     assert block.endswith("<!-- keras3-vs-keras2:end -->")
     assert "| W3 | 50.00% | 75.00% | 50.00% | 75.25% | +0.25 pt | 2.0 / 2.0 |" in block
+
+
+def test_keras3_train_speed_parses_configs_and_reports_ratios_and_verdicts(tmp_path, capsys):
+    """The Keras 3 step-time benchmark's arguments, table and target lines (its timing runs in
+    tests/keras3/test_k3_train_speed_benchmark.py under each backend)."""
+    import keras3_train_speed as bench
+
+    assert bench.parse_config("float") is None
+    assert bench.parse_config("W3") == (3, None) and bench.parse_config("W3A8") == (3, 8)
+    with pytest.raises(ValueError, match="'W<bits>A<bits>'"):
+        bench.parse_config("W3Ax")
+    args = bench.parse_args(["--configs", "W3A3,W3A2,W3A8", "--backends", "jax"])
+    assert args.configs == "float,W3A3,W3A2,W3A8" and args.backends == ["jax"]
+    for bad, message in ((["--backends", "torch"], "--backends: ['torch']; allowed: jax"),
+                         (["--configs", "int8"], "--configs: configuration 'int8'"),
+                         (["--steps", "0"], "--steps must be >= 1")):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+        assert message in capsys.readouterr().err
+    results = [{"backend": "jax", "keras": "3.x",
+                "seconds": {"float": 0.100, "W3A2": 0.120, "W3A3": 0.160, "W3A8": 0.150}},
+               {"backend": "tensorflow", "keras": "3.x",
+                "seconds": {"float": 0.100, "W3A2": 0.110, "W3A3": 0.200, "W3A8": 0.150}}]
+    names = ["float", "W3A2", "W3A3", "W3A8"]
+    text = bench.report(results, names, args, "python benchmarks/keras3_train_speed.py", (0.5, 1.0))
+    assert "| jax | W3A3 | 160.0 | 1.60 |" in text and "| tensorflow | W3A3 | 200.0 | 2.00 |" in text
+    assert "- jax: W3A3 / float = 1.60 (target <= 1.5): not met" in text
+    assert "- jax: W3A8 / W3A2 = 1.25 (target <= 1.2): not met" in text
+    assert "- tensorflow: W3A8 / W3A2 = 1.36\n" in text          # no target for TensorFlow
+    results[0]["seconds"]["W3A3"] = 0.140
+    assert "W3A3 / float = 1.40 (target <= 1.5): met" in bench.verdicts(results)
+    markdown = tmp_path / "benchmarks.md"
+    markdown.write_text("# Benchmarks\n\nkept\n")
+    import markdown_block
+
+    markdown_block.replace_block(str(markdown), bench.BLOCK, text)
+    markdown_block.replace_block(str(markdown), bench.BLOCK, text)
+    written = markdown.read_text()
+    assert "kept" in written and written.count(f"<!-- {bench.BLOCK}:begin -->") == 1
