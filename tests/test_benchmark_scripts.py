@@ -287,7 +287,7 @@ def test_speed_kmeans_configuration_takes_non_uniform_activation_thresholds():
 def test_speed_step_runs_the_compiled_train_function_on_one_iterator():
     from tf_qnets.keras2.backend import keras
 
-    model = train_speed._float_model(keras)
+    model = train_speed.float_model(keras)
     model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
     step = train_speed.training_step(model)
     losses = [step() for _ in range(3)]
