@@ -86,32 +86,45 @@ def build(name, temperature, calibration):
     return model
 
 
-def measure(names, rounds, steps, batch, temperature, log=print):
-    """Median step seconds per configuration, under the process's Keras backend."""
-    import numpy as np
+def time_epochs(builders, x, y, batch, rounds, log=print):
+    """Median seconds per training step of each model, under the process's Keras backend.
 
-    rng = np.random.default_rng(0)
-    x = rng.random((steps * batch, 28, 28, 1), dtype=np.float32)
-    y = rng.integers(0, 10, steps * batch)
+    ``builders``: ``{name: () -> compiled model}``. Each model is built and run for two
+    untimed epochs (tracing, compiling, warming up), then ``rounds`` rounds time one ``fit``
+    epoch over ``x, y`` of every model in turn; a step is the epoch over its batches.
+    """
+    steps = len(x) // batch
 
     def epoch(model):
         start = time.perf_counter()
-        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+        model.fit(x[:steps * batch], y[:steps * batch], batch_size=batch, epochs=1,
+                  shuffle=False, verbose=0)
         return (time.perf_counter() - start) / steps
 
     models = {}
-    for name in names:
+    for name, builder in builders.items():
         start = time.perf_counter()
-        models[name] = build(name, temperature, x[:batch])
+        models[name] = builder()
         epoch(models[name])          # traces and compiles
         epoch(models[name])
         log(f"  built, compiled and warmed up {name} ({time.perf_counter() - start:.1f} s)")
-    times = {name: [] for name in names}
+    times = {name: [] for name in models}
     for r in range(rounds):
         for name, model in models.items():
             times[name].append(epoch(model))
         log(f"  round {r + 1}/{rounds}")
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def measure(names, rounds, steps, batch, temperature, log=print):
+    """Median step seconds of the configurations ``names`` on ``steps`` random batches."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((steps * batch, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, steps * batch)
+    builders = {name: (lambda name=name: build(name, temperature, x[:batch])) for name in names}
+    return time_epochs(builders, x, y, batch, rounds, log)
 
 
 def child(args):

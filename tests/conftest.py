@@ -126,8 +126,10 @@ def _fresh_keras_session():
 LONGEST_FILES_FIRST = (
     "test_keras3_backends.py",
     "test_keras3_under_tensorflow.py",
+    "test_benchmark_scripts.py",
     "test_imagenet_example.py",
     "test_distribute.py",
+    "test_gpu_check.py",
     "test_example.py",
     "test_resume.py",
     "test_fashion_mnist_training.py",
