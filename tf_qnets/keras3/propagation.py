@@ -64,7 +64,8 @@ def _call(layer, args, kwargs):
 
 
 def propagate(model, batches, visit):
-    """Walk ``model`` node by node over ``batches`` (a list of input batches).
+    """Walk ``model`` node by node over ``batches`` (a list of input batches; for a model with
+    several inputs each batch is a list of arrays in the order of ``model.inputs``).
 
     ``visit(layer, inputs, compute)`` is called for every node: ``inputs`` is the list of the
     node's first input tensor, one per batch, and ``compute()`` runs the layer (inference
@@ -75,8 +76,11 @@ def propagate(model, batches, visit):
     nodes = ordered_nodes(model)
     remaining = _readers(graph, nodes)
     values = {}
-    for tensor in graph.inputs:
-        values[id(tensor)] = [ops.convert_to_tensor(np.asarray(b, np.float32)) for b in batches]
+    several = len(graph.inputs) > 1     # then each batch is a list of arrays, one per input
+    for position, tensor in enumerate(graph.inputs):
+        values[id(tensor)] = [
+            ops.convert_to_tensor(np.asarray(b[position] if several else b, np.float32))
+            for b in batches]
     for node in nodes:
         layer = node.operation
         ids = [id(tensor) for tensor in node.input_tensors]
