@@ -67,19 +67,6 @@ def parse_args(argv=None):
     return args
 
 
-def load_data(args):
-    from fashion_mnist_model import preprocess
-
-    from tf_qnets.datasets import load_fashion_mnist
-
-    (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data_dir)
-    if args.subset:
-        x_train, y_train = x_train[:args.subset[0]], y_train[:args.subset[0]]
-        x_test, y_test = x_test[:args.subset[1]], y_test[:args.subset[1]]
-    return ((preprocess(x_train), y_train.astype("int32")),
-            (preprocess(x_test), y_test.astype("int32")))
-
-
 def ratio_lines(seconds):
     lines = []
     for label, numerator, denominator, bound in TARGETS:
@@ -99,6 +86,7 @@ def main(argv=None):
 
     import tf_qnets
     from keras3_train_speed import time_epochs
+    from keras3_vs_keras2 import load_data     # Fashion-MNIST, --data-dir and --subset
 
     if keras.backend.backend() != "jax":
         raise SystemExit(f"run with KERAS_BACKEND=jax (bash benchmarks/gpu_check.sh); the "
