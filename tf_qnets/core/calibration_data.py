@@ -10,7 +10,7 @@ arrays in the order of the model's inputs, or a dict keyed by the input names; a
 then a list of arrays, one per input (:func:`tf_qnets.core.calibration.batch_length` counts
 its samples).
 
-The model is described by ``inputs``: a list of ``(name, shape)`` pairs, the shape with the
+The model is described by ``specs``: a list of ``(name, shape)`` pairs, the shape with the
 batch dimension first (``None`` for unknown sizes).
 
 Example::

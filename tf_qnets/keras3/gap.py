@@ -27,7 +27,7 @@ from keras import ops
 
 from tf_qnets.core.gap import GAP_SAMPLE_SIZE
 
-__all__ = ["gap_sample", "gap_value", "gap_variables", "quantization_gap"]
+__all__ = ["gap_sample", "gap_value", "gap_variables", "mean_gap", "quantization_gap"]
 
 
 def gap_sample(tensor, role):
@@ -63,10 +63,15 @@ def gap_variables(model):
     return [q.gap for q in quantizers(model) if getattr(q, "gap", None) is not None]
 
 
-def quantization_gap(model):
-    """The mean over ``model``'s quantizers of their latest gap, a Python float (0.0 before
-    any training call, or for a model without quantizers)."""
-    variables = gap_variables(model)
+def mean_gap(variables):
+    """The mean of the gap ``variables`` (from :func:`gap_variables`), a Python float; 0.0 for
+    none. One device read for all of them."""
     if not variables:
         return 0.0
     return float(ops.convert_to_numpy(ops.mean(ops.stack([v.value for v in variables]))))
+
+
+def quantization_gap(model):
+    """The mean over ``model``'s quantizers of their latest gap, a Python float (0.0 before
+    any training call, or for a model without quantizers)."""
+    return mean_gap(gap_variables(model))

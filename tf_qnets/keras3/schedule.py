@@ -31,7 +31,7 @@ from keras import ops
 from tf_qnets.core.schedule import validated_temperature
 from tf_qnets.core.schedule_hooks import SchedulerHooks
 from tf_qnets.keras3.api import quantizers
-from tf_qnets.keras3.gap import gap_variables, quantization_gap
+from tf_qnets.keras3.gap import gap_variables, mean_gap
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 
 __all__ = ["TemperatureScheduler", "get_temperatures", "set_temperature"]
@@ -95,7 +95,12 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
         return float(ops.convert_to_numpy(variables[0]))
 
     def _make_gap_reader(self):
-        if not gap_variables(self.model):
+        variables = gap_variables(self.model)     # found once, read every step
+        if not variables:
             return None
-        # self.model, not a model held here: under JAX reading it hands fit's state back first
-        return lambda: quantization_gap(self.model)
+
+        def read():
+            self.model   # noqa: B018  under JAX, reading self.model hands fit's state back first
+            return mean_gap(variables)
+
+        return read
