@@ -22,7 +22,7 @@ RULES = {
     "tf": ({"tensorflow"}, {"core", "tf"}),
     "keras2": ({"tensorflow", "tf_keras", "tensorflow_model_optimization"}, {"core", "tf", "keras2"}),
     "keras3": ({"keras"}, {"core", "keras3"}),
-    "export": ({"tensorflow"}, {"core", "tf", "keras2", "export", "runtime"}),
+    "export": ({"tensorflow"}, {"core", "tf", "keras2", "keras3", "export", "runtime"}),
     "tools": ({"tensorflow"}, {"core", "keras2", "keras3", "export", "runtime", "datasets", "cli",
                                "frontend", "callbacks"}),
     "top": (set(), set()),

@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 import tf_qnets  # noqa: E402
 from tf_qnets.keras2.backend import keras  # noqa: E402
 from tf_qnets.export import emit, plan as plan_module  # noqa: E402
+from tf_qnets.export.describe import describe  # noqa: E402
 from tf_qnets.export.rewrites import REWRITES, discover  # noqa: E402
 from tf_qnets.export.rewrites.layer_call import LayerCall  # noqa: E402
 from tf_qnets.export.rewrites.pass_through import PassThrough  # noqa: E402
@@ -52,7 +53,7 @@ def test_every_rewrite_module_says_what_it_matches_and_emits():
 
 def test_the_plan_names_the_rewrite_of_every_layer(qat):
     model, _ = qat
-    plan = plan_module.make_plan(model)
+    plan = plan_module.make_plan(describe(model)[0])
     claims = {name: rewrite.name for name, rewrite in plan.claims.items()}
     assert claims["scale"] == "affine"
     assert claims["bn1"] == "batch norm fold"
@@ -75,7 +76,7 @@ def test_a_new_rewrite_only_needs_its_class(qat, monkeypatch):
 
         def plan(self, plan):
             for node in plan.nodes:
-                if type(node.layer).__name__ == "Dropout":
+                if node.layer.class_name == "Dropout":
                     plan.claim(node, self)
 
         def emit(self, node, values, context):
@@ -83,7 +84,7 @@ def test_a_new_rewrite_only_needs_its_class(qat, monkeypatch):
             return values[node.flat_input_ids[0]]
 
     monkeypatch.setattr("tf_qnets.export.rewrites.REWRITES", REWRITES + (DropoutAsIdentity(),))
-    plan = plan_module.make_plan(model)
+    plan = plan_module.make_plan(describe(model)[0])
     assert plan.claims["drop"].name == "dropout as identity"
     ranges = emit.calibrate(plan, [x[:8]])
     emit.trace(plan, ranges)
@@ -95,7 +96,7 @@ def test_a_plan_without_a_claim_for_some_node_is_a_bug(qat, monkeypatch):
     monkeypatch.setattr("tf_qnets.export.rewrites.REWRITES", tuple(
         r for r in REWRITES if not isinstance(r, (LayerCall, PassThrough))))
     with pytest.raises(AssertionError, match="no rewrite claimed"):
-        plan_module.make_plan(model)
+        plan_module.make_plan(describe(model)[0])
 
 
 def test_the_staircase_after_a_residual_add_is_the_add_s_own_requantization(tmp_path):
@@ -113,7 +114,7 @@ def test_the_staircase_after_a_residual_add_is_the_add_s_own_requantization(tmp_
     data = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3)).astype("float32") / 255.0
     qat = tf_qnets.quantize_model(model, w_bits=4, a_bits=4, calibration_data=data,
                                   first_last="int8", verbose=0)
-    plan = plan_module.make_plan(qat)
+    plan = plan_module.make_plan(describe(qat)[0])
     assert plan.claims["add"].name == plan.claims["quant_out"].name == "add staircase"
     report = tf_qnets.export_tflite(qat, str(tmp_path / "res.tflite"), data[:32],
                                     verify_data=data[32:])

@@ -14,7 +14,7 @@ their kernel layer's own requantization, code multipliers of staircase outputs).
 
 Example::
 
-    plan = make_plan(qat_model)
+    plan = make_plan(describe(qat_model))
     ranges = calibrate(plan, batches)
     function, context = trace(plan, ranges)
     context.staircase_lowerings()      # {"aligned": [...], "copies": [...], ...}
@@ -165,15 +165,15 @@ def emit(context, inputs):
     """The export computation for one input batch (eager or traced)."""
     plan = context.plan
     values = {}
-    for tensor in plan.model.inputs:
+    for tensor_id in plan.network.input_ids:
         x = context.calibrated("__input__", inputs)
         if hasattr(x, "name"):
             context.model_input_names.add(x.name)
-        values[str(id(tensor))] = x
+        values[tensor_id] = x
     for node in plan.nodes:
         rewrite = plan.claims[node.layer.name]
         values[node.flat_output_ids[0]] = rewrite.emit(node, values, context)
-    outputs = [values[str(id(t))] for t in plan.model.outputs]
+    outputs = [values[tensor_id] for tensor_id in plan.network.output_ids]
     return outputs[0] if len(outputs) == 1 else outputs
 
 
@@ -189,7 +189,7 @@ def trace(plan, ranges, quantize=True):
     """``(concrete function, EmitContext)``: the export graph traced for a float32 batch of the
     model's input shape, in int8 (``quantize``) or float."""
     context = EmitContext(plan, ranges=ranges, quantize=quantize)
-    shape = [None] + list(plan.model.inputs[0].shape[1:])
+    shape = [None] + list(plan.network.input_shapes[0][1:])
     function = tf.function(lambda x: emit(context, x), autograph=False,
                            input_signature=[tf.TensorSpec(shape, tf.float32)])
     return function.get_concrete_function(), context

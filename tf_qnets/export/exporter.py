@@ -1,8 +1,10 @@
 """``export_tflite``: a trained tf_qnets model to an integer TFLite file whose codes are the levels.
 
-Steps: check the arguments; build the export graph (:mod:`tf_qnets.export.graph`: BN
-folded, weight codes pinned, activation staircases lowered to int8 builtins) and
-calibrate the remaining ranges on ``representative_data``; convert
+Steps: check the arguments; describe the model backend-neutrally
+(:mod:`tf_qnets.export.describe`: a Keras 2 model, or a Keras 3 model trained on TensorFlow or
+JAX); plan the export graph (:mod:`tf_qnets.export.plan`: BN folded, weight codes pinned,
+activation staircases lowered to int8 builtins) and calibrate the remaining ranges on
+``representative_data`` (:mod:`tf_qnets.export.emit`); convert
 (:mod:`tf_qnets.export.convert`); check that only standard builtin integer ops are used
 (:mod:`tf_qnets.export.ops_check`); write the file atomically; optionally verify it
 against the Keras model (:func:`tf_qnets.export.verify_tflite`).
@@ -18,15 +20,14 @@ import dataclasses
 
 import numpy as np
 
-from tf_qnets.keras2.backend import require_keras2_model
-from tf_qnets.keras2.api import is_quantized_model
+from tf_qnets.core.calibration_data import input_batches
 from tf_qnets.export.convert import ExportError, check_writable, convert_function, write_atomic
+from tf_qnets.export.describe import describe
 from tf_qnets.export.emit import calibrate, trace
 from tf_qnets.export.plan import make_plan
 from tf_qnets.export.inspect import inspect_tflite
 from tf_qnets.export.ops_check import find_problems
 from tf_qnets.export.verify import verify_tflite
-from tf_qnets.keras2.init import calibration_batches
 
 __all__ = ["ExportReport", "export_tflite", "INT4_CHOICES", "MAX_REPRESENTATIVE_BATCHES"]
 
@@ -89,25 +90,14 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def _check_model(qat_model):
-    require_keras2_model(qat_model, "qat_model")
-    if not is_quantized_model(qat_model):
-        raise TypeError(
-            "`qat_model` was not produced by tf_qnets.quantize_model (it has no QNetsWrapper "
-            "layers); quantize and fine-tune it first, then export.")
-    if len(qat_model.inputs) != 1 or len(qat_model.outputs) != 1:
-        raise ValueError(
-            f"`qat_model` has {len(qat_model.inputs)} inputs and {len(qat_model.outputs)} outputs; "
-            "export supports models with one input and one output.")
-
-
-def _representative_batches(data, model):
+def _representative_batches(data, network):
     if data is None:
         raise ValueError(
             "`representative_data` is required: a few batches of typical inputs (e.g. "
             "`train_ds.take(16)` or an array of ~500 samples) to calibrate the int8 ranges.")
-    batches = calibration_batches(data, model, argument="representative_data",
-                                  max_batches=MAX_REPRESENTATIVE_BATCHES)
+    specs = list(zip(network.input_names, network.input_shapes))
+    batches = input_batches(data, specs, argument="representative_data",
+                            max_batches=MAX_REPRESENTATIVE_BATCHES)
     for batch in batches:
         dtype = np.asarray(batch).dtype
         if dtype.kind not in "iuf":
@@ -121,7 +111,9 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
     """Export a :func:`tf_qnets.quantize_model` result to an integer TFLite file.
 
     Args:
-      qat_model: the (fine-tuned) model returned by ``tf_qnets.quantize_model``.
+      qat_model: the (fine-tuned) model returned by ``tf_qnets.quantize_model``: a Keras 2
+        (tf_keras) model, or a Keras 3 model trained on the TensorFlow or the JAX backend
+        (TensorFlow is imported here, at export, not before).
       path: the .tflite file to write (atomically; an existing file is replaced only on success).
       representative_data: typical inputs (Dataset of x or (x, y) batches, or an array) that
         calibrate the ranges the model does not fix itself (input, unfolded BN, Add, pooling).
@@ -150,7 +142,7 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
       PermissionError / FileNotFoundError: the path cannot be written.
       ExportError: the converter failed or produced non-builtin / float ops.
     """
-    _check_model(qat_model)
+    network, native = describe(qat_model)
     path = check_writable(path)
     if int4_weights not in INT4_CHOICES or isinstance(int4_weights, int) and not isinstance(
             int4_weights, bool):
@@ -159,9 +151,10 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
         raise TypeError(f"`int8_io` must be a bool, got {int8_io!r}.")
     if not isinstance(exact_uniform, bool):
         raise TypeError(f"`exact_uniform` must be a bool, got {exact_uniform!r}.")
-    batches = _representative_batches(representative_data, qat_model)
+    batches = _representative_batches(representative_data, network)
 
-    plan = make_plan(qat_model, int4_weights=int4_weights, exact_uniform=exact_uniform)
+    plan = make_plan(network, int4_weights=int4_weights, exact_uniform=exact_uniform,
+                     native=native)
     ranges = calibrate(plan, batches)
     function, lowering = trace(plan, ranges)
     data = convert_function(function, int8_io=int8_io)

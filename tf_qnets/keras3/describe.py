@@ -17,7 +17,7 @@ import keras
 
 from tf_qnets.core.plan import LayerInfo
 
-__all__ = ["check_model", "layer_infos"]
+__all__ = ["activation_name", "check_model", "layer_infos"]
 
 
 def check_model(model):
@@ -46,7 +46,8 @@ def check_model(model):
                 "the original float model.")
 
 
-def _activation_name(layer):
+def activation_name(layer):
+    """The Keras name of ``layer``'s activation function (``"relu"``, ...), or None."""
     activation = getattr(layer, "activation", None)
     if activation is None:
         return None
@@ -76,7 +77,7 @@ def layer_infos(model):
         infos.append(LayerInfo(
             name=layer.name,
             kind=type(layer).__name__,
-            activation=_activation_name(layer),
+            activation=activation_name(layer),
             negative_slope=float(getattr(layer, "negative_slope", 0.0) or 0.0),
             has_weights=bool(layer.weights),
             is_model=isinstance(layer, keras.Model),

@@ -56,7 +56,7 @@ class AddStaircase:
             return LayerCall().emit(node, values, context)
         layer = node.layer
         if layer_class(layer) == "Add":   # the sum, rounded only by the staircase
-            return call_layer(node, values)
+            return call_layer(node, values, context)
         alpha, beta, _, levels = context.plan.outputs[layer.name][1]
         top = int(levels.levels[-1])
         with tf.name_scope(staircase_scope(layer.name)):

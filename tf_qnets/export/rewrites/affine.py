@@ -9,7 +9,6 @@ calibrated range.
 
 from tf_qnets.keras2.backend import tf
 from tf_qnets.export.layers import affine_factors
-from tf_qnets.keras2.wrapper import QNetsWrapper
 
 __all__ = ["Affine"]
 
@@ -21,7 +20,7 @@ class Affine:
     def plan(self, plan):
         factors = plan.note(self.name)
         for node in plan.nodes:
-            if isinstance(node.layer, QNetsWrapper):
+            if node.layer.quantized:
                 continue
             found = affine_factors(node.layer)
             if found is not None:

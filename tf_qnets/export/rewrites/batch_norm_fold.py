@@ -6,9 +6,8 @@ layer is pinned with the BN factors folded into its per-channel scales and bias
 (:mod:`.kernels`). Emits nothing: the BN node's output is its input.
 """
 
-from tf_qnets.keras2.backend import keras
 from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
-from tf_qnets.export.layers import is_linear, layer_class, quantizers
+from tf_qnets.export.layers import channel_axis, is_linear, layer_class
 
 __all__ = ["BatchNormFold"]
 
@@ -20,19 +19,16 @@ class BatchNormFold:
     def plan(self, plan):
         folds = plan.note(self.name)   # kernel layer name -> the BN layer folded into it
         for node in plan.nodes:
-            if (not isinstance(node.layer, keras.layers.BatchNormalization)
-                    or len(node.flat_input_ids) != 1):
+            if layer_class(node.layer) != "BatchNormalization" or len(node.flat_input_ids) != 1:
                 continue
             source = plan.source_node(node)
             if source is None or layer_class(source.layer) not in KERNEL_ATTRIBUTES:
                 continue
-            if not is_linear(source.layer) or quantizers(source.layer)[2] is not None:
+            if not is_linear(source.layer) or source.layer.output_quantizer is not None:
                 continue
             if plan.consumers[node.flat_input_ids[0]] != 1:
                 continue
-            axis = node.layer.axis
-            axis = axis[0] if isinstance(axis, (list, tuple)) else axis
-            if axis not in (-1, len(node.layer.input_shape) - 1):
+            if channel_axis(node.layer) != -1:
                 continue
             folds[source.layer.name] = node.layer
             plan.claim(node, self)

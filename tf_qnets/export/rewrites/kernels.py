@@ -19,25 +19,17 @@ import dataclasses
 
 import numpy as np
 
-from tf_qnets.keras2 import tfmot
-from tf_qnets.keras2.backend import keras, tf
+from tf_qnets.keras2.backend import tf
 from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
-from tf_qnets.export.layers import (
-    bn_fold_factors,
-    check_int8_quantizer,
-    inner,
-    is_plain_relu,
-    layer_class,
-    quantizers,
-)
+from tf_qnets.core.network import Int8Range, Staircase
+from tf_qnets.export.layers import bn_fold_factors, is_plain_relu, layer_class
 from tf_qnets.export.rewrites.batch_norm_fold import BatchNormFold, folded_bn_names
 from tf_qnets.core.weight_codes import (
     pin_float_kernel,
     pin_int8_kernel,
     pin_qnets_kernel,
 )
-from tf_qnets.keras2.quantizer import QNetsQuantizer
-from tf_qnets.keras2.wrapper import QNetsWrapper
+from tf_qnets.export.tf_layers import activation_function, build_layer
 
 __all__ = ["Kernels", "calibrates_output", "emit_kernel", "emit_activation", "pinned_kernel",
            "weight_steps", "finer_codes"]
@@ -52,9 +44,10 @@ class PinnedLayer:
     """A kernel layer ready to emit: its pinned kernel, a Keras clone to call, its activation."""
 
     pinned: object            # PinnedKernel
-    clone: object             # the layer rebuilt with a bias and a linear activation
+    clone: object             # the tf_keras layer rebuilt with a bias and a linear activation
     attribute: str            # the clone's kernel attribute ("kernel", "depthwise_kernel")
-    activation: object        # the layer's own activation function
+    activation: object        # the layer's own activation function (TensorFlow)
+    activation_name: str      # ... and its name in the description
     depthwise_shape: tuple = None   # (kh, kw, in, multiplier) for DepthwiseConv2D
 
 
@@ -99,49 +92,43 @@ def _feeds_only_fused_quantizers(plan, node):
         next_nodes = plan.readers.get(tensor_id, [])
     if not next_nodes or len(next_nodes) != plan.consumers.get(tensor_id, 0):
         return False
-    return all(is_plain_relu(reader.layer) and quantizers(reader.layer)[2] is not None
+    return all(is_plain_relu(reader.layer) and reader.layer.output_quantizer is not None
                for reader in next_nodes)
 
 
 def _pin(layer, bn, int4_weights):
-    keras_layer = inner(layer)
-    attribute = KERNEL_ATTRIBUTES[type(keras_layer).__name__]
-    weight_q, weight_v, _, _ = quantizers(layer)
-    kernel_var = getattr(keras_layer, attribute)
-    if isinstance(layer, QNetsWrapper) and tfmot.weight_quantizer_variables(layer):
-        # tfmot's call leaves the quantized tensor in the attribute; use the variable.
-        kernel_var = tfmot.weight_quantizer_variables(layer)[0][0]
-    kernel = kernel_var.numpy()
-    bias = keras_layer.bias.numpy() if getattr(keras_layer, "use_bias", False) else None
+    class_name = layer.class_name
+    attribute = KERNEL_ATTRIBUTES[class_name]
+    weight_q = layer.weight_quantizer
+    kernel = np.asarray(layer.weights["kernel"])
+    bias = layer.weights.get("bias") if layer.config.get("use_bias", False) else None
     depthwise_shape = None
-    if type(keras_layer).__name__ == "DepthwiseConv2D":
+    if class_name == "DepthwiseConv2D":
         # Output channel c = input channel * multiplier + m: pinned as a (kh, kw, 1, C)
         # kernel so that per-channel scales (and a folded BN) follow the output channels;
         # reshaped back to (kh, kw, in, multiplier) when emitted.
         depthwise_shape = kernel.shape
         kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], 1, -1)
     fold = bn_fold_factors(bn) if bn is not None else None
-    if isinstance(weight_q, QNetsQuantizer):
+    if isinstance(weight_q, Staircase):
         # INT4 depthwise kernels need DEPTHWISE_CONV_2D version 7, which TFLite's reference
         # kernels and tflite-runtime 2.14 lack; depthwise kernels are small: int8.
         int4 = False if depthwise_shape is not None else int4_weights
-        pinned = pin_qnets_kernel(
-            kernel, bias, weight_v["alpha"].numpy(), weight_v["beta"].numpy(),
-            weight_v["thresholds"].numpy(), weight_q.levels, fold, int4)
-    elif weight_q is not None:
-        check_int8_quantizer(layer, weight_q, weight_v, "weight")
-        quantized = weight_q(kernel_var, training=False, weights=weight_v).numpy()
-        pinned = pin_int8_kernel(quantized.reshape(kernel.shape), bias,
-                                 weight_v["min_var"].numpy(), weight_v["max_var"].numpy(), fold)
-    else:
+        pinned = pin_qnets_kernel(kernel, bias, weight_q.alpha, weight_q.beta,
+                                  weight_q.thresholds, weight_q.levels, fold, int4)
+    elif isinstance(weight_q, Int8Range):
+        pinned = pin_int8_kernel(np.asarray(weight_q.kernel).reshape(kernel.shape), bias,
+                                 weight_q.lo, weight_q.hi, fold)
+    elif weight_q is None:
         pinned = pin_float_kernel(kernel, bias, fold)
-    config = keras_layer.get_config()
-    config["use_bias"] = True
-    clone = type(keras_layer).from_config(config)
-    clone.build(layer.input_shape)
-    activation = clone.activation
-    clone.activation = keras.activations.linear
-    return PinnedLayer(pinned, clone, attribute, activation, depthwise_shape)
+    else:
+        raise ValueError(
+            f"Layer {layer.name!r}: its weight quantizer {weight_q!r} cannot be exported "
+            "(export lowers staircases and 8-bit ranges).")
+    clone = build_layer(layer, weights=False, use_bias=True, activation="linear")
+    activation = activation_function(layer.activation, layer.name)
+    return PinnedLayer(pinned, clone, attribute, activation, layer.activation or "linear",
+                       depthwise_shape)
 
 
 def pinned_kernel(context, layer_name):
@@ -244,8 +231,8 @@ def emit_activation(context, layer, x):
     A ReLU before a staircase whose levels start at 0 or above is left out: the lowered
     staircase clamps below its first level anyway (and the converter mis-handles the pair).
     """
-    activation = context.plan.note(Kernels.name)[layer.name].activation
-    name = getattr(activation, "__name__", "")
+    entry = context.plan.note(Kernels.name)[layer.name]
+    activation, name = entry.activation, entry.activation_name
     kind, values = context.plan.outputs.get(layer.name, (None, None))
     if name == "relu" and kind == "staircase" and values[3].levels[0] >= 0:
         return x

@@ -1,23 +1,23 @@
 """Rewrite: any layer no other rewrite takes, called as Keras calls it at inference.
 
-Matches every node (the other rewrites take nodes over from it). Emits the layer's own call
-(``training=False``) on the emitted inputs, then the layer's output quantizer: its lowered
+Matches every node (the other rewrites take nodes over from it). Emits the layer's call
+(its TensorFlow implementation rebuilt from the description, ``training=False``) on the
+emitted inputs, then the layer's output quantizer: its lowered
 staircase, its int8 range, or a range calibrated on the representative data (Add,
 Concatenate, float layers).
 """
 
-from tf_qnets.export.layers import inner
-
 __all__ = ["LayerCall", "call_layer"]
 
 
-def call_layer(node, values):
-    """``node``'s layer called on the emitted inputs as Keras calls it at inference."""
-    layer = inner(node.layer)
-    args, kwargs = node.map_arguments({k: [v] * 64 for k, v in values.items()})
-    if "training" in getattr(layer, "_call_spec").arg_names:
-        kwargs["training"] = False
-    return layer(*args, **kwargs)
+def call_layer(node, values, context):
+    """``node``'s layer (its TensorFlow implementation, :meth:`ExportPlan.tf_layer`) called
+    on the emitted inputs as Keras calls it at inference."""
+    layer = context.plan.tf_layer(node.layer)
+    inputs = [values[tensor_id] for tensor_id in node.flat_input_ids]
+    if not node.inputs_as_list:
+        inputs = inputs[0]
+    return layer(inputs, training=False)
 
 
 class LayerCall:
@@ -29,4 +29,4 @@ class LayerCall:
             plan.claim(node, self)
 
     def emit(self, node, values, context):
-        return context.output(node.layer, call_layer(node, values))
+        return context.output(node.layer, call_layer(node, values, context))

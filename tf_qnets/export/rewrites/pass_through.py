@@ -6,7 +6,7 @@ and average pooling (TFLite's int8 average pooling keeps its input's scale). Emi
 """
 
 from tf_qnets.core.layer_kinds import SCALE_KEEPING
-from tf_qnets.export.layers import inner, layer_class
+from tf_qnets.export.layers import layer_class
 
 __all__ = ["PassThrough"]
 
@@ -21,4 +21,4 @@ class PassThrough:
                 plan.claim(node, self)
 
     def emit(self, node, values, context):
-        return inner(node.layer)(values[node.flat_input_ids[0]], training=False)
+        return context.plan.tf_layer(node.layer)(values[node.flat_input_ids[0]], training=False)

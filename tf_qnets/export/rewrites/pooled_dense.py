@@ -12,7 +12,7 @@ never rounded to int8.
 import numpy as np
 
 from tf_qnets.keras2.backend import tf
-from tf_qnets.export.layers import inner, layer_class
+from tf_qnets.export.layers import layer_class
 from tf_qnets.export.rewrites.kernels import (
     Kernels,
     calibrates_output,
@@ -41,10 +41,11 @@ class PooledDense:
     def plan(self, plan):
         pins = plan.note(Kernels.name)
         for node in plan.nodes:
-            pooling = inner(node.layer)
-            if (type(pooling).__name__ != "GlobalAveragePooling2D"
-                    or getattr(pooling, "keepdims", False) or pooling.data_format != "channels_last"
-                    or node.layer.name in plan.outputs):
+            pooling = node.layer
+            if (pooling.class_name != "GlobalAveragePooling2D"
+                    or pooling.config.get("keepdims", False)
+                    or pooling.config.get("data_format", "channels_last") != "channels_last"
+                    or pooling.name in plan.outputs):
                 continue
             shape = node.layer.input_shape
             if len(shape) != 4 or shape[1] is None or shape[2] is None:

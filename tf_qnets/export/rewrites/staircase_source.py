@@ -8,7 +8,7 @@ import numpy as np
 
 from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
 from tf_qnets.export.activations import is_uniform_staircase
-from tf_qnets.export.layers import inner, is_linear, layer_class, relu_cap
+from tf_qnets.export.layers import is_linear, layer_class, relu_cap
 from tf_qnets.export.rewrites.batch_norm_fold import folded_bn_names
 
 __all__ = ["staircase_source", "staircases_from_accumulators", "cap_changes_no_code", "Deferred"]
@@ -42,11 +42,10 @@ def staircase_source(plan, node):
     the staircase's last threshold lies below the cap: everything the cap clips is at the
     top level either way.
     """
-    activation = getattr(inner(node.layer), "activation", None)
     if layer_class(node.layer) in KERNEL_ATTRIBUTES:
         if is_linear(node.layer):
             return node.layer.name, False
-        if getattr(activation, "__name__", "") == "relu":
+        if node.layer.activation == "relu":
             return node.layer.name, True
         return None
     is_relu, cap = relu_cap(node.layer)

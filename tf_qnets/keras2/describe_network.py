@@ -1,0 +1,150 @@
+"""Describe a Keras 2 :func:`tf_qnets.quantize_model` result for export (:mod:`tf_qnets.core.network`).
+
+Walks the model's call nodes in execution order and turns each layer (looking through the
+tfmot :class:`tf_qnets.keras2.wrapper.QNetsWrapper`) into a
+:class:`tf_qnets.core.network.LayerDescription`: class name, inference configuration,
+weights as NumPy arrays and its trained quantizers (a staircase's ``alpha``, ``beta``,
+thresholds and levels, or an 8-bit min/max range). Activation names follow Keras 3, the
+description's vocabulary: tf_keras' ``hard_sigmoid`` (``clip(0.2 x + 0.5, 0, 1)``) becomes
+``"hard_sigmoid_keras2"`` since Keras 3's ``hard_sigmoid`` is ``relu6(x + 3) / 6``.
+
+Example::
+
+    network = describe_network(qat_model)
+    [node.layer.class_name for node in network.nodes]     # ['Conv2D', 'ReLU', ...]
+"""
+
+import numpy as np
+
+from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
+from tf_qnets.core.network import (
+    Int8Range,
+    LayerDescription,
+    NetworkDescription,
+    NodeDescription,
+    Staircase,
+    portable_config,
+)
+from tf_qnets.keras2 import tfmot
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.batch_norm import FrozenStatisticsBatchNormalization
+from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
+from tf_qnets.keras2.propagation import ordered_nodes
+from tf_qnets.keras2.quantizer import QNetsQuantizer
+from tf_qnets.keras2.wrapper import QNetsWrapper
+
+__all__ = ["describe_network", "native_layers"]
+
+# tf_keras activation names whose function differs from Keras 3's function of that name.
+_RENAMED_ACTIVATIONS = {"hard_sigmoid": "hard_sigmoid_keras2"}
+
+
+def _short_name(variable):
+    return variable.name.split("/")[-1].split(":")[0]
+
+
+def _activation_name(activation):
+    if activation is None:
+        return None
+    try:
+        name = keras.activations.serialize(activation)
+    except (TypeError, ValueError):
+        name = getattr(activation, "__name__", type(activation).__name__)
+    if isinstance(name, dict):
+        name = name.get("config", {}).get("name", name.get("class_name"))
+    return _RENAMED_ACTIVATIONS.get(name, name)
+
+
+def _class_name(layer):
+    if isinstance(layer, FrozenStatisticsBatchNormalization):
+        return "BatchNormalization"   # the same computation at inference
+    return type(layer).__name__
+
+
+def _check_int8(layer, quantizer, variables, role):
+    known = isinstance(quantizer, (Int8WeightQuantizer, Int8OutputQuantizer)) or type(
+        quantizer).__name__ in ("LastValueQuantizer", "MovingAverageQuantizer")
+    bits = getattr(quantizer, "num_bits", 8)
+    if not known or bits != 8 or not {"min_var", "max_var"} <= set(variables or {}):
+        raise ValueError(
+            f"Layer {layer.name!r}: its {role} quantizer {type(quantizer).__name__} "
+            f"({bits} bits) cannot be exported; export_tflite lowers tf_qnets staircases and "
+            "8-bit min/max quantizers (tf_qnets int8, tfmot LastValue/MovingAverage). Quantize "
+            "the layer with tf_qnets (per_layer=...) or leave it float (exclude=...).")
+
+
+def _staircase(quantizer, variables):
+    return Staircase(float(variables["alpha"].numpy()), float(variables["beta"].numpy()),
+                     np.asarray(variables["thresholds"].numpy(), np.float64), quantizer.levels)
+
+
+def _weights(layer, inner):
+    """The inner layer's weights by short name; a kernel layer's kernel as ``"kernel"``."""
+    weights = {_short_name(w): np.asarray(w.numpy()) for w in inner.weights}
+    attribute = KERNEL_ATTRIBUTES.get(type(inner).__name__)
+    if attribute is not None:
+        kernel_var = getattr(inner, attribute)
+        if isinstance(layer, QNetsWrapper) and tfmot.weight_quantizer_variables(layer):
+            # tfmot's call leaves the quantized tensor in the attribute; use the variable.
+            kernel_var = tfmot.weight_quantizer_variables(layer)[0][0]
+        weights.pop(attribute, None)
+        weights = {"kernel": np.asarray(kernel_var.numpy()), **weights}
+    return weights
+
+
+def _quantizers(layer):
+    """``(weight quantizer, output quantizer)`` descriptions of a wrapped layer."""
+    weight = output = None
+    if not isinstance(layer, QNetsWrapper):
+        return None, None
+    for role, _, quantizer, variables in layer.quantizer_states():
+        if isinstance(quantizer, QNetsQuantizer):
+            found = _staircase(quantizer, variables)
+        else:
+            _check_int8(layer, quantizer, variables, "weight" if role == "weights" else "output")
+            lo, hi = variables["min_var"].numpy(), variables["max_var"].numpy()
+            kernel = None
+            if role == "weights":
+                kernel_var = tfmot.weight_quantizer_variables(layer)[0][0]
+                kernel = np.asarray(quantizer(kernel_var, training=False, weights=variables).numpy())
+            found = Int8Range(np.asarray(lo), np.asarray(hi), kernel)
+        if role == "weights":
+            weight = found
+        else:
+            output = found
+    return weight, output
+
+
+def _describe_layer(layer):
+    inner = layer.layer if isinstance(layer, QNetsWrapper) else layer
+    config = portable_config(inner.get_config())
+    if "activation" in config:
+        config["activation"] = _activation_name(getattr(inner, "activation", None))
+    weight_q, output_q = _quantizers(layer)
+    input_shape = layer.input_shape
+    return LayerDescription(
+        name=layer.name, class_name=_class_name(inner), config=config,
+        weights=_weights(layer, inner), input_shape=input_shape,
+        weight_quantizer=weight_q, output_quantizer=output_q,
+        quantized=isinstance(layer, QNetsWrapper))
+
+
+def describe_network(model):
+    """The :class:`tf_qnets.core.network.NetworkDescription` of a Keras 2 QAT model."""
+    nodes = []
+    for node in ordered_nodes(model):
+        call_args = getattr(node, "call_args", ()) or ()
+        as_list = bool(call_args) and isinstance(call_args[0], (list, tuple))
+        nodes.append(NodeDescription(_describe_layer(node.layer), list(node.flat_input_ids),
+                                     list(node.flat_output_ids), inputs_as_list=as_list))
+    return NetworkDescription(
+        [str(id(t)) for t in model.inputs], [tuple(t.shape) for t in model.inputs], nodes,
+        [str(id(t)) for t in model.outputs], name=model.name, framework="Keras 2 (tf_keras)",
+        input_names=list(getattr(model, "input_names", None) or []) or None)
+
+
+def native_layers(model):
+    """Layer name -> the tf_keras layer itself (unwrapped): what export calls for a layer whose
+    class it cannot rebuild from the description (a user's own layer class)."""
+    return {layer.name: (layer.layer if isinstance(layer, QNetsWrapper) else layer)
+            for layer in model.layers}

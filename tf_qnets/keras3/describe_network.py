@@ -1,0 +1,123 @@
+"""Describe a Keras 3 :func:`tf_qnets.keras3.quantize_model` result for export (:mod:`tf_qnets.core.network`).
+
+Works on every backend (TensorFlow, JAX): it reads variables as NumPy arrays and the layer
+graph as Keras 3 records it, and imports neither TensorFlow nor the exporter. Each layer
+(looking through :class:`tf_qnets.keras3.wrapper.QNetsWrapper`) becomes a
+:class:`tf_qnets.core.network.LayerDescription` with its class name, inference
+configuration, weights and trained quantizers; the exporter lowers the description exactly as
+it lowers a Keras 2 model's.
+
+Example::
+
+    network = describe_network(qat_model)          # any backend
+    network.nodes[0].layer.weight_quantizer         # Staircase(alpha=..., beta=..., ...)
+"""
+
+import keras
+import numpy as np
+
+from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
+from tf_qnets.core.network import (
+    Int8Range,
+    LayerDescription,
+    NetworkDescription,
+    NodeDescription,
+    Staircase,
+    portable_config,
+)
+from tf_qnets.keras3.batch_norm import FrozenStatisticsBatchNormalization
+from tf_qnets.keras3.describe import activation_name
+from tf_qnets.keras3.int8 import MIN_WEIGHT_RANGE, Int8OutputQuantizer, Int8WeightQuantizer
+from tf_qnets.keras3.propagation import graph_of, ordered_nodes
+from tf_qnets.keras3.quantizer import QNetsQuantizer
+from tf_qnets.keras3.wrapper import QNetsWrapper
+
+__all__ = ["describe_network"]
+
+
+def _numpy(variable):
+    return np.asarray(keras.ops.convert_to_numpy(variable))
+
+
+def _quantizer(layer, quantizer, role, kernel=None):
+    if quantizer is None:
+        return None
+    if isinstance(quantizer, QNetsQuantizer):
+        return Staircase(float(_numpy(quantizer.alpha)), float(_numpy(quantizer.beta)),
+                         np.asarray(_numpy(quantizer.thresholds), np.float64), quantizer.levels)
+    if isinstance(quantizer, Int8OutputQuantizer):
+        return Int8Range(_numpy(quantizer.min_var), _numpy(quantizer.max_var))
+    if isinstance(quantizer, Int8WeightQuantizer):
+        magnitude = np.abs(kernel.astype(np.float64))
+        axes = tuple(range(kernel.ndim - 1)) if quantizer.per_axis else None
+        bound = np.maximum(np.max(magnitude, axis=axes), MIN_WEIGHT_RANGE).astype(np.float32)
+        quantized = _numpy(quantizer(keras.ops.convert_to_tensor(kernel), training=False))
+        return Int8Range(-bound, bound, quantized)
+    raise ValueError(
+        f"Layer {layer.name!r}: its {role} quantizer {type(quantizer).__name__} cannot be "
+        "exported; export_tflite lowers tf_qnets staircases and tf_qnets' 8-bit quantizers.")
+
+
+def _class_name(layer):
+    if isinstance(layer, FrozenStatisticsBatchNormalization):
+        return "BatchNormalization"   # the same computation at inference
+    return type(layer).__name__
+
+
+def _weights(inner):
+    """The layer's weights by short name; a kernel layer's kernel as ``"kernel"``."""
+    weights = {}
+    for variable in inner.weights:
+        name = variable.name
+        while name in weights:   # unnamed extra weights: keep them all, in order
+            name += "_"
+        weights[name] = _numpy(variable)
+    attribute = KERNEL_ATTRIBUTES.get(type(inner).__name__)
+    if attribute is not None and "kernel" not in weights:   # Keras 3 names it kernel anyway
+        weights = {"kernel": weights.pop(attribute), **weights}
+    return weights
+
+
+def _shape(tensors):
+    shapes = [tuple(tensor.shape) for tensor in tensors]
+    return shapes[0] if len(shapes) == 1 else shapes
+
+
+def _describe_layer(layer, node):
+    inner = layer.layer if isinstance(layer, QNetsWrapper) else layer
+    config = portable_config(inner.get_config())
+    if "activation" in config:
+        config["activation"] = activation_name(inner)
+    weights = _weights(inner)
+    weight_q = output_q = None
+    if isinstance(layer, QNetsWrapper):
+        weight_q = _quantizer(layer, layer.weight_quantizer, "weight", weights.get("kernel"))
+        output_q = _quantizer(layer, layer.output_quantizer, "output")
+    return LayerDescription(
+        name=layer.name, class_name=_class_name(inner), config=config, weights=weights,
+        input_shape=_shape(node.input_tensors), weight_quantizer=weight_q,
+        output_quantizer=output_q, quantized=isinstance(layer, QNetsWrapper))
+
+
+def describe_network(model, argument="qat_model"):
+    """The :class:`tf_qnets.core.network.NetworkDescription` of a Keras 3 QAT model (a
+    TypeError naming ``argument`` for anything else)."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`{argument}` must be a Keras model, got {type(model).__name__}.")
+    if not any(isinstance(layer, QNetsWrapper) for layer in model.layers):
+        raise TypeError(
+            f"`{argument}` was not produced by tf_qnets.quantize_model (it has no QNetsWrapper "
+            "layers); quantize and fine-tune it first, then export.")
+    graph = graph_of(model)
+    nodes = []
+    for node in ordered_nodes(model):
+        args = node.arguments.args
+        as_list = bool(args) and isinstance(args[0], (list, tuple))
+        nodes.append(NodeDescription(
+            _describe_layer(node.operation, node), [str(id(t)) for t in node.input_tensors],
+            [str(id(t)) for t in node.outputs], inputs_as_list=as_list))
+    return NetworkDescription(
+        [str(id(t)) for t in graph.inputs], [tuple(t.shape) for t in graph.inputs], nodes,
+        [str(id(t)) for t in graph.outputs], name=model.name,
+        framework=f"Keras 3 ({keras.backend.backend()} backend)",
+        input_names=[t.name for t in graph.inputs])
