@@ -13,6 +13,10 @@ process (the Keras version and the backend are fixed per process).
     python benchmarks/keras3_vs_keras2.py --subset 20000 10000 --float-epochs 4
     python benchmarks/keras3_vs_keras2.py --quick                   # a smoke run
 
+Each fine-tuned model is then exported to an integer TFLite file (``tf_qnets.export_tflite``,
+the Keras 3 one from its JAX process) and verified on the test set: agreement with the hard
+Keras model, TFLite accuracy and file size per path (``--no-export`` skips it).
+
 Writes a Markdown table to ``docs/benchmarks.md`` (between the ``keras3-vs-keras2``
 markers) with the command and the machine, unless ``--markdown ''``.
 """
@@ -35,6 +39,7 @@ import numpy as np  # noqa: E402
 
 BLOCK = "keras3-vs-keras2"
 CALIBRATION_IMAGES = 1024
+EXPORT_REPRESENTATIVE = 512
 
 
 def parse_args(argv=None):
@@ -50,6 +55,8 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="subset 2000/1000, 1+1 epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--no-export", dest="export", action="store_false",
+                        help="skip the integer TFLite export of each fine-tuned model")
     parser.add_argument("--markdown", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     # internal: run one path in this process
     parser.add_argument("--role", choices=("keras2", "keras3"), default=None, help=argparse.SUPPRESS)
@@ -167,6 +174,16 @@ def run_path(args):
         result["rows"][method] = {"initial": initial, "final": final, "seconds_per_epoch": seconds}
         print(f"[{args.role}] {method}: {initial:.4f} after quantizing, {final:.4f} after fit "
               f"({seconds:.1f} s/epoch)", flush=True)
+        if args.export:
+            path = os.path.join(args.exchange, f"{args.role}_{method}.tflite")
+            report = tf_qnets.export_tflite(qat, path, train[0][:EXPORT_REPRESENTATIVE],
+                                            verify_data=test)
+            verification = report.verification
+            result["rows"][method].update(
+                agreement=verification.agreement, tflite=verification.tflite_accuracy,
+                keras_hard=verification.keras_accuracy, bytes=report.size_bytes)
+            print(f"[{args.role}] {method} TFLite: {verification}; {report.size_bytes} bytes",
+                  flush=True)
     with open(os.path.join(args.exchange, f"{args.role}.json"), "w") as file:
         json.dump(result, file)
 
@@ -211,6 +228,25 @@ def markdown(args, command, keras2, keras3, wall):
             f"| {method} | {a['initial']:.2%} | {a['final']:.2%} | {b['initial']:.2%} | "
             f"{b['final']:.2%} | {100 * (b['final'] - a['final']):+.2f} pt | "
             f"{a['seconds_per_epoch']:.1f} / {b['seconds_per_epoch']:.1f} |")
+    if args.export:
+        lines += [
+            "",
+            "Integer TFLite export of each fine-tuned model (`tf_qnets.export_tflite`, 512 training "
+            "images as representative data, verified on the test images in the standalone "
+            "runtime): the Keras 3 model is exported in its JAX process through the same "
+            "lowering as the Keras 2 model.",
+            "",
+            "| method | agreement K2 / K3 | TFLite - Keras (hard) K2 / K3 | TFLite accuracy K2 / K3 "
+            "| file bytes K2 / K3 |",
+            "|---|---|---|---|---|",
+        ]
+        for method in args.methods:
+            a, b = keras2["rows"][method], keras3["rows"][method]
+            lines.append(
+                f"| {method} | {a['agreement']:.2%} / {b['agreement']:.2%} | "
+                f"{100 * (a['tflite'] - a['keras_hard']):+.2f} / "
+                f"{100 * (b['tflite'] - b['keras_hard']):+.2f} pt | {a['tflite']:.2%} / "
+                f"{b['tflite']:.2%} | {a['bytes']} / {b['bytes']} |")
     lines.append("")
     lines.append("s/epoch: the fine-tune's wall time over its epochs, XLA compilation and the "
                  "first epoch's tracing included; not a step-time measurement (see the "

@@ -4,6 +4,7 @@ Run (does its own set-up on a fresh machine)::
 
     bash scripts/example.sh --quick              # about two minutes on 2 cores
     bash scripts/example.sh --bits W3A3 W2A2     # the full run
+    bash scripts/example.sh --quick --keras 3 --backend jax   # the same on Keras 3 (JAX)
 
 Steps: load Fashion-MNIST (tensorflow-datasets, Debian's dataset-fashion-mnist or
 ``--data-dir``), train a float CNN (cached in ``--output-dir`` so a rerun reuses it),
@@ -29,10 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 import tf_qnets  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
-from tf_qnets.tf.distribute import is_chief, jit_compile_supported, strategy_from_name  # noqa: E402
 
 from fashion_mnist_model import build_cnn, preprocess  # noqa: E402
 
@@ -91,10 +89,18 @@ def parse_args(argv=None):
                         help="compile the whole train step with XLA (on CPU the quantizers' own "
                              "XLA kernels without it are faster)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keras", type=int, choices=(2, 3), default=2,
+                        help="2: tf_keras and tfmot (default); 3: Keras 3 on --backend")
+    parser.add_argument("--backend", choices=("tensorflow", "jax"), default=None,
+                        help="the Keras 3 backend (with --keras 3; default jax)")
     parser.add_argument("--strategy", choices=("one", "mirrored", "multiworker"), default="one",
                         help="one device, every local GPU (MirroredStrategy), or the TF_CONFIG "
                              "cluster (MultiWorkerMirroredStrategy); see docs/distribute.md")
     args = parser.parse_args(argv)
+    if args.backend is not None and args.keras != 3:
+        parser.error("--backend chooses the Keras 3 backend; add --keras 3")
+    if args.keras == 3 and args.backend is None:
+        args.backend = "jax"
     args.bits = args.bits or [(3, 3)]
     if args.float_epochs is None:
         args.float_epochs = 1 if args.quick else 8
@@ -115,7 +121,17 @@ def load_data(args):
     return (preprocess(x_train), y_train.astype("int32")), (preprocess(x_test), y_test.astype("int32"))
 
 
+def _keras2():
+    """TensorFlow and tf_keras, imported when the Keras 2 run needs them (a Keras 3 run on JAX
+    imports TensorFlow only to export)."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    return tf, keras
+
+
 def datasets(train, batch_size, seed):
+    tf, _ = _keras2()
     x, y = train
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
     options = tf.data.Options()   # each worker reads its share of every global batch
@@ -124,6 +140,7 @@ def datasets(train, batch_size, seed):
 
 
 def compile_model(model, learning_rate, jit_compile=False):
+    _, keras = _keras2()
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -134,6 +151,9 @@ def compile_model(model, learning_rate, jit_compile=False):
 
 def float_model(args, train, test, strategy=None):
     """Train the float CNN, or reuse the one cached for the same settings."""
+    from tf_qnets.tf.distribute import is_chief
+
+    tf, keras = _keras2()
     path = os.path.join(args.output_dir, "float_model.keras")
     meta_path = path + ".json"
     width = 16 if args.quick else 32
@@ -162,6 +182,9 @@ def float_model(args, train, test, strategy=None):
 def quantize_and_train(float_net, args, train, w_bits, a_bits, strategy=None):
     """quantize_model, then fine-tune (cosine-decayed Adam, temperature schedule): the model
     fit leaves is the one to evaluate and export (docs/train.md, "Recipe")."""
+    from tf_qnets.tf.distribute import jit_compile_supported
+
+    tf, keras = _keras2()
     calibration = tf.data.Dataset.from_tensor_slices(train[0][:1024]).batch(128)
     strategy = strategy or tf.distribute.get_strategy()
     steps = args.qat_epochs * math.ceil(len(train[0]) / args.batch_size)
@@ -184,8 +207,7 @@ def export_and_check(qat, args, name, train, test):
     from tf_qnets.export import export_tflite, verify_tflite
 
     path = os.path.join(args.output_dir, f"{name}.tflite")
-    representative = tf.data.Dataset.from_tensor_slices(train[0][:512]).batch(32)
-    report = export_tflite(qat, path, representative_data=representative)
+    report = export_tflite(qat, path, representative_data=train[0][:512])
     print(report)
     verification = verify_tflite(qat, path, (test[0], test[1]))
     print(verification)
@@ -222,15 +244,66 @@ def run_in_standalone_runtime(path, test):
     return float(accuracy)
 
 
+def export_and_report(qat, args, name, train, test, hard_acc):
+    """Export, verify, run in the standalone runtime, draw the staircases: the setting's row."""
+    path, report, verification = export_and_check(qat, args, name, train, test)
+    runtime_acc = run_in_standalone_runtime(path, test)
+    if not args.no_plots:
+        from plots import plot_staircases
+
+        picture = os.path.join(args.output_dir, f"{name}_staircases.png")
+        plot_staircases(qat, train[0][:256], picture)
+        print(f"[{name}] staircases drawn in {picture}")
+    return {"setting": name, "keras_hard": hard_acc, "tflite": runtime_acc,
+            "agreement": verification.agreement, "bytes": os.path.getsize(path)}
+
+
+def report(args, float_acc, rows):
+    """The table, the accuracy picture and results.json."""
+    keras_text = "Keras 2" if args.keras == 2 else f"Keras 3 ({args.backend})"
+    print(f"\nFashion-MNIST, {keras_text}, first/last layers: {args.first_last}, "
+          f"thresholds: {args.thresholds}")
+    print(f"{'setting':<8} {'Keras acc':>9} {'TFLite acc':>10} {'agreement':>9} {'size':>9}")
+    print(f"{'float':<8} {float_acc:>9.4f} {'':>10} {'':>9} {'':>9}")
+    for row in rows:
+        print(f"{row['setting']:<8} {row['keras_hard']:>9.4f} {row['tflite']:>10.4f} "
+              f"{row['agreement']:>9.4f} {row['bytes'] / 1024:>7.1f}kB")
+    if not args.no_plots:
+        from plots import plot_accuracy
+
+        picture = os.path.join(args.output_dir, "accuracy_vs_bits.png")
+        plot_accuracy(float_acc, rows, picture)
+        print(f"accuracy against bit width drawn in {picture}")
+    with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
+        json.dump({"float": float_acc, "keras": keras_text, "quantized": rows}, handle, indent=2)
+
+
+def _select_keras3_backend(backend):
+    """Set KERAS_BACKEND for this process; a clear error if Keras 3 already runs another."""
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != backend:
+        sys.exit(f"error: Keras 3 is already loaded with the {sys.modules['keras'].backend.backend()} "
+                 f"backend in this process; run the example in a new process for --backend {backend}.")
+    os.environ["KERAS_BACKEND"] = backend
+
+
 def main(argv=None):
     args = parse_args(argv)
+    os.makedirs(args.output_dir, exist_ok=True)
+    start = time.time()
+    if args.keras == 3:
+        _select_keras3_backend(args.backend)
+        import fashion_mnist_keras3
+
+        fashion_mnist_keras3.main(args, sys.modules[__name__])
+        print(f"done in {time.time() - start:.0f} s; outputs in {args.output_dir}")
+        return
+    from tf_qnets.tf.distribute import is_chief, strategy_from_name
+
     try:
         strategy = strategy_from_name(args.strategy)
     except ValueError as error:
         sys.exit(f"error: {error}")
     chief = is_chief(strategy)
-    os.makedirs(args.output_dir, exist_ok=True)
-    start = time.time()
     train, test = load_data(args)
     print(f"[data] train {train[0].shape}, test {test[0].shape}")
     float_net = float_model(args, train, test, strategy)
@@ -245,37 +318,11 @@ def main(argv=None):
         qat = quantize_and_train(float_net, args, train, w_bits, a_bits, strategy)
         hard_acc = accuracy(qat, test)
         print(f"[{name}] hard-staircase test accuracy {hard_acc:.4f}")
-        if not chief:
-            continue
-        path, report, verification = export_and_check(qat, args, name, train, test)
-        runtime_acc = run_in_standalone_runtime(path, test)
-        rows.append({
-            "setting": name, "keras_hard": hard_acc, "tflite": runtime_acc,
-            "agreement": verification.agreement, "bytes": os.path.getsize(path),
-        })
-        if not args.no_plots:
-            from plots import plot_staircases
-
-            picture = os.path.join(args.output_dir, f"{name}_staircases.png")
-            plot_staircases(qat, train[0][:256], picture)
-            print(f"[{name}] staircases drawn in {picture}")
-
+        if chief:
+            rows.append(export_and_report(qat, args, name, train, test, hard_acc))
     if not chief:
         return
-    print(f"\nFashion-MNIST, first/last layers: {args.first_last}, thresholds: {args.thresholds}")
-    print(f"{'setting':<8} {'Keras acc':>9} {'TFLite acc':>10} {'agreement':>9} {'size':>9}")
-    print(f"{'float':<8} {float_acc:>9.4f} {'':>10} {'':>9} {'':>9}")
-    for row in rows:
-        print(f"{row['setting']:<8} {row['keras_hard']:>9.4f} {row['tflite']:>10.4f} "
-              f"{row['agreement']:>9.4f} {row['bytes'] / 1024:>7.1f}kB")
-    if not args.no_plots:
-        from plots import plot_accuracy
-
-        picture = os.path.join(args.output_dir, "accuracy_vs_bits.png")
-        plot_accuracy(float_acc, rows, picture)
-        print(f"accuracy against bit width drawn in {picture}")
-    with open(os.path.join(args.output_dir, "results.json"), "w") as handle:
-        json.dump({"float": float_acc, "quantized": rows}, handle, indent=2)
+    report(args, float_acc, rows)
     print(f"done in {time.time() - start:.0f} s; outputs in {args.output_dir}")
 
 

@@ -7,48 +7,87 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tf_qnets import QNetsQuantizer, hard_staircase, quantizer_states, soft_staircase  # noqa: E402
-import tf_keras as keras  # noqa: E402
+from tf_qnets.core.staircase import hard_staircase, soft_staircase  # noqa: E402
 
 
-def _quantizer_input(model, wrapper, quantizer, role, inputs):
-    """The tensor a quantizer sees: the float kernel, or the layer output before quantization."""
-    if role == "weights":
-        return np.asarray(wrapper._weight_vars[0][0].numpy())
-    probe = keras.Model(model.inputs, wrapper.output)
-    quantizer.bypass = True
-    try:
-        return np.asarray(probe(inputs, training=False))
-    finally:
-        quantizer.bypass = False
+def keras2_panels(model, inputs, max_panels=4):
+    """``[(title, values, alpha, beta, thresholds, temperature, levels)]`` of up to
+    ``max_panels`` staircases of a Keras 2 (tf_keras) QAT model: half weights, half outputs."""
+    import tf_keras as keras
+    from tf_qnets import QNetsQuantizer, quantizer_states
 
-
-def plot_staircases(model, inputs, path, max_panels=4):
-    """Draw up to ``max_panels`` staircases (hard and soft at the current T) over their input histogram."""
     chosen = [s for s in quantizer_states(model) if isinstance(s[3], QNetsQuantizer)]
     weights = [s for s in chosen if s[1] == "weights"][:max_panels // 2]
     outputs = [s for s in chosen if s[1] == "output"][:max_panels - len(weights)]
-    panels = weights + outputs
+    panels = []
+    for wrapper, role, _, quantizer, variables in weights + outputs:
+        if role == "weights":   # the float kernel the quantizer reads
+            values = np.asarray(wrapper._weight_vars[0][0].numpy())
+        else:                   # the layer output before its quantizer
+            probe = keras.Model(model.inputs, wrapper.output)
+            quantizer.bypass = True
+            try:
+                values = np.asarray(probe(inputs, training=False))
+            finally:
+                quantizer.bypass = False
+        panels.append((f"{wrapper.layer.name} {'weights' if role == 'weights' else 'activations'}",
+                       values, float(variables["alpha"].numpy()), float(variables["beta"].numpy()),
+                       variables["thresholds"].numpy(), float(variables["temperature"].numpy()),
+                       quantizer.levels))
+    return panels
+
+
+def keras3_panels(model, inputs, max_panels=4):
+    """The same panels for a Keras 3 QAT model (any backend)."""
+    import keras
+    from tf_qnets.keras3.quantizer import QNetsQuantizer
+    from tf_qnets.keras3.wrapper import QNetsWrapper
+
+    def numpy(variable):
+        return np.asarray(keras.ops.convert_to_numpy(variable))
+
+    wrappers = [layer for layer in model.layers if isinstance(layer, QNetsWrapper)]
+    weights = [(w, w.weight_quantizer) for w in wrappers
+               if isinstance(w.weight_quantizer, QNetsQuantizer)][:max_panels // 2]
+    outputs = [(w, w.output_quantizer) for w in wrappers
+               if isinstance(w.output_quantizer, QNetsQuantizer)][:max_panels - len(weights)]
+    panels = []
+    for role, chosen in (("weights", weights), ("activations", outputs)):
+        for wrapper, quantizer in chosen:
+            if role == "weights":
+                values = numpy(wrapper.layer.kernel)
+            else:
+                probe = keras.Model(model.inputs[0], wrapper.output)   # one input: the image
+                quantizer.bypass = True
+                try:
+                    values = numpy(probe(inputs, training=False))
+                finally:
+                    quantizer.bypass = False
+            panels.append((f"{wrapper.layer.name} {role}", values, float(numpy(quantizer.alpha)),
+                           float(numpy(quantizer.beta)), numpy(quantizer.thresholds),
+                           float(numpy(quantizer.temperature)), quantizer.levels))
+    return panels
+
+
+def plot_staircases(model, inputs, path, max_panels=4):
+    """Draw up to ``max_panels`` staircases (hard, and soft at the current T) of a Keras 2 or
+    Keras 3 QAT model over the histogram of what each quantizer reads."""
+    keras3 = type(model).__module__.startswith("keras.")
+    panels = (keras3_panels if keras3 else keras2_panels)(model, inputs, max_panels)
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for axis, (wrapper, role, tensor, quantizer, variables) in zip(axes[0], panels):
-        values = _quantizer_input(model, wrapper, quantizer, role, inputs).ravel()
-        alpha, beta = float(variables["alpha"].numpy()), float(variables["beta"].numpy())
-        thresholds = variables["thresholds"].numpy()
-        temperature = float(variables["temperature"].numpy())
+    for axis, (title, values, alpha, beta, thresholds, temperature, levels) in zip(axes[0], panels):
+        values = values.ravel()
         low, high = np.percentile(values, [0.1, 99.9])
         span = max(high - low, 1e-6)
-        grid = np.linspace(low - 0.1 * span, high + 0.1 * span, 800).astype("float32")
+        grid = np.linspace(low - 0.1 * span, high + 0.1 * span, 800)
         axis.hist(values, bins=120, range=(grid[0], grid[-1]), color="#c8d6e5", density=True)
         axis.set_yticks([])
         twin = axis.twinx()
-        twin.plot(grid, hard_staircase(grid, alpha, beta, thresholds, quantizer.levels).numpy(),
+        twin.plot(grid, hard_staircase(grid, alpha, beta, thresholds, levels),
                   color="#222f3e", lw=1.6, label="hard (inference)")
-        twin.plot(grid, soft_staircase(grid, alpha, beta, thresholds, temperature,
-                                       quantizer.levels).numpy(),
+        twin.plot(grid, soft_staircase(grid, alpha, beta, thresholds, temperature, levels),
                   color="#ee5253", lw=1.0, ls="--", label=f"soft, T={temperature:g}")
-        kind = "weights" if role == "weights" else "activations"
-        axis.set_title(f"{wrapper.layer.name} {kind}\nlevels {list(quantizer.levels.levels)}",
-                       fontsize=8)
+        axis.set_title(f"{title}\nlevels {list(levels.levels)}", fontsize=8)
         axis.set_xlabel("input value")
         twin.legend(fontsize=7, loc="upper left")
     figure.tight_layout()

@@ -15,11 +15,12 @@ __all__ = ["keras", "tf", "require_keras2_model"]
 
 _KERAS3_HINT = (
     "This part of tf_qnets (the Keras 2 path, built on tensorflow-model-optimization) needs a "
-    "Keras 2 model built with the `tf_keras` package; `tf_qnets.quantize_model` trains Keras 3 "
-    "models on the Keras 3 path (tf_qnets.keras3), which has no integer TFLite export, summary "
-    "or TensorBoard callback yet. For those, build the model with `import tf_keras as keras` "
-    "(or set TF_USE_LEGACY_KERAS=1 before importing TensorFlow and use `tf.keras`), then load "
-    "your weights into it, e.g. `keras.models.load_model(path)` from tf_keras or "
+    "Keras 2 model built with the `tf_keras` package. The top-level functions "
+    "(`tf_qnets.quantize_model`, `export_tflite`, `summary`, `TemperatureScheduler`, ...) take "
+    "Keras 3 models and route them to the Keras 3 path (tf_qnets.keras3, docs/keras3.md); "
+    "call those. To use this Keras 2 function, build the model with `import tf_keras as "
+    "keras` (or set TF_USE_LEGACY_KERAS=1 before importing TensorFlow and use `tf.keras`), then "
+    "load your weights into it, e.g. `keras.models.load_model(path)` from tf_keras or "
     "`model.set_weights(...)`."
 )
 
