@@ -3,7 +3,7 @@
 One float model is trained with Keras 2 (the example's ``build_cnn`` or ``build_resnet``);
 its weights are copied into the same architecture built with Keras 3 under the JAX backend.
 Each path then quantizes its copy with ``tf_qnets.quantize_model`` and the same options
-(``first_last="float"``: ``"int8"`` is Keras 2 only; ``batch_norm="frozen"``; calibration on the
+(``first_last`` from ``--first-last``, ``"float"`` by default; ``batch_norm="frozen"``; calibration on the
 same 1024 training images), fine-tunes it with the same recipe (Adam, cosine-decayed learning
 rate, batch 128, ``tf_qnets.TemperatureScheduler()``, the same per-epoch data order from a
 seeded permutation) and runs a plain ``evaluate`` on the test set. Each path runs in its own
@@ -55,6 +55,8 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="subset 2000/1000, 1+1 epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--first-last", choices=("float", "int8", "low_bit"), default="float",
+                        help="quantize_model's first_last on both paths")
     parser.add_argument("--no-export", dest="export", action="store_false",
                         help="skip the integer TFLite export of each fine-tuned model")
     parser.add_argument("--markdown", default=os.path.join(ROOT, "docs", "benchmarks.md"))
@@ -162,7 +164,7 @@ def run_path(args):
     steps = args.epochs * math.ceil(len(train[0]) / args.batch_size)
     for method in args.methods:
         w_bits, a_bits = bits(method)
-        qat = tf_qnets.quantize_model(model, w_bits, a_bits, first_last="float",
+        qat = tf_qnets.quantize_model(model, w_bits, a_bits, first_last=args.first_last,
                                       calibration_data=train[0][:CALIBRATION_IMAGES], verbose=0)
         compile_model(keras, qat, keras.optimizers.schedules.CosineDecay(args.learning_rate, steps))
         initial = float(qat.evaluate(*test, batch_size=512, verbose=0)[1])
@@ -214,7 +216,8 @@ def markdown(args, command, keras2, keras3, wall):
         + (f", first {args.subset[0]} training and {args.subset[1]} test images" if args.subset
            else "") + f"; float model {args.float_epochs} epochs with Keras 2, its weights "
         f"copied into the Keras 3 model (float test accuracy {keras2['float']:.2%} on Keras 2, "
-        f"{keras3['float']:.2%} on Keras 3). Each method: quantize_model(first_last='float'), "
+        f"{keras3['float']:.2%} on Keras 3). Each method: "
+        f"quantize_model(first_last='{args.first_last}'), "
         f"{args.epochs} epochs of Adam({args.learning_rate:g}, cosine to 0), batch "
         f"{args.batch_size}, TemperatureScheduler(), the same data order; plain evaluate.",
         "",
