@@ -127,9 +127,48 @@ def _assign_weights(layer, description):
         variable.assign(np.asarray(value, variable.dtype.as_numpy_dtype))
 
 
+# ``keras.ops`` calls a Keras 3 graph may hold (``x + 3.0`` in MobileNetV3): class "op.<Name>".
+OPERATIONS = {
+    "Add": tf.add,
+    "Subtract": tf.subtract,
+    "Multiply": tf.multiply,
+    "Divide": tf.divide,
+    "TrueDivide": tf.divide,
+    "Maximum": tf.maximum,
+    "Minimum": tf.minimum,
+}
+
+
+class _Operation:
+    """A described ``keras.ops`` call: its function applied to its tensors and constants."""
+
+    def __init__(self, function, arguments):
+        self.function = function
+        self.arguments = arguments
+
+    def __call__(self, inputs, training=None):
+        tensors = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        values = [tensors[value] if kind == "tensor" else np.float32(value)
+                  for kind, value in self.arguments]
+        return self.function(*values)
+
+
+def _operation(description):
+    name = description.class_name[len("op."):]
+    function = OPERATIONS.get(name)
+    if function is None:
+        raise LayerRebuildError(
+            f"Operation {description.name!r} (keras.ops {name}) has no TensorFlow lowering in "
+            f"export; supported operations: {sorted(OPERATIONS)}. Use a Keras layer instead.")
+    return _Operation(function, description.config["arguments"])
+
+
 def build_layer(description, native=None, weights=True, **overrides):
     """The built tf_keras layer of ``description`` (``overrides`` replace configuration
-    entries; ``weights`` False leaves the new layer's own initial weights)."""
+    entries; ``weights`` False leaves the new layer's own initial weights); a callable for a
+    described ``keras.ops`` call (class ``"op.<Name>"``)."""
+    if description.class_name.startswith("op."):
+        return _operation(description)
     cls = getattr(keras.layers, description.class_name, None)
     if not isinstance(cls, type):
         if native is not None:

@@ -143,8 +143,26 @@ def describe_network(model):
         input_names=list(getattr(model, "input_names", None) or []) or None)
 
 
+class _NativeCall:
+    """One node's own tf_keras layer, called with the node's full call structure (constants
+    and keyword arguments included: ``x + 3.0`` is a TFOpLambda called with ``(x, 3.0)``)."""
+
+    def __init__(self, node):
+        self.node = node
+        self.layer = node.layer.layer if isinstance(node.layer, QNetsWrapper) else node.layer
+
+    def __call__(self, inputs, training=None):
+        tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        known = {tensor_id: [tensor] * 64
+                 for tensor_id, tensor in zip(self.node.flat_input_ids, tensors)}
+        args, kwargs = self.node.map_arguments(known)
+        if "training" in getattr(self.layer, "_call_spec").arg_names:
+            kwargs["training"] = False
+        return self.layer(*args, **kwargs)
+
+
 def native_layers(model):
-    """Layer name -> the tf_keras layer itself (unwrapped): what export calls for a layer whose
-    class it cannot rebuild from the description (a user's own layer class)."""
-    return {layer.name: (layer.layer if isinstance(layer, QNetsWrapper) else layer)
-            for layer in model.layers}
+    """Layer name -> a call of the tf_keras layer itself (unwrapped, with its node's arguments):
+    what export calls for a layer whose class it cannot rebuild from the description (a
+    user's own layer class, a TFOpLambda)."""
+    return {node.layer.name: _NativeCall(node) for node in ordered_nodes(model)}

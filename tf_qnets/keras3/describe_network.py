@@ -99,6 +99,30 @@ def _describe_layer(layer, node):
         output_quantizer=output_q, quantized=isinstance(layer, QNetsWrapper))
 
 
+def _describe_operation(operation, node):
+    """A ``keras.ops`` call in the graph (``x + 3.0``, ``x * y``): class ``"op.<Name>"`` and its
+    arguments in order, each ``["tensor", position in the node's inputs]`` or
+    ``["constant", value]``."""
+    positions = {id(tensor): index for index, tensor in enumerate(node.input_tensors)}
+    arguments = []
+    for value in node.arguments.args:
+        if id(value) in positions:
+            arguments.append(["tensor", positions[id(value)]])
+        elif isinstance(value, (int, float, np.number)):
+            arguments.append(["constant", float(value)])
+        else:
+            raise ValueError(
+                f"Operation {operation.name!r} ({type(operation).__name__}) takes an argument "
+                f"export cannot describe ({type(value).__name__}); use a Keras layer instead.")
+    if node.arguments.kwargs:
+        raise ValueError(
+            f"Operation {operation.name!r} ({type(operation).__name__}) has keyword arguments "
+            f"{sorted(node.arguments.kwargs)}, which export cannot describe; use a Keras layer.")
+    return LayerDescription(
+        name=operation.name, class_name=f"op.{type(operation).__name__}",
+        config={"arguments": arguments}, weights={}, input_shape=_shape(node.input_tensors))
+
+
 def describe_network(model, argument="qat_model"):
     """The :class:`tf_qnets.core.network.NetworkDescription` of a Keras 3 QAT model (a
     TypeError naming ``argument`` for anything else)."""
@@ -113,8 +137,12 @@ def describe_network(model, argument="qat_model"):
     for node in ordered_nodes(model):
         args = node.arguments.args
         as_list = bool(args) and isinstance(args[0], (list, tuple))
+        operation = node.operation
+        as_list = as_list or not isinstance(operation, keras.layers.Layer)   # ops take all
+        layer = (_describe_layer(operation, node) if isinstance(operation, keras.layers.Layer)
+                 else _describe_operation(operation, node))
         nodes.append(NodeDescription(
-            _describe_layer(node.operation, node), [str(id(t)) for t in node.input_tensors],
+            layer, [str(id(t)) for t in node.input_tensors],
             [str(id(t)) for t in node.outputs], inputs_as_list=as_list))
     return NetworkDescription(
         [str(id(t)) for t in graph.inputs], [tuple(t.shape) for t in graph.inputs], nodes,
