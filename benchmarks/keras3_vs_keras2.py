@@ -37,6 +37,8 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import numpy as np  # noqa: E402
 
+from fashion_mnist_model import epoch_batches  # noqa: E402
+
 BLOCK = "keras3-vs-keras2"
 CALIBRATION_IMAGES = 1024
 EXPORT_REPRESENTATIVE = 512
@@ -95,30 +97,6 @@ def load_data(args):
         x_test, y_test = x_test[:args.subset[1]], y_test[:args.subset[1]]
     return ((preprocess(x_train), y_train.astype("int32")),
             (preprocess(x_test), y_test.astype("int32")))
-
-
-def epoch_batches(keras, x, y, batch_size, seed):
-    """Batches in a seeded order that changes every epoch, identical on both Kerases."""
-    base = getattr(keras.utils, "PyDataset", None) or keras.utils.Sequence
-
-    class Batches(base):
-        def __init__(self):
-            super().__init__()
-            self.epoch = 0
-            self.order = np.random.default_rng([seed, 0]).permutation(len(x))
-
-        def __len__(self):
-            return math.ceil(len(x) / batch_size)
-
-        def __getitem__(self, index):
-            chosen = self.order[index * batch_size:(index + 1) * batch_size]
-            return x[chosen], y[chosen]
-
-        def on_epoch_end(self):
-            self.epoch += 1
-            self.order = np.random.default_rng([seed, self.epoch]).permutation(len(x))
-
-    return Batches()
 
 
 def build(args, keras):

@@ -12,34 +12,10 @@ backend must be chosen before Keras is imported: ``fashion_mnist.main`` sets
 import math
 import os
 
-import numpy as np
-
 import tf_qnets
+from fashion_mnist_model import epoch_batches
 
 __all__ = ["main"]
-
-
-class _Shuffled:
-    """Training batches in a new seeded order each epoch (a ``keras.utils.PyDataset``)."""
-
-    def __new__(cls, keras, x, y, batch_size, seed):
-        class Batches(keras.utils.PyDataset):
-            def __init__(self):
-                super().__init__()
-                self.rng = np.random.default_rng(seed)
-                self.order = self.rng.permutation(len(x))
-
-            def __len__(self):
-                return math.ceil(len(x) / batch_size)
-
-            def __getitem__(self, index):
-                chosen = self.order[index * batch_size:(index + 1) * batch_size]
-                return x[chosen], y[chosen]
-
-            def on_epoch_end(self):
-                self.order = self.rng.permutation(len(x))
-
-        return Batches()
 
 
 def _compile(keras, model, learning_rate):
@@ -69,7 +45,7 @@ def float_model(keras, args, train, verbose):
     keras.utils.set_random_seed(args.seed)
     model = build_cnn(width=width, keras_module=keras)
     _compile(keras, model, 1e-3)
-    model.fit(_Shuffled(keras, *train, args.batch_size, args.seed), epochs=args.float_epochs,
+    model.fit(epoch_batches(keras, *train, args.batch_size, args.seed), epochs=args.float_epochs,
               verbose=verbose)
     model.save(path)
     with open(path + ".json", "w") as handle:
@@ -84,7 +60,7 @@ def quantize_and_train(keras, float_net, args, train, w_bits, a_bits, verbose):
                                   calibration_data=train[0][:1024], thresholds=args.thresholds,
                                   first_last=args.first_last)
     _compile(keras, qat, keras.optimizers.schedules.CosineDecay(2e-4, steps))
-    qat.fit(_Shuffled(keras, *train, args.batch_size, args.seed), epochs=args.qat_epochs,
+    qat.fit(epoch_batches(keras, *train, args.batch_size, args.seed), epochs=args.qat_epochs,
             verbose=verbose,
             callbacks=[tf_qnets.TemperatureScheduler(base=args.temperature_base, verbose=1)])
     return qat

@@ -17,7 +17,11 @@ architecture)::
     global average pool - dense(10)
 """
 
-__all__ = ["build_cnn", "build_resnet", "preprocess"]
+import math
+
+import numpy as np
+
+__all__ = ["build_cnn", "build_resnet", "epoch_batches", "preprocess"]
 
 
 def _keras(keras_module):
@@ -93,3 +97,27 @@ def build_resnet(width=16, num_classes=10, input_shape=(28, 28, 1), blocks_per_s
 def preprocess(images):
     """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]."""
     return (images.astype("float32") / 255.0)[..., None]
+
+
+def epoch_batches(keras, x, y, batch_size, seed):
+    """Batches in a seeded order that changes every epoch, identical on both Kerases."""
+    base = getattr(keras.utils, "PyDataset", None) or keras.utils.Sequence
+
+    class Batches(base):
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+            self.order = np.random.default_rng([seed, 0]).permutation(len(x))
+
+        def __len__(self):
+            return math.ceil(len(x) / batch_size)
+
+        def __getitem__(self, index):
+            chosen = self.order[index * batch_size:(index + 1) * batch_size]
+            return x[chosen], y[chosen]
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self.order = np.random.default_rng([seed, self.epoch]).permutation(len(x))
+
+    return Batches()

@@ -403,14 +403,22 @@ def test_keras3_vs_keras2_parses_methods_orders_batches_and_writes_its_table():
     again = bench.epoch_batches(tf_keras, x, y, 4, seed=0)       # the same order every run
     assert list(np.concatenate([again[i][1] for i in range(3)])) == list(first)
     args = bench.parse_args(["--methods", "W3", "--subset", "100", "50", "--markdown", ""])
-    row = {"initial": 0.5, "final": 0.75, "seconds_per_epoch": 2.0}
+    row = {"initial": 0.5, "final": 0.75, "seconds_per_epoch": 2.0, "agreement": 0.995,
+           "tflite": 0.749, "keras_hard": 0.75, "bytes": 1000}
     block = bench.markdown(args, "python benchmarks/keras3_vs_keras2.py", {
         "keras": "2.21.0", "float": 0.8, "rows": {"W3": row}}, {
         "keras": "3.15.1", "backend": "jax", "float": 0.8,
-        "rows": {"W3": dict(row, final=0.7525)}}, 60.0)
+        "rows": {"W3": dict(row, final=0.7525, agreement=1.0, tflite=0.7525, keras_hard=0.7525,
+                            bytes=990)}}, 60.0)
     assert block.startswith("<!-- keras3-vs-keras2:begin -->")
     assert block.endswith("<!-- keras3-vs-keras2:end -->")
     assert "| W3 | 50.00% | 75.00% | 50.00% | 75.25% | +0.25 pt | 2.0 / 2.0 |" in block
+    assert "| W3 | 99.50% / 100.00% | -0.10 / +0.00 pt | 74.90% / 75.25% | 1000 / 990 |" in block
+    no_export = bench.parse_args(["--methods", "W3", "--no-export", "--first-last", "int8"])
+    assert no_export.first_last == "int8"
+    assert "agreement" not in bench.markdown(no_export, "cmd", {
+        "keras": "2.21.0", "float": 0.8, "rows": {"W3": row}}, {
+        "keras": "3.15.1", "backend": "jax", "float": 0.8, "rows": {"W3": row}}, 60.0)
 
 
 def test_keras3_train_speed_parses_configs_and_reports_ratios_and_verdicts(tmp_path, capsys):
