@@ -8,12 +8,11 @@
   the inputs, holds INT4 tensors and only builtin integer ops. The trained values go to the
   parent process (Keras 2), which builds the same network with tf_keras, loads them and
   exports it: the two files have the same ops, the same stored weight codes and the same size.
-* Under TensorFlow: the same network, saved as a ``.keras`` file and exported through
-  ``tf-qnets export``.
+* Under TensorFlow: the JAX-trained model, saved as a ``.keras`` file, loaded and exported
+  through ``tf-qnets export``: the same bytes as the JAX process's file.
 """
 
 import json
-import os
 import sys
 import textwrap
 
@@ -68,14 +67,13 @@ TRAIN_AND_EXPORT = BUILD + textwrap.dedent("""
 
     backend = keras.backend.backend()
     folder = os.environ["QNETS_EXCHANGE"]
-    first_last = os.environ["QNETS_FIRST_LAST"]
     x, y = data()
     model = build(keras)     # a briefly trained float model, as a user starts from
     model.compile(keras.optimizers.Adam(3e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
     model.fit(x, y, epochs=4, batch_size=32, verbose=0)
     qat = tf_qnets.quantize_model(model, 3, 3, calibration_data=x[:128],
-                                  first_last=first_last, verbose=0)
+                                  first_last="int8", verbose=0)
     qat.compile(keras.optimizers.Adam(1e-3),
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
     qat.fit(x, y, epochs=2, batch_size=64, verbose=0,
@@ -86,42 +84,57 @@ TRAIN_AND_EXPORT = BUILD + textwrap.dedent("""
     assert not [m for m in sys.modules if m.startswith(("tf_qnets.export", "tf_qnets.keras2",
                                                          "tf_qnets.tf"))]
     path = os.path.join(folder, "keras3.tflite")
-    if os.environ.get("QNETS_VIA_CLI"):
-        qat.save(os.path.join(folder, "qat.keras"))
-        np.save(os.path.join(folder, "representative.npy"), x[:64])
-        np.savez(os.path.join(folder, "verify.npz"), x=x, y=y)
-        from tf_qnets import cli
-        assert cli.main(["export", os.path.join(folder, "qat.keras"), "-o", path,
-                         "--representative", os.path.join(folder, "representative.npy"),
-                         "--int4-weights", "auto",
-                         "--verify", os.path.join(folder, "verify.npz")]) in (0, None)
-        report = tf_qnets.verify_tflite(qat, path, (x, y))
-        result = {"agreement": report.agreement, "size": os.path.getsize(path)}
-    else:
-        report = tf_qnets.export_tflite(qat, path, x[:64], int4_weights="auto", verify_data=(x, y))
-        print(report)
-        result = {"agreement": report.verification.agreement, "size": report.size_bytes,
-                  "int4": sum(w.dtype == "INT4" for w in report.inspection.weights),
-                  "keras_accuracy": report.verification.keras_accuracy,
-                  "tflite_accuracy": report.verification.tflite_accuracy}
-        # the trained values, for the Keras 2 twin in the parent process
-        from tf_qnets.keras3.describe_network import describe_network
-        values = {}
-        for node in describe_network(qat).nodes:
-            layer = node.layer
-            for name, value in layer.weights.items():
-                values[f"{layer.name}|w|{name}"] = value
-            for role, q in (("weights", layer.weight_quantizer), ("output", layer.output_quantizer)):
-                if q is None:
-                    continue
-                for field in ("alpha", "beta", "thresholds", "lo", "hi"):
-                    if hasattr(q, field):
-                        values[f"{layer.name}|{role}|{field}"] = np.asarray(getattr(q, field))
-        np.savez(os.path.join(folder, "values.npz"), **values)
-        np.save(os.path.join(folder, "hard.npy"), np.asarray(qat(x, training=False)))
+    report = tf_qnets.export_tflite(qat, path, x[:64], int4_weights="auto", verify_data=(x, y))
+    print(report)
+    result = {"agreement": report.verification.agreement, "size": report.size_bytes,
+              "int4": sum(w.dtype == "INT4" for w in report.inspection.weights),
+              "keras_accuracy": report.verification.keras_accuracy,
+              "tflite_accuracy": report.verification.tflite_accuracy}
+    # the trained values, for the Keras 2 twin in the parent process
+    from tf_qnets.keras3.describe_network import describe_network
+    values = {}
+    for node in describe_network(qat).nodes:
+        layer = node.layer
+        for name, value in layer.weights.items():
+            values[f"{layer.name}|w|{name}"] = value
+        for role, q in (("weights", layer.weight_quantizer), ("output", layer.output_quantizer)):
+            if q is None:
+                continue
+            for field in ("alpha", "beta", "thresholds", "lo", "hi"):
+                if hasattr(q, field):
+                    values[f"{layer.name}|{role}|{field}"] = np.asarray(getattr(q, field))
+    np.savez(os.path.join(folder, "values.npz"), **values)
+    np.save(os.path.join(folder, "hard.npy"), np.asarray(qat(x, training=False)))
+    # the saved model, for the command-line export under the TensorFlow backend
+    qat.save(os.path.join(folder, "qat.keras"))
+    np.save(os.path.join(folder, "representative.npy"), x[:64])
+    np.savez(os.path.join(folder, "verify.npz"), x=x, y=y)
     with open(os.path.join(folder, "result.json"), "w") as handle:
         json.dump(result, handle)
     print("keras 3 export ok", backend, result)
+""")
+
+
+EXPORT_FROM_FILE = textwrap.dedent("""
+    import os
+    import keras
+    import numpy as np
+    import tf_qnets
+    from tf_qnets import cli
+
+    assert keras.backend.backend() == "tensorflow"
+    folder = os.environ["QNETS_EXCHANGE"]
+    path = os.path.join(folder, "from_file.tflite")
+    cli.main(["export", os.path.join(folder, "qat.keras"), "-o", path,
+              "--representative", os.path.join(folder, "representative.npy"),
+              "--int4-weights", "auto", "--verify", os.path.join(folder, "verify.npz")])
+    loaded = tf_qnets.load_model(os.path.join(folder, "qat.keras"))
+    data = np.load(os.path.join(folder, "verify.npz"))
+    report = tf_qnets.verify_tflite(loaded, path, (data["x"], data["y"]))
+    assert report.agreement >= 0.99, report
+    with open(path, "rb") as mine, open(os.path.join(folder, "keras3.tflite"), "rb") as jax_file:
+        assert mine.read() == jax_file.read(), "the file differs from the JAX process's export"
+    print("export from file ok", report)
 """)
 
 
@@ -162,12 +175,18 @@ def _keras2_twin(values):
 def test_a_jax_trained_keras3_model_exports_like_its_keras2_twin(tmp_path):
     pytest.importorskip("jax")
     output = run_keras3([sys.executable, "-c", TRAIN_AND_EXPORT], "jax",
-                        {"QNETS_EXCHANGE": str(tmp_path), "QNETS_FIRST_LAST": "int8"})
+                        {"QNETS_EXCHANGE": str(tmp_path)})
     assert "keras 3 export ok jax" in output, output
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["agreement"] >= 0.99, result
     assert abs(result["tflite_accuracy"] - result["keras_accuracy"]) <= 0.01, result
     assert result["int4"] >= 2, result
+
+    # the saved file, loaded under the TensorFlow backend and exported by the command line:
+    # byte for byte the file the JAX process wrote
+    output = run_keras3([sys.executable, "-c", EXPORT_FROM_FILE], "tensorflow",
+                        {"QNETS_EXCHANGE": str(tmp_path)})
+    assert "export from file ok" in output, output
 
     values = dict(np.load(tmp_path / "values.npz"))
     twin, x, loaded = _keras2_twin(values)
@@ -196,13 +215,3 @@ def test_a_jax_trained_keras3_model_exports_like_its_keras2_twin(tmp_path):
     extra = report.size_bytes - result["size"]
     assert abs(extra - (name_bytes[1] - name_bytes[0])) <= 64, (
         result["size"], report.size_bytes, name_bytes)
-
-
-def test_a_keras3_file_trained_under_tensorflow_exports_from_the_command_line(tmp_path):
-    output = run_keras3([sys.executable, "-c", TRAIN_AND_EXPORT], "tensorflow",
-                        {"QNETS_EXCHANGE": str(tmp_path), "QNETS_FIRST_LAST": "int8",
-                         "QNETS_VIA_CLI": "1"})
-    assert "keras 3 export ok tensorflow" in output, output
-    result = json.loads((tmp_path / "result.json").read_text())
-    assert result["agreement"] >= 0.99, result
-    assert os.path.getsize(tmp_path / "keras3.tflite") == result["size"] > 0
