@@ -128,7 +128,7 @@ def test_wide_gradient_uses_unit_temperature_derivative_times_t(name, implementa
 
 def test_single_threshold_and_all_thresholds_equal():
     rng = np.random.default_rng(11)
-    x = rng.normal(size=(2, 7))
+    x = rng.normal(size=(3, 4, 5))   # random_case's shape: the traces of the cases above serve
     for levels, b in ((weight_levels(1), np.array([0.2])),
                       (activation_levels(8), np.full(255, 0.3))):
         got = run_fast(x, 2.0, 1.0, b, 40.0, levels, tf.float64, "graph")

@@ -105,7 +105,7 @@ def test_batch_norm_mode_picks_the_layer_and_calibration_measures_its_statistics
 
 def test_fit_with_frozen_batch_norm_trains_gamma_and_beta_but_not_the_statistics():
     x, y = classification_data(SHAPE, 4, samples=64)
-    qat = quantize_model(build_cnn(), 3, 3, calibration_data=x, verbose=0)
+    qat = quantize_model(build_conv_bn(), 3, 3, calibration_data=x, verbose=0)   # 3 quantizers
     layer = qat.get_layer("bn_mid")
     before = {v.path: _np(v).copy() for v in layer.weights}
     _compile(qat)
@@ -137,7 +137,7 @@ def test_stale_statistics_without_calibration_data_warn_and_name_the_fix(mode):
 
 def test_keras_file_round_trip_keeps_the_frozen_layer(tmp_path):
     x, y = classification_data(SHAPE, 4, samples=32)
-    qat = quantize_model(build_cnn(), 3, 3, calibration_data=x, verbose=0)
+    qat = quantize_model(build_conv_bn(), 3, 3, calibration_data=x, verbose=0)   # 3 quantizers
     path = str(tmp_path / "frozen.keras")
     qat.save(path)
     loaded = keras.saving.load_model(path)

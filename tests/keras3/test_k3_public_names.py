@@ -16,6 +16,21 @@ def _quantized(a_bits=3):
     return qat, x, y
 
 
+def _small_quantized():
+    """Dense - Dense - Dense at W3A3: the middle layer's kernel and two outputs quantized (a
+    third of build_cnn's quantizers, so a third of its compile time for the fit tests)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="dense_first"),
+        keras.layers.Dense(8, activation="relu", name="dense_mid"),
+        keras.layers.Dense(4, name="dense_last")])
+    x, y = classification_data((6,), 4, samples=48)
+    qat = tf_qnets.quantize_model(model, 3, 3, calibration_data=x, verbose=0)
+    assert tf_qnets.count_quantizers(qat, "weights") == 1
+    assert tf_qnets.count_quantizers(qat, "activations") == 2
+    return qat, x, y
+
+
 def _compiled(qat):
     qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"], jit_compile=True)
@@ -23,7 +38,7 @@ def _compiled(qat):
 
 
 def test_top_level_scheduler_anneals_a_keras3_model_during_fit():
-    qat, x, y = _quantized()
+    qat, x, y = _small_quantized()
     scheduler = tf_qnets.TemperatureScheduler()
     history = _compiled(qat).fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[scheduler])
     # base "auto" = max(10, 100 / 2) = 50: T = 50 in epoch 0, 100 in epoch 1
@@ -34,7 +49,7 @@ def test_top_level_scheduler_anneals_a_keras3_model_during_fit():
 
 
 def test_top_level_scheduler_per_step_with_caps():
-    qat, x, y = _quantized()
+    qat, x, y = _small_quantized()
     scheduler = tf_qnets.TemperatureScheduler(base=10, per_step=True, cap=12, weight_cap=11)
     _compiled(qat).fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[scheduler])
     # last step: epoch 1 + 2/3 -> T = 10 * (1 + 2/3 + 1) = 26.7, capped at 12 (weights 11)
@@ -97,7 +112,7 @@ def test_top_level_load_model_is_safe_and_names_bad_paths(tmp_path):
 
 
 def test_top_level_names_work_on_a_loaded_model_that_keeps_training(tmp_path):
-    qat, x, y = _quantized()
+    qat, x, y = _small_quantized()
     path = tmp_path / "qat.keras"
     _compiled(qat).save(str(path))
     loaded = tf_qnets.load_model(path)

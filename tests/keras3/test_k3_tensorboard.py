@@ -15,21 +15,34 @@ from tf_qnets.core.quantizer_logs import saturation
 from tf_qnets.keras3 import QNetsWrapper
 
 
-def _trained(tmp_path, **options):
+def _scalars(folder):
+    files = glob.glob(os.path.join(str(folder), "quantizers", "events.out.tfevents.*"))
+    assert len(files) == 1
+    return read_scalars(files[0])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One fit (two epochs of three batches) logged by two callbacks: one per epoch (the
+    default) and one every second optimizer step, each into its own folder. Returns the
+    model and ``{"epoch": scalars, "per_batch": scalars}``."""
+    keras.utils.set_random_seed(0)
+    folders = {"epoch": tmp_path_factory.mktemp("per_epoch"),
+               "per_batch": tmp_path_factory.mktemp("per_batch")}
     x, y = classification_data((8, 8, 2), 4, samples=48)
     qat = tf_qnets.quantize_model(build_cnn(), 3, 3, calibration_data=x, verbose=0)
     qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 jit_compile=True)
-    board = tf_qnets.QuantizerTensorBoard(str(tmp_path), data=x[:16], **options)
+    boards = [tf_qnets.QuantizerTensorBoard(str(folders["epoch"]), data=x[:16]),
+              tf_qnets.QuantizerTensorBoard(str(folders["per_batch"]), data=x[:16],
+                                            update_freq=2)]
     qat.fit(x, y, epochs=2, batch_size=16, verbose=0,
-            callbacks=[tf_qnets.TemperatureScheduler(), board])
-    files = glob.glob(os.path.join(str(tmp_path), "quantizers", "events.out.tfevents.*"))
-    assert len(files) == 1
-    return qat, x, board, read_scalars(files[0])
+            callbacks=[tf_qnets.TemperatureScheduler()] + boards)
+    return qat, {name: _scalars(folder) for name, folder in folders.items()}
 
 
-def test_every_quantizer_logs_temperature_alpha_beta_and_saturation(tmp_path):
-    qat, _, board, scalars = _trained(tmp_path)
+def test_every_quantizer_logs_temperature_alpha_beta_and_saturation(trained):
+    qat, scalars = trained[0], trained[1]["epoch"]
     wrappers = [layer for layer in qat.layers if isinstance(layer, QNetsWrapper)]
     expected_keys = set()
     for wrapper in wrappers:
@@ -66,8 +79,8 @@ def test_every_quantizer_logs_temperature_alpha_beta_and_saturation(tmp_path):
         assert by_tag[f"saturation/{key}"][-1][1] == pytest.approx(expected, abs=1e-6)
 
 
-def test_activation_saturation_rises_with_the_temperature(tmp_path):
-    _, _, _, scalars = _trained(tmp_path)
+def test_activation_saturation_rises_with_the_temperature(trained):
+    scalars = trained[1]["epoch"]
     first, last = {}, {}
     for tag, step, value in scalars:
         if tag.startswith("saturation/") and tag.endswith("/output"):
@@ -76,8 +89,8 @@ def test_activation_saturation_rises_with_the_temperature(tmp_path):
     assert sum(last.values()) > sum(first.values())
 
 
-def test_per_batch_logging_uses_the_optimizer_step(tmp_path):
-    _, _, _, scalars = _trained(tmp_path, update_freq=2)
+def test_per_batch_logging_uses_the_optimizer_step(trained):
+    scalars = trained[1]["per_batch"]
     steps = sorted({step for tag, step, _ in scalars if tag.startswith("temperature/")})
     assert steps == [2, 4, 6]          # 3 batches per epoch, 2 epochs: steps 1..6
 
