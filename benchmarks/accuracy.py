@@ -15,7 +15,16 @@ Methods: ``float``; ``tfmot-8bit`` (tfmot.quantization.keras.quantize_model);
 ``tfmot-W4A4``/``W3A3``/``W2A2`` (tfmot's experimental ``DefaultNBitQuantizeScheme``, the
 uniform straight-through baseline); ``qkeras-W4A4``/``W3A3``/``W2A2`` (QKeras 0.9.0, see
 below); ``qnets-W1``/``W2``/``W3`` (float activations) and
-``qnets-W4A4``/``W3A3``/``W2A2``/``W1A2``. W1, W2 and W1A2 are not in the default list.
+``qnets-W4A4``/``W3A3``/``W2A2``/``W1A2``; ``qnets-keras3-W3``/``W3A3``/``W2A2``, the same
+tf_qnets recipe on Keras 3 with the JAX backend (below). W1, W2 and W1A2 are not in the
+default list.
+
+Keras 3 rows: this process is a Keras 2 one (tfmot and QKeras need ``tf_keras``) and the
+Keras backend is fixed per process, so each ``qnets-keras3-*`` method runs in a child process
+(``benchmarks/accuracy_keras3.py``, ``KERAS_BACKEND=jax``) that builds the same architecture
+with Keras 3, loads this run's Keras 2 float weights into it and follows the Keras 2 tf_qnets
+rows' recipe step for step (options, calibration images, optimizer, schedule, data pipeline
+and seeds, evaluation, recalibration check, export). Its row sits in the same table.
 
 Every method is measured with a plain ``fit`` -> ``evaluate``: no step after training. The
 fine-tuning learning rate decays along a cosine to 0 over the run (``--lr-schedule``). For
@@ -43,10 +52,12 @@ has no integer TFLite path, so its rows have no TFLite figures.
 """
 
 import argparse
+import json
 import math
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 
@@ -73,13 +84,16 @@ from fashion_mnist_model import build_cnn, build_resnet, preprocess  # noqa: E40
 ARCHS = ("vgg", "resnet")
 METHODS = ("float", "tfmot-8bit", "tfmot-W4A4", "tfmot-W3A3", "tfmot-W2A2",
            "qkeras-W4A4", "qkeras-W3A3", "qkeras-W2A2", "qnets-W1", "qnets-W2",
-           "qnets-W3", "qnets-W4A4", "qnets-W3A3", "qnets-W2A2", "qnets-W1A2")
+           "qnets-W3", "qnets-W4A4", "qnets-W3A3", "qnets-W2A2", "qnets-W1A2",
+           "qnets-keras3-W3", "qnets-keras3-W3A3", "qnets-keras3-W2A2")
 DEFAULT_METHODS = ("float", "tfmot-8bit", "tfmot-W4A4", "tfmot-W3A3", "tfmot-W2A2",
                    "qkeras-W4A4", "qkeras-W3A3", "qkeras-W2A2", "qnets-W3", "qnets-W4A4",
-                   "qnets-W3A3", "qnets-W2A2")
+                   "qnets-W3A3", "qnets-W2A2", "qnets-keras3-W3", "qnets-keras3-W3A3",
+                   "qnets-keras3-W2A2")
 _QNETS = re.compile(r"^qnets-W(\d)(?:A(\d))?$")
 _TFMOT_NBIT = re.compile(r"^tfmot-W(\d)A(\d)$")
 _QKERAS = re.compile(r"^qkeras-W(\d)A(\d)$")
+_KERAS3 = re.compile(r"^qnets-keras3-(W\d(?:A\d)?)$")
 # quantized_relu(bits, integer): integer bits of the activation range [0, 2**integer).
 QKERAS_RELU_INTEGERS = (0, 1)
 RECALIBRATION_IMAGES = 4096
@@ -357,10 +371,47 @@ def run_qkeras(method, float_net, train, test, args, label):
     return {"init": best[2], "keras": best[0], "seconds": best[3], "note": note}
 
 
+def run_keras3(method, float_net, args, arch):
+    """One ``qnets-keras3-*`` row, measured by ``benchmarks/accuracy_keras3.py`` in a JAX process."""
+    weights = os.path.join(args.output_dir, f"{arch}_float_weights.npz")
+    np.savez(weights, *float_net.get_weights())
+    row_path = os.path.join(args.output_dir, f"{arch}_{method}.json")
+    if os.path.exists(row_path):
+        os.remove(row_path)
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "accuracy_keras3.py"),
+               "--method", _KERAS3.match(method).group(1), "--arch", arch,
+               "--float-weights", weights, "--row", row_path,
+               "--tflite", os.path.join(args.output_dir, f"{arch}_{method}.tflite"),
+               "--width", str(args.width), "--resnet-width", str(args.resnet_width),
+               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+               "--learning-rate", str(args.learning_rate), "--lr-schedule", args.lr_schedule,
+               "--temperature-base", str(args.temperature_base), "--first-last", args.first_last,
+               "--recalibration-check", str(int(args.recalibration_check)),
+               "--seed", str(args.seed)]
+    subset = args.subset or ((2000, 1000) if args.quick else None)
+    if subset:
+        command += ["--subset", str(subset[0]), str(subset[1])]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    finished = subprocess.run(command, env=env)
+    if finished.returncode != 0 or not os.path.exists(row_path):
+        return {"arch": arch, "method": method, "init": None, "keras": None, "recal": None,
+                "tflite": None, "bytes": None, "seconds_per_epoch": None,
+                "note": f"the Keras 3 process failed (exit code {finished.returncode}); "
+                        "its output is above in the log"}
+    with open(row_path) as file:
+        return json.load(file)
+
+
 def run_method(method, float_net, train, test, args, arch="vgg"):
     start = time.perf_counter()
     label = f"{arch} {method}"
     init_acc, recal_acc, seconds, notes = None, None, None, []
+    if _KERAS3.match(method):
+        return run_keras3(method, float_net, args, arch)
     if method.startswith("qkeras"):
         result = run_qkeras(method, float_net, train, test, args, label)
         seconds = float(np.median(result["seconds"])) if result["seconds"] else None
@@ -408,6 +459,9 @@ def bits_of(method):
         return "32/32"
     if method == "tfmot-8bit":
         return "8/8"
+    keras3 = _KERAS3.match(method)
+    if keras3:
+        return bits_of(f"qnets-{keras3.group(1)}")
     match = _QNETS.match(method) or _TFMOT_NBIT.match(method) or _QKERAS.match(method)
     w_bits, a_bits = match.groups()
     return f"{w_bits}/{a_bits or 32}"
@@ -509,7 +563,7 @@ def _qkeras_version():
 
 def target_lines(rows):
     """The targets of one architecture, each stated with the measured figures (only those measurable)."""
-    acc = {row["method"]: row["keras"] for row in rows}
+    acc = {row["method"]: row["keras"] for row in rows if row["keras"] is not None}
     lines = []
     slack = 1e-4   # points: accuracies come as float32 multiples of 1/N; compare what is printed
 
@@ -542,6 +596,13 @@ def target_lines(rows):
     if all(value is not None for value in ladder):
         lines.append(f"- qnets W4A4 >= W3A3 >= W2A2: {100 * ladder[0]:.2f}% >= {100 * ladder[1]:.2f}% "
                      f">= {100 * ladder[2]:.2f}% -> {verdict(ladder[0] >= ladder[1] >= ladder[2])}")
+    keras3 = [(_KERAS3.match(method).group(1), value) for method, value in acc.items()
+              if _KERAS3.match(method) and f"qnets-{_KERAS3.match(method).group(1)}" in acc]
+    if keras3:
+        figures = ", ".join(f"{bits} {100 * value:.2f}% vs {100 * acc[f'qnets-{bits}']:.2f}% "
+                            f"({100 * (value - acc[f'qnets-{bits}']):+.2f})" for bits, value in keras3)
+        lines.append(f"- Keras 3 (JAX) against Keras 2, same float weights and recipe: {figures} "
+                     "(a comparison, not a target)")
     if "float" in acc and "qnets-W3A3" in acc:
         gap = 100 * (acc["float"] - acc["qnets-W3A3"])
         lines.append(f"- qnets-W3A3 within 1 point of float: {gap:+.2f} points below "

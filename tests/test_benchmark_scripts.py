@@ -91,7 +91,8 @@ def test_accuracy_default_methods_and_quick_settings():
     args = accuracy.parse_args([])
     assert args.methods == ["float", "tfmot-8bit", "tfmot-W4A4", "tfmot-W3A3", "tfmot-W2A2",
                             "qkeras-W4A4", "qkeras-W3A3", "qkeras-W2A2", "qnets-W3", "qnets-W4A4",
-                            "qnets-W3A3", "qnets-W2A2"]
+                            "qnets-W3A3", "qnets-W2A2", "qnets-keras3-W3", "qnets-keras3-W3A3",
+                            "qnets-keras3-W2A2"]
     assert (args.archs, args.float_epochs, args.epochs) == (["vgg", "resnet"], 15, 4)
     assert args.markdown.endswith(os.path.join("docs", "benchmarks.md"))
     kept = accuracy.parse_args(["--methods", "qnets-W1", "qnets-W2", "qnets-W1A2"])
@@ -205,11 +206,11 @@ def test_accuracy_quick_run_of_qkeras_and_tf_qnets_on_the_resnet(tmp_path):
     markdown_path.write_text("# Benchmarks\n\nkept\n")
     rows = accuracy.main(["--quick", "--subset", "256", "256", "--float-epochs", "1",
                           "--resnet-width", "8", "--archs", "resnet",
-                          "--methods", "qkeras-W2A2", "qnets-W2A2",
+                          "--methods", "qkeras-W2A2", "qnets-W2A2", "qnets-keras3-W2A2",
                           "--output-dir", str(tmp_path / "out"), "--markdown", str(markdown_path)])
-    assert [(row["arch"], row["method"]) for row in rows] == [("resnet", "qkeras-W2A2"),
-                                                               ("resnet", "qnets-W2A2")]
-    qkeras_row, qnets_row = rows
+    assert [(row["arch"], row["method"]) for row in rows] == [
+        ("resnet", "qkeras-W2A2"), ("resnet", "qnets-W2A2"), ("resnet", "qnets-keras3-W2A2")]
+    qkeras_row, qnets_row, keras3_row = rows
     assert qkeras_row["recal"] is None and qkeras_row["tflite"] is None
     assert "QKeras has no integer TFLite path" in qkeras_row["note"]
     assert "quantized_relu integer=" in qkeras_row["note"]
@@ -231,6 +232,15 @@ def test_accuracy_quick_run_of_qkeras_and_tf_qnets_on_the_resnet(tmp_path):
     assert "- qnets-W2A2 above qkeras-W2A2: " in text
     assert "recalibrate_batch_norm figure: qnets-W2A2 " in text
     assert "Partial" not in text
+    # the Keras 3 row: measured in a JAX process from the same float weights, exported, in the table
+    assert keras3_row["note"].startswith("Keras 3 ") and " on jax, same float weights" in keras3_row["note"]
+    assert "TFLite:" not in keras3_row["note"] and keras3_row["bytes"] > 0
+    assert 0.0 <= keras3_row["recal"] <= 1.0 and 0.0 <= keras3_row["tflite"] <= 1.0
+    assert (tmp_path / "out" / "resnet_qnets-keras3-W2A2.tflite").exists()
+    assert (f"| qnets-keras3-W2A2 | 2/2 | {100 * keras3_row['init']:.2f}% "
+            f"| {100 * keras3_row['keras']:.2f}% | {100 * keras3_row['recal']:.2f}% "
+            f"| {100 * keras3_row['tflite']:.2f}% |") in text
+    assert "- Keras 3 (JAX) against Keras 2, same float weights and recipe: W2A2 " in text
 
 
 def test_speed_summary_reports_each_target_from_the_fastest_configuration():

@@ -30,9 +30,16 @@ def test_every_accepted_form_gives_the_same_inputs(model, form):
     assert all(len(batch) <= 32 for batch in batches)
 
 
+def test_empty_batches_are_dropped(model):
+    x = _x()
+    batches = calibration_batches([x[:32], x[32:32], x[32:40], x[len(x):]], model)
+    assert [len(batch) for batch in batches] == [32, 8]    # a slice past the end adds nothing
+
+
 @pytest.mark.parametrize("data, error, match", [
     (np.zeros((0, 5), "float32"), ValueError, "is empty"),
     ([], ValueError, "is empty"),
+    ([np.zeros((0, 5), "float32")] * 2, ValueError, "is empty"),
     (np.zeros((4, 6), "float32"), ValueError, r"expects inputs of shape \(None, 5\)"),
     (np.array([["a"] * 5]), TypeError, "numeric"),
     ({"x": np.zeros((4, 5))}, TypeError, "NumPy array of inputs"),

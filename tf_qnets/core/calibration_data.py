@@ -148,7 +148,8 @@ def input_batches(data, specs, argument="calibration_data", max_batches=None):
         raise TypeError(
             f"`{argument}` must be a NumPy array of inputs{several}, an (x, y) tuple, or an "
             f"iterable of input batches (or (x, y) batches); got {type(data).__name__}.")
-    if not batches or sum(batch_length(batch) for batch in batches) == 0:
+    batches = [batch for batch in batches if batch_length(batch) > 0]   # e.g. a slice past the end
+    if not batches:
         raise ValueError(f"`{argument}` is empty; give a few batches of typical inputs.")
     _check_shapes(batches, specs, argument)
     return batches
