@@ -36,6 +36,12 @@ more (weights, optimizer state, batch and every activation/gradient kept for the
 backward pass). The process peak RSS (``VmHWM``, whole process incl. the TensorFlow
 runtime and XLA compiler) is printed too.
 
+Keras 3 (unless ``--keras3-backends ''``): ``float``, ``W3A3`` and ``W3A8`` (``--keras3-configs``)
+of the same CNN built with Keras 3, under JAX and under TensorFlow, each backend in its own
+process, measured as ``benchmarks/keras3_train_speed.py`` measures them (XLA, plain ``fit``
+epochs interleaved; ratios to the same backend's float step); their table is part of the
+section this run writes.
+
 Profile (unless ``--no-profile``): ``benchmarks/step_profile.py`` on the float and
 W3A3 steps (no jit): where the time over the float step goes.
 
@@ -294,6 +300,44 @@ def write_docs(path, text):
         f.write(before + text.rstrip("\n") + "\n" + ("\n" + after if after else ""))
 
 
+def keras3_arguments(args, parser):
+    """The ``keras3_train_speed`` settings for ``--keras3-*`` (None when no backend is asked)."""
+    import keras3_train_speed
+
+    backends = [b.strip() for b in args.keras3_backends.split(",") if b.strip()]
+    if not backends:
+        return None
+    argv = ["--backends", ",".join(backends), "--configs", args.keras3_configs,
+            "--rounds", str(args.keras3_rounds), "--batch-size", str(BATCH),
+            "--temperature", str(args.temperature), "--markdown", ""]
+    try:
+        return keras3_train_speed.parse_args(argv)
+    except SystemExit:
+        parser.error(f"--keras3-backends/--keras3-configs: see the message above "
+                     f"(backends {', '.join(keras3_train_speed.BACKENDS)}; configs float, "
+                     "W<bits>, W<bits>A<bits>)")
+
+
+def measure_keras3(keras3_args):
+    """The Keras 3 subsection: one process per backend (keras3_train_speed), or None."""
+    if keras3_args is None:
+        return None
+    import keras3_train_speed
+
+    results = [keras3_train_speed.run_backend(backend, keras3_args)
+               for backend in keras3_args.backends]
+    names = keras3_args.configs.split(",")
+    return "\n".join([
+        f"### Keras 3 (keras {results[0]['keras']}), same model and batch", "",
+        f"`benchmarks/keras3_train_speed.py`'s measurement in this run: each backend in its own "
+        f"process, `jit_compile=True`, plain `fit` epochs of {keras3_args.steps} batches "
+        f"(one step: an epoch's wall time over its batches, `fit`'s own work included), medians "
+        f"of {keras3_args.rounds} interleaved epochs; ratios are to the same backend's float "
+        "step.", "",
+        keras3_train_speed.table(results, names), "",
+        keras3_train_speed.verdicts(results)])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9, help="timed steps per configuration")
@@ -305,6 +349,12 @@ def main():
                         help="configurations whose peak memory is measured")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     parser.add_argument("--no-profile", action="store_true", help="skip the step profile")
+    parser.add_argument("--keras3-backends", default="jax,tensorflow",
+                        help="Keras 3 backends to measure ('' to skip): jax, tensorflow")
+    parser.add_argument("--keras3-configs", default="float,W3A3,W3A8",
+                        help="Keras 3 configurations (float is always run)")
+    parser.add_argument("--keras3-rounds", type=int, default=7,
+                        help="timed fit epochs per Keras 3 configuration")
     parser.add_argument("--write", metavar="MARKDOWN", help="write the section into this file")
     parser.add_argument("--memory-child", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
@@ -320,12 +370,14 @@ def main():
     for needed in ("float", "tfmot8", "W3A2", "W3A3", "W3A8"):
         if needed not in names:
             names.insert(0, needed) if needed == "float" else names.append(needed)
+    keras3_args = keras3_arguments(args, parser)
     command = "TF_CPP_MIN_LOG_LEVEL=2 python " + " ".join(
         ["benchmarks/train_speed.py"] + sys.argv[1:])
     load_before = os.getloadavg()
     times = measure_time(names, args.rounds, args.warmup, args.temperature)
     memory = None if args.no_memory else measure_memory(memory_names, args.temperature)
     profile = None if args.no_profile else measure_profile(args.temperature)
+    keras3 = measure_keras3(keras3_args)
     load_after = os.getloadavg()
     import tensorflow as tf
 
@@ -339,7 +391,7 @@ def main():
         f"{args.warmup} warm-up steps. Ratios are to the float step without jit_compile.", "",
         table(names, times, memory), "",
         summary(times, memory), "",
-    ] + ([] if profile is None else [
+    ] + ([] if keras3 is None else [keras3, ""]) + ([] if profile is None else [
         "### Where the W3A3 step's time goes", "",
         "`benchmarks/step_profile.py` in the same run: the TensorFlow profiler over 5 "
         "steps of each model (no jit), ops summed by kind in thread-milliseconds per step "

@@ -468,3 +468,36 @@ def test_keras3_train_speed_parses_configs_and_reports_ratios_and_verdicts(tmp_p
     markdown_block.replace_block(str(markdown), bench.BLOCK, text)
     written = markdown.read_text()
     assert "kept" in written and written.count(f"<!-- {bench.BLOCK}:begin -->") == 1
+
+
+def test_train_speed_measures_keras3_configurations_in_the_same_run(monkeypatch, capsys):
+    """train_speed.py's Keras 3 part: its settings, one keras3_train_speed process per backend,
+    and the subsection it adds (the timing itself: tests/keras3/test_k3_train_speed_benchmark.py)."""
+    import keras3_train_speed
+
+    parser = argparse.ArgumentParser()
+    defaults = argparse.Namespace(keras3_backends="jax,tensorflow", keras3_configs="float,W3A3,W3A8",
+                                  keras3_rounds=7, temperature=10.0)
+    keras3_args = train_speed.keras3_arguments(defaults, parser)
+    assert keras3_args.backends == ["jax", "tensorflow"] and keras3_args.configs == "float,W3A3,W3A8"
+    assert (keras3_args.batch_size, keras3_args.rounds) == (train_speed.BATCH, 7)
+    assert train_speed.keras3_arguments(argparse.Namespace(**{**vars(defaults), "keras3_backends": ""}),
+                                        parser) is None
+    with pytest.raises(SystemExit):
+        train_speed.keras3_arguments(
+            argparse.Namespace(**{**vars(defaults), "keras3_backends": "torch"}), parser)
+    assert "--keras3-backends/--keras3-configs" in capsys.readouterr().err
+    asked = []
+
+    def fake_run_backend(backend, args):
+        asked.append((backend, args.configs))
+        return {"backend": backend, "keras": "3.x",
+                "seconds": {"float": 0.1, "W3A3": 0.13, "W3A8": 0.14}}
+
+    monkeypatch.setattr(keras3_train_speed, "run_backend", fake_run_backend)
+    text = train_speed.measure_keras3(keras3_args)
+    assert asked == [("jax", "float,W3A3,W3A8"), ("tensorflow", "float,W3A3,W3A8")]
+    assert text.startswith("### Keras 3 (keras 3.x), same model and batch")
+    assert "| jax | W3A3 | 130.0 | 1.30 |" in text and "| tensorflow | W3A8 | 140.0 | 1.40 |" in text
+    assert "- jax: W3A3 / float = 1.30 (target <= 1.5): met" in text
+    assert train_speed.measure_keras3(None) is None
