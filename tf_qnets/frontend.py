@@ -19,6 +19,8 @@ import json
 import os
 import zipfile
 
+from tf_qnets.core.keras_version import is_keras3_object
+
 __all__ = [
     "count_quantizers",
     "get_temperatures",
@@ -33,12 +35,6 @@ __all__ = [
     "set_temperature",
     "summary",
 ]
-
-
-def is_keras3_object(obj):
-    """True for an object of Keras 3 (the ``keras`` package), False for ``tf_keras`` and others."""
-    module = type(obj).__module__ or ""
-    return module == "keras" or module.startswith("keras.")
 
 
 def path_of(model):

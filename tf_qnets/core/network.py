@@ -118,10 +118,6 @@ class NetworkDescription:
         self.framework = framework
         self.node_by_name = {node.layer.name: node for node in self.nodes}
 
-    @property
-    def layers(self):
-        return [node.layer for node in self.nodes]
-
 
 def portable_config(config):
     """``config`` without the keys that only matter for training (initializers, regularizers,

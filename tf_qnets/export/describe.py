@@ -14,13 +14,9 @@ Example::
     [node.layer.name for node in network.nodes]
 """
 
-__all__ = ["describe", "is_keras3_model"]
+from tf_qnets.core.keras_version import is_keras3_object
 
-
-def is_keras3_model(model):
-    """True for an object of Keras 3 (the ``keras`` package), False for tf_keras and others."""
-    module = type(model).__module__ or ""
-    return module == "keras" or module.startswith("keras.")
+__all__ = ["describe"]
 
 
 def _check_one_input_one_output(network, argument):
@@ -35,7 +31,7 @@ def describe(qat_model, argument="qat_model"):
     """``(NetworkDescription, native layers)`` of a QAT model; ``native`` maps layer names to
     TensorFlow layers export may call as they are (a Keras 2 model's own layers; empty for
     Keras 3, whose layers may compute in JAX)."""
-    if is_keras3_model(qat_model):
+    if is_keras3_object(qat_model):
         # imported here: a Keras 2 export never loads Keras 3
         from tf_qnets.keras3.describe_network import describe_network as describe_keras3
 

@@ -97,6 +97,3 @@ def affine_factors(layer):
     return None
 
 
-def output_quantizer(layer):
-    """The layer's trained output quantizer description, or None."""
-    return layer.output_quantizer

@@ -11,6 +11,8 @@ Every module of the Keras 2 path imports ``keras`` and ``tf`` from here.
 import tensorflow as tf
 import tf_keras as keras
 
+from tf_qnets.core.keras_version import is_keras3_object
+
 __all__ = ["keras", "tf", "require_keras2_model"]
 
 _KERAS3_HINT = (
@@ -25,16 +27,11 @@ _KERAS3_HINT = (
 )
 
 
-def _is_keras3_object(obj):
-    module = type(obj).__module__ or ""
-    return module.startswith("keras.") or module == "keras"
-
-
 def require_keras2_model(model, argument="model"):
     """Raise a clear ``TypeError`` unless ``model`` is a tf_keras (Keras 2) model."""
     if isinstance(model, keras.Model):
         return model
-    if _is_keras3_object(model):
+    if is_keras3_object(model):
         raise TypeError(
             f"`{argument}` is a Keras 3 model ({type(model).__module__}.{type(model).__name__}). "
             + _KERAS3_HINT
