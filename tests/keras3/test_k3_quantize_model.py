@@ -188,8 +188,10 @@ def test_mixed_float16_trains_and_evaluates():
         x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
         y = (x[:, 0] > 0).astype("int32")
         qat = quantize_model(model, 3, 4, calibration_data=x, verbose=0)
+        # XLA under JAX; TensorFlow's XLA compile of the float16 window branches alone took
+        # 30 s, and jit_compile=True under TensorFlow is covered by the residual test above
         qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                    jit_compile=True)
+                    jit_compile=keras.backend.backend() == "jax")
         history = qat.fit(x, y, epochs=1, batch_size=16, verbose=0,
                           callbacks=[TemperatureScheduler(base=10)])
         assert np.isfinite(history.history["loss"][0])
