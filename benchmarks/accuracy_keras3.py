@@ -27,8 +27,11 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import numpy as np  # noqa: E402
+
+from keras3_vs_keras2 import load_data  # noqa: E402  (Fashion-MNIST, --data-dir and --subset)
 
 RECALIBRATION_IMAGES = 4096      # as accuracy.py
 CALIBRATION_IMAGES, CALIBRATION_BATCH = 1024, 128
@@ -64,19 +67,6 @@ def parse_args(argv=None):
     if args.temperature_base != "auto":
         args.temperature_base = float(args.temperature_base)
     return args
-
-
-def load(args):
-    from fashion_mnist_model import preprocess
-
-    from tf_qnets.datasets import load_fashion_mnist
-
-    (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data_dir)
-    if args.subset:
-        x_train, y_train = x_train[:args.subset[0]], y_train[:args.subset[0]]
-        x_test, y_test = x_test[:args.subset[1]], y_test[:args.subset[1]]
-    return ((preprocess(x_train), y_train.astype("int32")),
-            (preprocess(x_test), y_test.astype("int32")))
 
 
 def float_model(args, keras):
@@ -119,7 +109,7 @@ def run(args):
         raise SystemExit(f"run with KERAS_BACKEND=jax (this process: {keras.backend.backend()})")
     start = time.perf_counter()
     label = f"{args.arch} qnets-keras3-{args.method}"
-    train, test = load(args)
+    train, test = load_data(args)
     float_net = float_model(args, keras)
     float_net.compile(metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
