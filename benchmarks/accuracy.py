@@ -659,8 +659,9 @@ def previous_rows(path, args):
             name = line[2:].split(": ", 1)[0]
             notes[(arch, name)] = line[2:].split(": ", 1)[1]
     for row in rows:
-        kept = notes.get((row["arch"], row["method"]), "")
-        row["note"] = "; ".join(filter(None, [kept, _REUSED]))
+        kept = [part for part in notes.get((row["arch"], row["method"]), "").split("; ")
+                if part and part != _REUSED]      # reused once more: said once
+        row["note"] = "; ".join(kept + [_REUSED])
     return rows
 
 

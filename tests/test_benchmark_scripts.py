@@ -377,6 +377,9 @@ def test_accuracy_reuse_rows_keeps_the_methods_not_run_and_says_so(tmp_path):
     assert "| float | 32/32 | - | 92.60% |" in text and "| qkeras-W2A2 | 2/2 | 29.76% | 90.04% |" in text
     assert "- qkeras-W2A2: range [0, 2) won; reused from the previous run of this table" in text
     assert "were not measured by this command" in text and "Partial" not in text
+    accuracy.write_markdown(str(path), text)          # reused once more: the note says it once
+    again = accuracy.previous_rows(str(path), rerun)
+    assert again[0]["note"] == "range [0, 2) won; reused from the previous run of this table"
 
 
 def test_export_zoo_runs_a_tiny_model_and_writes_its_table(tmp_path):
