@@ -146,9 +146,14 @@ def parse_args(argv=None):
     return args
 
 
+def subset_of(args):
+    """``(train, test)`` image counts to keep, or None for the whole data."""
+    return args.subset or ((2000, 1000) if args.quick else None)
+
+
 def load(args):
     (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data_dir)
-    subset = args.subset or ((2000, 1000) if args.quick else None)
+    subset = subset_of(args)
     if subset:
         x_train, y_train, x_test, y_test = (x_train[:subset[0]], y_train[:subset[0]],
                                             x_test[:subset[1]], y_test[:subset[1]])
@@ -388,7 +393,7 @@ def run_keras3(method, float_net, args, arch):
                "--temperature-base", str(args.temperature_base), "--first-last", args.first_last,
                "--recalibration-check", str(int(args.recalibration_check)),
                "--seed", str(args.seed)]
-    subset = args.subset or ((2000, 1000) if args.quick else None)
+    subset = subset_of(args)
     if subset:
         command += ["--subset", str(subset[0]), str(subset[1])]
     if args.data_dir:
@@ -596,8 +601,9 @@ def target_lines(rows):
     if all(value is not None for value in ladder):
         lines.append(f"- qnets W4A4 >= W3A3 >= W2A2: {100 * ladder[0]:.2f}% >= {100 * ladder[1]:.2f}% "
                      f">= {100 * ladder[2]:.2f}% -> {verdict(ladder[0] >= ladder[1] >= ladder[2])}")
-    keras3 = [(_KERAS3.match(method).group(1), value) for method, value in acc.items()
-              if _KERAS3.match(method) and f"qnets-{_KERAS3.match(method).group(1)}" in acc]
+    matches = [(_KERAS3.match(method), value) for method, value in acc.items()]
+    keras3 = [(match.group(1), value) for match, value in matches
+              if match and f"qnets-{match.group(1)}" in acc]
     if keras3:
         figures = ", ".join(f"{bits} {100 * value:.2f}% vs {100 * acc[f'qnets-{bits}']:.2f}% "
                             f"({100 * (value - acc[f'qnets-{bits}']):+.2f})" for bits, value in keras3)
