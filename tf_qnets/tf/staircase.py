@@ -614,6 +614,19 @@ class _Kernels:
 
 
 _KERNELS = {}
+_HARD_KERNELS = {}
+
+
+def _hard_kernel(levels, implementation):
+    """:func:`hard_staircase` for ``levels``, XLA-compiled on its own for ``"xla"``."""
+    key = (levels.levels, implementation)
+    if key not in _HARD_KERNELS:
+        def hard(x, alpha, beta, thresholds):
+            return hard_staircase(x, alpha, beta, thresholds, levels)
+
+        _HARD_KERNELS[key] = (tf.function(hard, jit_compile=True, autograph=False)
+                              if implementation == "xla" else hard)
+    return _HARD_KERNELS[key]
 
 
 def _backward_temperatures(gradient, temperature):
@@ -705,9 +718,15 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
     def forward(x, alpha, beta, thresholds, temperature):
         if hard_forward_from is None:
             return soft_forward(x, alpha, beta, thresholds, temperature)
+        # The hard branch is one compiled kernel, as the soft one is: written as plain
+        # TensorFlow ops inside the conditional, it more than doubled the peak memory of
+        # training without jit_compile (benchmarks/train_speed.py: W3A3 290 MiB against
+        # 130 MiB; tests/test_staircase_memory.py), although training at T < 100 never runs it.
+        x, alpha, beta, thresholds, temperature = [
+            tf.stop_gradient(a) for a in (x, alpha, beta, thresholds, temperature)]
         return tf.cond(
             temperature >= tf.constant(hard_forward_from, dtype),
-            lambda: hard_staircase(x, alpha, beta, thresholds, levels),
+            lambda: _hard_kernel(levels, implementation)(x, alpha, beta, thresholds),
             lambda: soft_forward(x, alpha, beta, thresholds, temperature))
 
     @tf.custom_gradient
