@@ -720,8 +720,8 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
             return soft_forward(x, alpha, beta, thresholds, temperature)
         # The hard branch is one compiled kernel, as the soft one is: written as plain
         # TensorFlow ops inside the conditional, it more than doubled the peak memory of
-        # training without jit_compile (benchmarks/train_speed.py: W3A3 290 MiB against
-        # 130 MiB; tests/test_staircase_memory.py), although training at T < 100 never runs it.
+        # training without jit_compile (benchmarks/train_speed.py: W3A3 285 MiB against
+        # 118 MiB; tests/test_staircase_memory.py), although training at T < 100 never runs it.
         x, alpha, beta, thresholds, temperature = [
             tf.stop_gradient(a) for a in (x, alpha, beta, thresholds, temperature)]
         return tf.cond(
