@@ -121,3 +121,43 @@ def test_the_staircase_after_a_residual_add_is_the_add_s_own_requantization(tmp_
     ops = {name for name, _, _ in report.ops}
     assert "ADD" in ops and not ops & {"RELU", "MINIMUM", "MAXIMUM"}, ops
     assert report.verification.agreement >= 0.9
+
+
+def test_a_low_bit_kernel_with_an_int8_output_keeps_its_bias_to_well_under_one_output_step(
+        tmp_path):
+    """A linear conv-BN before a residual Add (not a staircase: nothing aligns its bias).
+    Ternary codes read from a 2-bit staircase make the accumulator unit (input scale times
+    weight scale) coarse; stored as 127 * code, the kernel is the same and the int32 bias is
+    127 times closer to the folded one. Before, its rounding moved the int8 output by more
+    than one step."""
+    from tf_qnets.runtime import load_interpreter
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c0")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="c2")(x)
+    y = keras.layers.BatchNormalization(name="bn2")(y)
+    x = keras.layers.ReLU(name="out")(keras.layers.Add(name="add")([x, y]))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+    data = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3)).astype("float32") / 255.0
+    qat = tf_qnets.quantize_model(model, w_bits=2, a_bits=2, calibration_data=data,
+                                  first_last="int8", verbose=0)
+    path = str(tmp_path / "res.tflite")
+    tf_qnets.export_tflite(qat, path, data[:32])
+    interpreter = load_interpreter(path)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"
+             and "quant_c2/" in details[op["inputs"][1]]["name"]]
+    assert len(convs) == 1, [details[i]["name"] for i in details]
+    _, weight_index, bias_index = convs[0]["inputs"]
+    codes = interpreter.get_tensor(weight_index)
+    assert set(np.unique(np.abs(codes))) <= {0, 127}, np.unique(codes)
+    bias = interpreter.get_tensor(bias_index) * details[bias_index]["quantization_parameters"]["scales"]
+    bn = [layer for layer in qat.layers if layer.name.endswith("bn2")][0]
+    bn = getattr(bn, "layer", bn)
+    factor = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    folded = bn.beta.numpy() - bn.moving_mean.numpy() * factor
+    output_step = details[convs[0]["outputs"][0]]["quantization"][0]
+    assert np.max(np.abs(bias - folded)) < 0.05 * output_step, (bias, folded, output_step)

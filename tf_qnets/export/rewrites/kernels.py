@@ -69,6 +69,14 @@ class Kernels:
 
     def emit(self, node, values, context):
         layer = node.layer
+        pinned = pinned_kernel(context, layer.name)
+        if context.tracing and pinned.levels is not None and pinned.num_bits == 8:
+            # Low-bit codes stored in int8 as k * code: the same kernel with a k times finer
+            # weight scale, so the int32 bias (rounded to one accumulator unit, input scale
+            # times weight scale) is k times closer to the trained one. With ternary weights
+            # read from a 2-bit staircase the plain unit is about 0.1, more than one int8
+            # step of a linear output (a residual branch before its Add).
+            context.pinned_overrides[layer.name] = finer_codes(pinned)
         x = emit_kernel(context, layer, values[node.flat_input_ids[0]])
         x = emit_activation(context, layer, x)
         return context.output(layer, x, calibrate=calibrates_output(context.plan, layer.name))
