@@ -99,21 +99,31 @@ def test_a_plan_without_a_claim_for_some_node_is_a_bug(qat, monkeypatch):
         plan_module.make_plan(describe(model)[0])
 
 
-def test_the_staircase_after_a_residual_add_is_the_add_s_own_requantization(tmp_path):
-    """ResNet block output: ReLU(Add(shortcut, conv-BN)) with a staircase. The ADD rounds the
-    sum once, straight to the staircase codes (fused ReLU, saturating range): no RELU,
-    MINIMUM or calibrated range for the sum."""
+def quantized_residual_block(channels, relu_convs, bits):
+    """``relu_convs`` ReLU convolutions, then ReLU(Add(x, BN(linear conv "branch"(x)))), GAP
+    and a Dense, quantized at W``bits``A``bits``; returns it with its calibration data."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c0")(inputs)
-    y = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="c1")(x)
-    y = keras.layers.BatchNormalization(name="bn1")(y)
+    x = inputs
+    for index in range(relu_convs):
+        x = keras.layers.Conv2D(channels, 3, padding="same", activation="relu",
+                                name=f"c{index}")(x)
+    y = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name="branch")(x)
+    y = keras.layers.BatchNormalization(name="branch_bn")(y)
     x = keras.layers.ReLU(name="out")(keras.layers.Add(name="add")([x, y]))
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
     data = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3)).astype("float32") / 255.0
-    qat = tf_qnets.quantize_model(model, w_bits=4, a_bits=4, calibration_data=data,
+    qat = tf_qnets.quantize_model(model, w_bits=bits, a_bits=bits, calibration_data=data,
                                   first_last="int8", verbose=0)
+    return qat, data
+
+
+def test_the_staircase_after_a_residual_add_is_the_add_s_own_requantization(tmp_path):
+    """ResNet block output: ReLU(Add(shortcut, conv-BN)) with a staircase. The ADD rounds the
+    sum once, straight to the staircase codes (fused ReLU, saturating range): no RELU,
+    MINIMUM or calibrated range for the sum."""
+    qat, data = quantized_residual_block(4, relu_convs=1, bits=4)
     plan = plan_module.make_plan(describe(qat)[0])
     assert plan.claims["add"].name == plan.claims["quant_out"].name == "add staircase"
     report = tf_qnets.export_tflite(qat, str(tmp_path / "res.tflite"), data[:32],
@@ -132,30 +142,19 @@ def test_a_low_bit_kernel_with_an_int8_output_keeps_its_bias_to_well_under_one_o
     than one step."""
     from tf_qnets.runtime import load_interpreter
 
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c0")(inputs)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(x)
-    y = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="c2")(x)
-    y = keras.layers.BatchNormalization(name="bn2")(y)
-    x = keras.layers.ReLU(name="out")(keras.layers.Add(name="add")([x, y]))
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
-    data = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3)).astype("float32") / 255.0
-    qat = tf_qnets.quantize_model(model, w_bits=2, a_bits=2, calibration_data=data,
-                                  first_last="int8", verbose=0)
+    qat, data = quantized_residual_block(8, relu_convs=2, bits=2)
     path = str(tmp_path / "res.tflite")
     tf_qnets.export_tflite(qat, path, data[:32])
     interpreter = load_interpreter(path)
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"
-             and "quant_c2/" in details[op["inputs"][1]]["name"]]
+             and "quant_branch/" in details[op["inputs"][1]]["name"]]
     assert len(convs) == 1, [details[i]["name"] for i in details]
     _, weight_index, bias_index = convs[0]["inputs"]
     codes = interpreter.get_tensor(weight_index)
     assert set(np.unique(np.abs(codes))) <= {0, 127}, np.unique(codes)
     bias = interpreter.get_tensor(bias_index) * details[bias_index]["quantization_parameters"]["scales"]
-    bn = [layer for layer in qat.layers if layer.name.endswith("bn2")][0]
+    bn = [layer for layer in qat.layers if layer.name.endswith("branch_bn")][0]
     bn = getattr(bn, "layer", bn)
     factor = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
     folded = bn.beta.numpy() - bn.moving_mean.numpy() * factor
