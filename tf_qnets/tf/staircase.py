@@ -566,12 +566,18 @@ def _threshold_gradient_kernel(levels, implementation):
         def gradient(x, upstream, beta, thresholds, slope_temperature):
             return _threshold_gradient(x, upstream, beta, thresholds, slope_temperature, levels)
 
-        if implementation == "xla":
-            compiled = tf.function(gradient, jit_compile=True, autograph=False)
-            _THRESHOLD_GRADIENTS[key] = lambda *args: compiled(*[tf.stop_gradient(a) for a in args])
-        else:
-            _THRESHOLD_GRADIENTS[key] = gradient
+        _THRESHOLD_GRADIENTS[key] = _compiled_alone(gradient, implementation)
     return _THRESHOLD_GRADIENTS[key]
+
+
+def _compiled_alone(function, implementation):
+    """``function`` XLA-compiled on its own for ``"xla"`` (else as it is), called on
+    stop_gradient inputs: the custom gradient differentiates, and a recording tape must not
+    ask TensorFlow for a gradient of the compiled function itself."""
+    if implementation != "xla":
+        return function
+    compiled = tf.function(function, jit_compile=True, autograph=False)
+    return lambda *args: compiled(*[tf.stop_gradient(a) for a in args])
 
 
 class _Kernels:
@@ -624,8 +630,7 @@ def _hard_kernel(levels, implementation):
         def hard(x, alpha, beta, thresholds):
             return hard_staircase(x, alpha, beta, thresholds, levels)
 
-        _HARD_KERNELS[key] = (tf.function(hard, jit_compile=True, autograph=False)
-                              if implementation == "xla" else hard)
+        _HARD_KERNELS[key] = _compiled_alone(hard, implementation)
     return _HARD_KERNELS[key]
 
 
@@ -722,6 +727,8 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
         # TensorFlow ops inside the conditional, it more than doubled the peak memory of
         # training without jit_compile (benchmarks/train_speed.py: W3A3 285 MiB against
         # 118 MiB; tests/test_staircase_memory.py), although training at T < 100 never runs it.
+        # The conditional's own inputs are stop_gradient too (the custom gradient
+        # differentiates): else a recording tape keeps one more activation per quantizer.
         x, alpha, beta, thresholds, temperature = [
             tf.stop_gradient(a) for a in (x, alpha, beta, thresholds, temperature)]
         return tf.cond(
