@@ -14,7 +14,13 @@ import pytest
 
 from tf_qnets.keras2.backend import tf
 from tf_qnets.core.levels import LevelSet, activation_levels, weight_levels
-from tf_qnets.tf.staircase import _evenly_spaced, hard_staircase, soft_staircase, soft_staircase_reference
+from tf_qnets.tf.staircase import (
+    _evenly_spaced,
+    hard_staircase,
+    hard_staircase_compiled,
+    soft_staircase,
+    soft_staircase_reference,
+)
 
 CLAMP = 10.0
 
@@ -93,13 +99,19 @@ def test_reference_soft_staircase_matches_numpy(name, rng):
     np.testing.assert_allclose(got, np_soft(x, 0.8, 0.9, b, 7.0, levels), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_hard_staircase_matches_numpy_reference(name, rng):
-    levels, b = CASES[name]
-    x = _inputs(rng, (4, 5, 6)).astype(np.float32)
-    got = hard_staircase(tf.constant(x), 0.25, 1.5, b, LevelSet(levels)).numpy()
+@pytest.mark.parametrize("name", sorted(CASES) + ["act_4bit_uniform"])
+@pytest.mark.parametrize("hard", [hard_staircase, hard_staircase_compiled])
+def test_hard_staircase_matches_numpy_reference(name, hard, rng):
+    if name == "act_4bit_uniform":   # evenly spaced: the arithmetic count
+        levels = tuple(range(16))
+        b = list(np.arange(15) + 0.5)
+    else:
+        levels, b = CASES[name]
+    x = _inputs(rng, (4, 5, 6), scale=2.5 if levels[-1] < 10 else 8.0).astype(np.float32)
+    x.flat[:3] = [np.inf, -np.inf, np.nan]
+    got = hard(tf.constant(x), 0.25, 1.5, b, LevelSet(levels)).numpy()
     # beta * x in float32, as the implementation computes it, decides the comparisons.
-    want = np_hard(np.float32(1.5) * x, 0.25, 1.0, b, levels)
+    want = np.where(np.isnan(x), np.nan, np_hard(np.float32(1.5) * x, 0.25, 1.0, b, levels))
     np.testing.assert_allclose(got, want, rtol=1e-7, atol=0)
 
 

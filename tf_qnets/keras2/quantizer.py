@@ -42,7 +42,12 @@ from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras, tf
 from tf_qnets.keras2.gap import gap_sample, gap_variable, record_gap, records_gap_now
 from tf_qnets.core.plan import ROLES, check_quantizer_options  # noqa: F401  (ROLES re-exported)
-from tf_qnets.tf.staircase import IMPLEMENTATIONS, hard_staircase, soft_staircase
+from tf_qnets.tf.staircase import (
+    IMPLEMENTATIONS,
+    hard_staircase,
+    hard_staircase_compiled,
+    soft_staircase,
+)
 
 __all__ = ["HARD_FORWARD_TEMPERATURE", "QNetsQuantizer", "ROLES"]
 
@@ -121,6 +126,10 @@ class QNetsQuantizer(tfmot.Quantizer):
             if self.gap is not None and records_gap_now():
                 outputs = self._with_gap_recorded(inputs, outputs, alpha, beta, thresholds)
             return outputs
+        if tf.executing_eagerly():
+            # eager (calibration walks the model a layer at a time): one compiled pass
+            return hard_staircase_compiled(inputs, alpha, beta, thresholds, self.levels,
+                                           self.implementation)
         return hard_staircase(inputs, alpha, beta, thresholds, self.levels)
 
     def _with_gap_recorded(self, inputs, outputs, alpha, beta, thresholds):

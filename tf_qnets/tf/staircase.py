@@ -103,6 +103,7 @@ __all__ = [
     "GRADIENTS",
     "IMPLEMENTATIONS",
     "hard_staircase",
+    "hard_staircase_compiled",
     "soft_staircase",
     "soft_staircase_reference",
 ]
@@ -632,6 +633,27 @@ def _hard_kernel(levels, implementation):
 
         _HARD_KERNELS[key] = _compiled_alone(hard, implementation)
     return _HARD_KERNELS[key]
+
+
+def hard_staircase_compiled(x, alpha, beta, thresholds, levels, implementation="xla"):
+    """:func:`hard_staircase` (the same values) as one XLA-compiled pass over ``x`` for
+    ``implementation="xla"``: for eager calls, where each of the dozen elementwise ops of the
+    plain form would be a pass of its own over the tensor (calibration's layer-by-layer
+    walk through a network at 224x224). Not for graphs headed to TFLite (an XLA call is
+    not a TFLite op); ``"graph"`` returns the plain form.
+
+    Example::
+
+        >>> import tensorflow as tf
+        >>> from tf_qnets.core.levels import activation_levels
+        >>> x = tf.constant([-1.0, 0.6, 2.0, 9.0])
+        >>> hard_staircase_compiled(x, 1.0, 1.0, [0.5, 1.5, 2.5], activation_levels(2)).numpy()
+        array([0., 1., 2., 3.], dtype=float32)
+    """
+    x = tf.convert_to_tensor(x)
+    dtype = x.dtype
+    return _hard_kernel(levels, implementation)(
+        x, _as_float(alpha, dtype), _as_float(beta, dtype), _as_float(thresholds, dtype))
 
 
 def _backward_temperatures(gradient, temperature):
