@@ -154,3 +154,18 @@ def test_a_linear_kernel_read_by_an_add_gets_an_int8_output_and_excluded_layers_
     assert isinstance(specs["c2"].output, Int8Spec) and isinstance(specs["add"].output, Int8Spec)
     specs = plan_layers(infos, w_bits=3, a_bits=3, readers=readers, exclude=["add"])
     assert "add" not in specs
+
+
+def test_a_batch_norm_before_every_quantized_layer_keeps_its_float_output():
+    infos = [LayerInfo("input", "InputLayer"),
+             LayerInfo("input_bn", "BatchNormalization", has_weights=True),
+             LayerInfo("c1", "Conv2D", "relu", has_weights=True),
+             LayerInfo("c2", "Conv2D", "linear", has_weights=True),
+             LayerInfo("bn2", "BatchNormalization", has_weights=True),
+             LayerInfo("add", "Add"), LayerInfo("relu", "ReLU"),
+             LayerInfo("fc", "Dense", has_weights=True, is_model_output=True)]
+    readers = {"input": ["input_bn"], "input_bn": ["c1"], "c1": ["c2", "add"], "c2": ["bn2"],
+               "bn2": ["add"], "add": ["relu"], "relu": ["fc"], "fc": []}
+    specs = plan_layers(infos, w_bits=3, a_bits=3, readers=readers)
+    assert "input_bn" not in specs
+    assert isinstance(specs["bn2"].output, Int8Spec)
