@@ -100,3 +100,72 @@ def test_a_nested_model_is_refused_naming_it():
 ])
 def test_output_kind_follows_the_activation(kind, activation, slope, expected):
     assert output_kind(kind, activation, slope) == expected
+
+
+def residual_block():
+    """conv-BN-ReLU, conv-BN (linear) + a projection conv-BN, Add, ReLU; then a linear
+    bottleneck conv-BN read by an Add that the next conv reads (MobileNetV2's pattern)."""
+    infos = [
+        LayerInfo("input", "InputLayer"),
+        LayerInfo("c1", "Conv2D", "linear", has_weights=True),
+        LayerInfo("bn1", "BatchNormalization", has_weights=True),
+        LayerInfo("relu1", "ReLU"),
+        LayerInfo("c2", "Conv2D", "linear", has_weights=True),
+        LayerInfo("bn2", "BatchNormalization", has_weights=True),
+        LayerInfo("proj", "Conv2D", "linear", has_weights=True),
+        LayerInfo("bnp", "BatchNormalization", has_weights=True),
+        LayerInfo("add", "Add"),
+        LayerInfo("relu2", "ReLU"),
+        LayerInfo("c3", "Conv2D", "linear", has_weights=True),
+        LayerInfo("bn3", "BatchNormalization", has_weights=True),
+        LayerInfo("add2", "Add"),
+        LayerInfo("c4", "Conv2D", "relu", has_weights=True),
+        LayerInfo("fc", "Dense", "linear", has_weights=True, is_model_output=True),
+    ]
+    readers = {"input": ["c1", "proj"], "c1": ["bn1"], "bn1": ["relu1"], "relu1": ["c2"],
+               "c2": ["bn2"], "bn2": ["add"], "proj": ["bnp"], "bnp": ["add"],
+               "add": ["relu2"], "relu2": ["c3", "add2"], "c3": ["bn3"], "bn3": ["add2"],
+               "add2": ["c4"], "c4": ["fc"], "fc": []}
+    return infos, readers
+
+
+def test_tensors_an_integer_file_stores_in_int8_get_int8_outputs_when_activations_are_quantized():
+    infos, readers = residual_block()
+    specs = plan_layers(infos, w_bits=3, a_bits=3, readers=readers)
+    int8 = sorted(name for name, spec in specs.items() if isinstance(spec.output, Int8Spec))
+    # bn1 is fused into c1 + relu1; add into relu2's staircase; the kernels fold their BN.
+    assert int8 == ["add2", "bn2", "bn3", "bnp"]
+    assert specs["bn2"].weight is None and specs["add2"].weight is None
+    assert isinstance(specs["relu2"].output, QuantizerSpec)
+
+
+def test_no_int8_outputs_without_activation_quantizers_or_reader_information():
+    infos, readers = residual_block()
+    for specs in (plan_layers(infos, w_bits=3, readers=readers), plan_layers(infos, w_bits=3, a_bits=3)):
+        assert not any(isinstance(spec.output, Int8Spec) for spec in specs.values())
+
+
+def test_a_linear_kernel_read_by_an_add_gets_an_int8_output_and_excluded_layers_stay_float():
+    infos = [LayerInfo("c1", "Conv2D", "relu", has_weights=True),
+             LayerInfo("c2", "Conv2D", "linear", has_weights=True),
+             LayerInfo("add", "Add"), LayerInfo("fc", "Dense", has_weights=True, is_model_output=True)]
+    readers = {"c1": ["c2", "add"], "c2": ["add"], "add": ["fc"]}
+    specs = plan_layers(infos, w_bits=3, a_bits=3, readers=readers)
+    assert isinstance(specs["c2"].output, Int8Spec) and isinstance(specs["add"].output, Int8Spec)
+    specs = plan_layers(infos, w_bits=3, a_bits=3, readers=readers, exclude=["add"])
+    assert "add" not in specs
+
+
+def test_a_batch_norm_before_every_quantized_layer_keeps_its_float_output():
+    infos = [LayerInfo("input", "InputLayer"),
+             LayerInfo("input_bn", "BatchNormalization", has_weights=True),
+             LayerInfo("c1", "Conv2D", "relu", has_weights=True),
+             LayerInfo("c2", "Conv2D", "linear", has_weights=True),
+             LayerInfo("bn2", "BatchNormalization", has_weights=True),
+             LayerInfo("add", "Add"), LayerInfo("relu", "ReLU"),
+             LayerInfo("fc", "Dense", has_weights=True, is_model_output=True)]
+    readers = {"input": ["input_bn"], "input_bn": ["c1"], "c1": ["c2", "add"], "c2": ["bn2"],
+               "bn2": ["add"], "add": ["relu"], "relu": ["fc"], "fc": []}
+    specs = plan_layers(infos, w_bits=3, a_bits=3, readers=readers)
+    assert "input_bn" not in specs
+    assert isinstance(specs["bn2"].output, Int8Spec)

@@ -93,17 +93,24 @@ def test_weightless_and_batchnorm_layers_are_not_wrapped(w3a2_sequential, w3a2_r
 
 def test_residual_model_wraps_conv1d_dense_and_relus(w3a2_residual):
     plan = _plan(w3a2_residual)
-    assert set(plan) == {"stem_relu", "block_conv1", "block_conv2", "block_relu", "head_hidden"}
+    assert set(plan) == {"stem_relu", "block_conv1", "block_conv2", "block_bn", "block_relu",
+                         "head_hidden"}
+    # block_bn's output feeds the residual Add: the integer file stores it in int8, so training
+    # rounds it to int8 too; stem_bn is folded into stem and its ReLU fused, so it stays float
+    assert set(plan["block_bn"]) == {"output"}
+    assert isinstance(plan["block_bn"]["output"], Int8OutputQuantizer)
     for name in ("block_conv1", "block_conv2", "head_hidden"):
         assert _levels(plan[name]["weights"]) == (-4, -2, -1, 0, 1, 2, 4)
     for name in ("stem_relu", "block_conv1", "block_relu", "head_hidden"):
         assert _levels(plan[name]["output"]) == (0, 1, 2, 3)
 
 
-def test_every_quantizer_is_a_qnets_quantizer_by_default(w3a2_residual):
+def test_low_bit_quantizers_are_qnets_quantizers_and_stored_tensors_int8(w3a2_residual):
     assert tf_qnets.count_quantizers(w3a2_residual) == 7
-    assert all(isinstance(q, QNetsQuantizer)
-               for _, _, _, q, _ in tf_qnets.quantizer_states(w3a2_residual))
+    kinds = {(wrapper.layer.name, type(q).__name__)
+             for wrapper, _, _, q, _ in tf_qnets.quantizer_states(w3a2_residual)
+             if not isinstance(q, QNetsQuantizer)}
+    assert kinds == {("block_bn", "Int8OutputQuantizer")}
     assert tf_qnets.is_quantized_model(w3a2_residual)
 
 
@@ -285,7 +292,7 @@ def _assert_on_levels(values, alpha, levels):
 
 def test_inference_activations_lie_on_alpha_times_levels(w3a2_residual, calibration_signals):
     wrappers = [w for w in w3a2_residual.layers if isinstance(w, tf_qnets.QNetsWrapper)
-                and w._output_quantizers]
+                and w._output_quantizers and isinstance(w._output_quantizers[0], QNetsQuantizer)]
     probe = keras.Model(w3a2_residual.inputs, [w.output for w in wrappers])
     outputs = probe.predict(calibration_signals, verbose=0)
     seen_levels = set()

@@ -53,9 +53,11 @@ def _snapshot(model):
 
 
 def _quantizer_values(model):
-    return {(wrapper.name, role, key): variables[key].numpy().copy()
+    # every quantizer's variables: alpha, beta, thresholds, temperature of the staircases,
+    # the range of the int8 ones
+    return {(wrapper.name, role, key): value.numpy().copy()
             for wrapper, role, _, _, variables in tf_qnets.quantizer_states(model)
-            for key in ("alpha", "beta", "thresholds", "temperature")}
+            for key, value in sorted(variables.items())}
 
 
 def _assert_same(actual, expected, rtol=0.0, optimizer=True):

@@ -68,10 +68,14 @@ def expected_rows(quantized_kernels):
     # Output precision of each layer (bits): ReLU-like outputs are 3-bit; pooling and
     # flattening keep their input's precision; the rest are float (32).
     a3_outputs = {"stem_relu", "relu_a", "block_relu", "pw", "fc"}
+    # conv_b's linear output feeds the Add: the integer file stores it in int8, and so does
+    # training (an int8 output quantizer)
+    int8_outputs = {"conv_b"} & set(quantized_kernels)
     inputs = {"stem": 32, "conv_a": 3, "conv_b": 3, "pw": 3, "fc": 3, "logits": 3}
     rows = {}
     for name in NAMES:
-        row = {"output": A3 if name in a3_outputs else "-", "weight_bits": None,
+        output = A3 if name in a3_outputs else "int8" if name in int8_outputs else "-"
+        row = {"output": output, "weight_bits": None,
                "input_bits": None, "macs": 0, "mac_precision": "", "kernel_params": 0}
         if name in KERNELS:
             kernel, bias, macs = KERNELS[name]

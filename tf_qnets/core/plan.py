@@ -205,9 +205,34 @@ def _weight_spec(info, settings, where, w_bits, weight_scheme, gradient, train):
     return QuantizerSpec(levels, "weights", layer_gradient, train)
 
 
+INT8_TENSOR_KINDS = frozenset({"BatchNormalization", "Add"})
+
+
+def _fuses(producer, reader, a_bits):
+    """True when TFLite computes ``reader`` inside the op that computes ``producer``'s output,
+    so that output is never stored: a BatchNormalization folded into the kernel layer before
+    it, a quantized ReLU fused into the kernel layer, BN or Add before it."""
+    if producer.kind in KERNEL_ATTRIBUTES and reader.kind == "BatchNormalization":
+        return True
+    return (reader.kind in ("ReLU", "Activation") and a_bits is not None
+            and output_kind(reader.kind, reader.activation, reader.negative_slope) is not None)
+
+
+def _stored_in_int8(info, readers, infos_by_name, a_bits):
+    """True for a layer whose output Keras keeps in float but an integer TFLite file stores
+    as an int8 tensor: a BatchNormalization, an Add, or a linear kernel layer whose output
+    some reader does not fuse."""
+    linear_kernel = info.kind in KERNEL_ATTRIBUTES and info.activation in (None, "linear")
+    if info.kind not in INT8_TENSOR_KINDS and not linear_kernel:
+        return False
+    found = [infos_by_name[r] for r in readers.get(info.name, ()) if r in infos_by_name]
+    return bool(found) and not all(_fuses(info, reader, a_bits) for reader in found)
+
+
 def plan_layers(infos, w_bits=3, a_bits=None, *, weight_scheme="pow2", thresholds="auto",
                 first_last="float", per_layer=None, exclude=(), gradient=None,
-                activation_gradient=DEFAULT_ACTIVATION_GRADIENT, train_thresholds=False):
+                activation_gradient=DEFAULT_ACTIVATION_GRADIENT, train_thresholds=False,
+                readers=None):
     """``{layer_name: LayerSpec}`` for the quantized layers among ``infos`` (model order).
 
     The arguments are :func:`tf_qnets.quantize_model`'s; every bad value raises a
@@ -240,6 +265,7 @@ def plan_layers(infos, w_bits=3, a_bits=None, *, weight_scheme="pow2", threshold
         edge_layers = {kernel_layers[0].name, kernel_layers[-1].name}
     last_kernel = kernel_layers[-1].name if kernel_layers else None
 
+    infos_by_name = {info.name: info for info in infos}
     specs = {}
     for info in infos:
         name = info.name
@@ -279,6 +305,12 @@ def plan_layers(infos, w_bits=3, a_bits=None, *, weight_scheme="pow2", threshold
                 f"per_layer[{name!r}]['activation_gradient']")
             output = QuantizerSpec(levels, "activations", layer_activation_gradient, layer_train)
 
+        # only behind a quantized layer: before it the float input's int8 step is negligible
+        # and the user's layers (an input BatchNormalization, say) are left as they are
+        if (output is None and readers is not None and a_bits is not None and specs
+                and not info.is_model_output and _stored_in_int8(info, readers, infos_by_name,
+                                                                  a_bits)):
+            output = Int8Spec()
         if weight is None and output is None:
             continue
         specs[name] = LayerSpec(

@@ -63,8 +63,9 @@ def _warn_stale_batch_norm(qat, batch_norm):
 def _annotate(model, plans, batch_norm="frozen"):
     def annotate(layer):
         if batch_norm == "frozen" and freezable(layer):
-            return frozen_copy(layer)
-        fresh = layer.__class__.from_config(layer.get_config())
+            fresh = frozen_copy(layer)
+        else:
+            fresh = layer.__class__.from_config(layer.get_config())
         if layer.name in plans:
             return tfmot.QuantizeAnnotate(fresh, quantize_config=plans[layer.name].config)
         return fresh

@@ -18,7 +18,7 @@ from tf_qnets.tf.distribute import broadcast_from_first_replica
 from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer, initialize_int8_weight_range
 from tf_qnets.keras2.propagation import live_bytes_per_sample, propagate
 from tf_qnets.keras2.quantizer import QNetsQuantizer
-from tf_qnets.keras2.wrapper import QNetsWrapper
+from tf_qnets.keras2.wrapper import QNetsWrapper, unwrapped
 
 __all__ = [
     "initialize_weight_quantizers",
@@ -102,9 +102,10 @@ def batch_norms_after_quantized_layers(model):
     found, downstream = [], False
     for layer in model.layers:
         downstream = downstream or isinstance(layer, QNetsWrapper)
-        if downstream and isinstance(layer, keras.layers.BatchNormalization):
+        if downstream and isinstance(unwrapped(layer), keras.layers.BatchNormalization):
             found.append(layer)
     return found
+
 
 
 def layer_tensor_in(model, layer, which="input"):
@@ -127,6 +128,7 @@ def reestimate_batch_norm(layer, inputs):
     before it active), read once, one batch at a time. Statistics are taken over every
     axis but the normalised ones (:func:`tf_qnets.core.batch_norm.population_statistics`).
     """
+    layer = unwrapped(layer)
     mean, variance = population_statistics(inputs, layer.axis)
     layer.moving_mean.assign(np.reshape(mean, layer.moving_mean.shape).astype(np.float32))
     layer.moving_variance.assign(
@@ -180,19 +182,19 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
     targets = []
     batch_norms = {id(layer) for layer in batch_norms_after_quantized_layers(model)}
     for layer in model.layers:
-        if id(layer) in batch_norms:
-            targets.append((layer, None, None))
-            continue
-        if not isinstance(layer, QNetsWrapper):
-            continue
-        quantizers = tfmot.output_quantizers(layer)
-        if quantizers and isinstance(quantizers[0], (QNetsQuantizer, Int8OutputQuantizer)):
-            targets.append((layer, quantizers[0], tfmot.output_quantizer_variables(layer)))
+        quantizer = variables = None
+        if isinstance(layer, QNetsWrapper):
+            quantizers = tfmot.output_quantizers(layer)
+            if quantizers and isinstance(quantizers[0], (QNetsQuantizer, Int8OutputQuantizer)):
+                quantizer, variables = quantizers[0], tfmot.output_quantizer_variables(layer)
+        if id(layer) in batch_norms or quantizer is not None:
+            targets.append((layer, id(layer) in batch_norms, quantizer, variables))
     if not targets:
         return
-    by_layer = {id(layer): (quantizer, variables) for layer, quantizer, variables in targets}
+    by_layer = {id(layer): (batch_norm, quantizer, variables)
+                for layer, batch_norm, quantizer, variables in targets}
     batches = limit_calibration_batches(model, batches, verbose)
-    for _, quantizer, _ in targets:
+    for _, _, quantizer, _ in targets:
         if quantizer is not None:
             quantizer.bypass = True
     progress = keras.utils.Progbar(len(targets), unit_name="layer") if verbose else None
@@ -202,10 +204,10 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
         target = by_layer.get(id(layer))
         if target is None:
             return compute()
-        quantizer, variables = target
-        if quantizer is None:
+        batch_norm, quantizer, variables = target
+        if batch_norm:
             reestimate_batch_norm(layer, (np.asarray(batch) for batch in inputs))
-        else:
+        if quantizer is not None:
             # this quantizer (and every later one) is bypassed: it sees what it will quantize
             sample = np.concatenate([np.asarray(out).ravel() for out in compute()])
             _calibrate_output_quantizer(layer, quantizer, variables, plans, sample)
@@ -218,7 +220,7 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
     try:
         propagate(model, batches, visit)
     finally:
-        for _, quantizer, _ in targets:
+        for _, _, quantizer, _ in targets:
             if quantizer is not None:
                 quantizer.bypass = False
 

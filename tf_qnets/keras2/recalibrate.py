@@ -41,7 +41,7 @@ from tf_qnets.keras2.init import (
     calibration_batches,
     reestimate_batch_norm_in,
 )
-from tf_qnets.keras2.wrapper import QNetsWrapper
+from tf_qnets.keras2.wrapper import QNetsWrapper, unwrapped
 
 __all__ = ["recalibrate_batch_norm"]
 
@@ -82,7 +82,7 @@ def recalibrate_batch_norm(model, data, max_batches=None, verbose=0):
             "quantized layer; nothing to do.", UserWarning, stacklevel=2)
         return []
     frozen = [layer.name for layer in batch_norms
-              if isinstance(layer, FrozenStatisticsBatchNormalization)]
+              if isinstance(unwrapped(layer), FrozenStatisticsBatchNormalization)]
     if frozen:
         warnings.warn(frozen_recalibration_message(frozen), UserWarning, stacklevel=2)
     batches = calibration_batches(data, model, "data", max_batches)

@@ -92,6 +92,20 @@ def layer_infos(model):
     ]
 
 
+def layer_readers(model):
+    """Layer name -> names of the layers that read its output in ``model``."""
+    inside = {id(layer) for layer in model.layers}
+    found = {}
+    for layer in model.layers:
+        names = []
+        for node in layer._outbound_nodes:
+            reader = node.outbound_layer
+            if id(reader) in inside and reader.name not in names:
+                names.append(reader.name)
+        found[layer.name] = names
+    return found
+
+
 def _quantizer(spec, output):
     if spec is None:
         return None
@@ -113,7 +127,8 @@ def plan_quantization(model, w_bits=3, a_bits=None, *, weight_scheme="pow2",
     specs = plan_layers(
         layer_infos(model), w_bits, a_bits, weight_scheme=weight_scheme, thresholds=thresholds,
         first_last=first_last, per_layer=per_layer, exclude=exclude, gradient=gradient,
-        activation_gradient=activation_gradient, train_thresholds=train_thresholds)
+        activation_gradient=activation_gradient, train_thresholds=train_thresholds,
+        readers=layer_readers(model))
     return {
         name: LayerPlan(
             config=QNetsQuantizeConfig(spec.weight_attr, _quantizer(spec.weight, False),

@@ -13,7 +13,7 @@ saves only its own variables (the inner layer saves its weights itself).
 from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras
 
-__all__ = ["QNetsWrapper", "quantizer_states"]
+__all__ = ["QNetsWrapper", "quantizer_states", "unwrapped"]
 
 
 @keras.utils.register_keras_serializable(package="tf_qnets")
@@ -76,3 +76,8 @@ def quantizer_states(model):
             for role, tensor_name, quantizer, variables in layer.quantizer_states():
                 found.append((layer, role, tensor_name, quantizer, variables))
     return found
+
+
+def unwrapped(layer):
+    """The layer a :class:`QNetsWrapper` wraps, else ``layer`` itself."""
+    return layer.layer if isinstance(layer, QNetsWrapper) else layer

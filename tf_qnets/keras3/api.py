@@ -14,7 +14,7 @@ from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_mes
 from tf_qnets.core.plan import plan_layers
 from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.keras3.calibration import calibration_batches
-from tf_qnets.keras3.describe import check_model, layer_infos
+from tf_qnets.keras3.describe import check_model, layer_infos, layer_readers
 from tf_qnets.keras3.int8 import is_int8_quantizer
 from tf_qnets.keras3.init import (
     batch_norms_after_quantized_layers,
@@ -137,7 +137,8 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
     specs = plan_layers(
         layer_infos(model), w_bits, a_bits, weight_scheme=weight_scheme, thresholds=thresholds,
         first_last=first_last, per_layer=per_layer, exclude=exclude, gradient=gradient,
-        activation_gradient=activation_gradient, train_thresholds=train_thresholds)
+        activation_gradient=activation_gradient, train_thresholds=train_thresholds,
+        readers=layer_readers(model))
     _check_finite_weights(model, specs)
     needs_calibration = any(spec.output is not None for spec in specs.values())
     if needs_calibration and calibration_data is None:

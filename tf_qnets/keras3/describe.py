@@ -69,6 +69,20 @@ def _output_ids(layer):
     return {id(tensor) for tensor in outputs}
 
 
+def layer_readers(model):
+    """Layer name -> names of the layers of ``model`` that read its output."""
+    inside = {id(layer) for layer in model.layers}
+    found = {}
+    for layer in model.layers:
+        names = []
+        for node in getattr(layer, "_outbound_nodes", []):
+            reader = node.operation
+            if id(reader) in inside and reader.name not in names:
+                names.append(reader.name)
+        found[layer.name] = names
+    return found
+
+
 def layer_infos(model):
     """``[LayerInfo]`` for ``model.layers`` in order."""
     model_outputs = {id(tensor) for tensor in model.outputs}

@@ -70,14 +70,20 @@ def batch_norms_after_quantized_layers(model):
     found, downstream = [], False
     for layer in model.layers:
         downstream = downstream or isinstance(layer, QNetsWrapper)
-        if downstream and isinstance(layer, keras.layers.BatchNormalization):
+        if downstream and isinstance(unwrapped(layer), keras.layers.BatchNormalization):
             found.append(layer)
     return found
+
+
+def unwrapped(layer):
+    """The layer a :class:`QNetsWrapper` wraps, else ``layer`` itself."""
+    return layer.layer if isinstance(layer, QNetsWrapper) else layer
 
 
 def reestimate_batch_norm(layer, inputs):
     """Set ``layer``'s moving mean and variance to the population statistics of ``inputs``
     (its input batches; :func:`tf_qnets.core.batch_norm.population_statistics`)."""
+    layer = unwrapped(layer)
     mean, variance = population_statistics(
         (ops.convert_to_numpy(batch) for batch in inputs), layer.axis)
     layer.moving_mean.assign(np.reshape(mean, layer.moving_mean.shape).astype("float32"))
@@ -127,7 +133,6 @@ def calibrate(model, specs, batches, verbose=0):
     def visit(layer, inputs, compute):
         if id(layer) in batch_norms:
             reestimate_batch_norm(layer, inputs)
-            return compute()
         if id(layer) not in quantized:
             return compute()
         quantizer = layer.output_quantizer

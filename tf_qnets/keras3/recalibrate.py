@@ -38,7 +38,7 @@ from tf_qnets.core.batch_norm import check_max_batches, frozen_recalibration_mes
 from tf_qnets.keras3.api import is_quantized_model
 from tf_qnets.keras3.batch_norm import FrozenStatisticsBatchNormalization
 from tf_qnets.keras3.calibration import calibration_batches
-from tf_qnets.keras3.init import batch_norms_after_quantized_layers, reestimate_batch_norms
+from tf_qnets.keras3.init import batch_norms_after_quantized_layers, reestimate_batch_norms, unwrapped
 
 __all__ = ["recalibrate_batch_norm"]
 
@@ -84,7 +84,7 @@ def recalibrate_batch_norm(model, data, max_batches=None, verbose=0):
             "quantized layer; nothing to do.", UserWarning, stacklevel=2)
         return []
     frozen = [layer.name for layer in batch_norms
-              if isinstance(layer, FrozenStatisticsBatchNormalization)]
+              if isinstance(unwrapped(layer), FrozenStatisticsBatchNormalization)]
     if frozen:
         warnings.warn(frozen_recalibration_message(frozen), UserWarning, stacklevel=2)
     batches = calibration_batches(data, model, "data", max_batches)

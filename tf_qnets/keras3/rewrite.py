@@ -48,9 +48,10 @@ def wrap_layers(model, specs, batch_norm="frozen"):
 
     def clone(layer):
         spec = specs.get(layer.name)
-        if spec is None and batch_norm == "frozen" and freezable(layer):
-            return frozen_copy(layer)
-        fresh = layer.__class__.from_config(layer.get_config())
+        if batch_norm == "frozen" and freezable(layer):
+            fresh = frozen_copy(layer)
+        else:
+            fresh = layer.__class__.from_config(layer.get_config())
         if spec is None:
             return fresh
         return QNetsWrapper(

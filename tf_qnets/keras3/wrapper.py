@@ -22,6 +22,8 @@ Example::
     >>> y = layer(keras.ops.ones((2, 3)))
 """
 
+import inspect
+
 import keras
 
 from tf_qnets.keras3.int8 import Int8OutputQuantizer, Int8WeightQuantizer
@@ -71,6 +73,7 @@ class QNetsWrapper(keras.layers.Wrapper):
                 "output_quantizer or both.")
         if self.weight_quantizer is not None:
             check_kernel_layer(layer)
+        self._inner_takes_mask = "mask" in inspect.signature(layer.call).parameters
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -81,9 +84,11 @@ class QNetsWrapper(keras.layers.Wrapper):
             self.output_quantizer.build(self.layer.compute_output_shape(input_shape))
         self.built = True
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
+        # ``mask``: a wrapped merge layer (Add) is called back with the mask its node recorded
         if self.weight_quantizer is None:
-            outputs = self.layer(inputs, training=training)
+            extra = {"mask": mask} if mask is not None and self._inner_takes_mask else {}
+            outputs = self.layer(inputs, training=training, **extra)
         else:
             kernel = self.weight_quantizer(self.layer.kernel, training=training)
             outputs = call_with_kernel(self.layer, inputs, kernel)

@@ -34,7 +34,8 @@ class BatchNormFold:
             plan.claim(node, self)
 
     def emit(self, node, values, context):
-        return values[node.flat_input_ids[0]]
+        # The BN's own int8 output range, when training simulated one (else the input as is).
+        return context.output(node.layer, values[node.flat_input_ids[0]], calibrate=False)
 
 
 def folded_bn_names(plan):

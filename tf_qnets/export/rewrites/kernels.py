@@ -63,7 +63,9 @@ class Kernels:
             if layer_class(node.layer) not in KERNEL_ATTRIBUTES:
                 continue
             pins[node.layer.name] = _pin(node.layer, folds.get(node.layer.name), plan.int4_weights)
-            if _feeds_only_fused_quantizers(plan, node):
+            bn = folds.get(node.layer.name)
+            if _feeds_only_fused_quantizers(plan, node) or (bn is not None and bn.name in plan.outputs):
+                # no range of its own: fused into the ReLU quantizer, or the folded BN's range
                 skip[node.layer.name] = True
             plan.claim(node, self)
 
