@@ -20,9 +20,10 @@ def qat():
 
 
 def _temperatures(model, role=None):
+    # the staircases' temperatures (the int8 quantizers of stored tensors have none)
     return [float(variables["temperature"].numpy())
             for _, _, _, quantizer, variables in tf_qnets.quantizer_states(model)
-            if role is None or quantizer.role == role]
+            if "temperature" in variables and (role is None or quantizer.role == role)]
 
 
 def _attached(callback, model, steps=None):

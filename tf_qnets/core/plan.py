@@ -225,8 +225,11 @@ def _stored_in_int8(info, readers, infos_by_name, a_bits):
     linear_kernel = info.kind in KERNEL_ATTRIBUTES and info.activation in (None, "linear")
     if info.kind not in INT8_TENSOR_KINDS and not linear_kernel:
         return False
-    found = [infos_by_name[r] for r in readers.get(info.name, ()) if r in infos_by_name]
-    return bool(found) and not all(_fuses(info, reader, a_bits) for reader in found)
+    found = readers.get(info.name, ())
+    # a reader that is not a listed layer (a Keras 3 operator node such as ``x + 3``) is an
+    # op of its own in the file: it never fuses
+    return bool(found) and not all(
+        r in infos_by_name and _fuses(info, infos_by_name[r], a_bits) for r in found)
 
 
 def plan_layers(infos, w_bits=3, a_bits=None, *, weight_scheme="pow2", thresholds="auto",

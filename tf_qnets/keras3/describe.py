@@ -70,14 +70,16 @@ def _output_ids(layer):
 
 
 def layer_readers(model):
-    """Layer name -> names of the layers of ``model`` that read its output."""
+    """Layer name -> names of the layers of ``model`` that read its output, and of the
+    operator nodes (``x + 3.0``: Keras 3 operations that are not layers) that do."""
     inside = {id(layer) for layer in model.layers}
     found = {}
     for layer in model.layers:
         names = []
         for node in getattr(layer, "_outbound_nodes", []):
             reader = node.operation
-            if id(reader) in inside and reader.name not in names:
+            listed = id(reader) in inside or not isinstance(reader, keras.layers.Layer)
+            if listed and reader.name not in names:
                 names.append(reader.name)
         found[layer.name] = names
     return found
