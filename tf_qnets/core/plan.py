@@ -308,8 +308,9 @@ def plan_layers(infos, w_bits=3, a_bits=None, *, weight_scheme="pow2", threshold
                 f"per_layer[{name!r}]['activation_gradient']")
             output = QuantizerSpec(levels, "activations", layer_activation_gradient, layer_train)
 
-        # only behind a quantized layer: before it the float input's int8 step is negligible
-        # and the user's layers (an input BatchNormalization, say) are left as they are
+        # only behind a quantized layer: the user's layers before it (an input
+        # BatchNormalization, say) are left as they are (the model input's own int8 rounding
+        # is not simulated either: docs/export.md, "What stays approximate")
         if (output is None and readers is not None and a_bits is not None and specs
                 and not info.is_model_output and _stored_in_int8(info, readers, infos_by_name,
                                                                   a_bits)):
