@@ -7,7 +7,11 @@ activation-sized buffers per quantizer (165 MiB against 64 MiB in this test); it
 compiled kernel now.
 
 The peak of live TensorFlow buffers is only reported by the BFC allocator, which is chosen at
-start-up (``TF_CPU_ALLOCATOR_USE_BFC``): each measurement runs in a fresh process.
+start-up (``TF_CPU_ALLOCATOR_USE_BFC``): each measurement runs in a fresh process. The peak
+of one and the same graph is not reproducible to the byte: the order in which TensorFlow runs
+independent ops changes from process to process, and the peak moves by up to two activations
+(56.6, 64.1 or 70.2 MiB here, with one op thread as with two; CI failed once on 64.1 against
+56.6). The bound allows three activations; the plain-op hard branch added nineteen (173 MiB).
 """
 
 import json
@@ -63,5 +67,5 @@ def _peak_bytes(hard_from):
 def test_the_untaken_hard_branch_costs_no_memory():
     without = _peak_bytes("none")
     with_hard = _peak_bytes(100.0)
-    # One activation of this test is 6.1 MiB; the old graph added about 50 MiB.
-    assert with_hard <= without * 1.1 + 2**20, (with_hard / 2**20, without / 2**20)
+    activation = 64 * 28 * 28 * 32 * 4                            # 6.1 MiB
+    assert with_hard <= without + 3 * activation, (with_hard / 2**20, without / 2**20)
