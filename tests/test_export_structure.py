@@ -160,3 +160,25 @@ def test_a_low_bit_kernel_with_an_int8_output_keeps_its_bias_to_well_under_one_o
     folded = bn.beta.numpy() - bn.moving_mean.numpy() * factor
     output_step = details[convs[0]["outputs"][0]]["quantization"][0]
     assert np.max(np.abs(bias - folded)) < 0.05 * output_step, (bias, folded, output_step)
+
+
+def test_inputs_on_rounding_ties_get_an_input_scale_without_ties(tmp_path):
+    """8-bit pixels scaled to [-1, 1] (MobileNet preprocessing) sit halfway between the codes
+    of the calibrated range's int8 grid; the file's input scale is widened until none does."""
+    from tf_qnets.core.input_range import TIE_MARGIN, tie_share
+    from tf_qnets.runtime import load_interpreter
+
+    pixels = np.random.default_rng(1).integers(0, 256, (32, 8, 8, 1))
+    pixels[0, 0, 0, 0], pixels[0, 0, 1, 0] = 0, 255
+    x = (pixels / 127.5 - 1.0).astype("float32")
+    qat = tf_qnets.quantize_model(small_model(), w_bits=3, a_bits=3, calibration_data=x,
+                                  first_last="int8", verbose=0)
+    assert tie_share(x, -1.0, 1.0) == 1.0               # the plain calibrated range: all ties
+    ranges = emit.calibrate(plan_module.make_plan(describe(qat)[0]), [x[:16], x[16:]])
+    lo, hi = ranges["__input__"]
+    assert lo == -1.0 and 1.0 < hi < 1.01
+    path = str(tmp_path / "ties.tflite")
+    tf_qnets.export_tflite(qat, path, x, int8_io=True)
+    scale, _ = load_interpreter(path).get_input_details()[0]["quantization"]
+    assert abs(scale - (hi - lo) / 255) < 1e-7
+    assert tie_share(x, 0.0, 255 * scale) <= 2 * TIE_MARGIN

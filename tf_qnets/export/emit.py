@@ -22,12 +22,14 @@ Example::
 
 import numpy as np
 
+from tf_qnets.core.input_range import tie_free_range
 from tf_qnets.keras2.backend import tf
 from tf_qnets.export.activations import fake_quant, lower_staircase, output_code_multiplier
 
 __all__ = ["EmitContext", "emit", "calibrate", "trace", "staircase_scope"]
 
 _RANGE_MARGIN = 1e-6
+_MAX_INPUT_VALUES = 1 << 16     # distinct input values kept to check the input range for ties
 # Ops between a fake-quantization and a kernel layer that keep the int8 scale.
 SCALE_KEEPING_OPS = ("MaxPool", "Reshape", "Identity", "Squeeze", "ExpandDims", "Transpose")
 # ... and keep every int8 value (zero padding pads with the zero point: the value 0).
@@ -178,11 +180,21 @@ def emit(context, inputs):
 
 
 def calibrate(plan, batches):
-    """Run the float export graph eagerly on ``batches``; return the observed ranges."""
+    """Run the float export graph eagerly on ``batches``; return the observed ranges.
+
+    The model input's range is then widened where its representative values would sit on
+    rounding ties of the file's input quantization (:mod:`tf_qnets.core.input_range`)."""
     context = EmitContext(plan, ranges=None)
+    input_values = set()
     for batch in batches:
-        emit(context, tf.convert_to_tensor(np.asarray(batch, np.float32)))
-    return dict(context.observed)
+        batch = np.asarray(batch, np.float32)
+        if len(input_values) < _MAX_INPUT_VALUES:
+            input_values.update(np.unique(batch).tolist())
+        emit(context, tf.convert_to_tensor(batch))
+    ranges = dict(context.observed)
+    if "__input__" in ranges:
+        ranges["__input__"] = tie_free_range(*ranges["__input__"], sorted(input_values))
+    return ranges
 
 
 def trace(plan, ranges, quantize=True):
