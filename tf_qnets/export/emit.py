@@ -193,7 +193,8 @@ def calibrate(plan, batches):
         emit(context, tf.convert_to_tensor(batch))
     ranges = dict(context.observed)
     if "__input__" in ranges:
-        ranges["__input__"] = tie_free_range(*ranges["__input__"], sorted(input_values))
+        ranges["__input__"] = tie_free_range(*ranges["__input__"],
+                                             np.fromiter(input_values, np.float64))
     return ranges
 
 
