@@ -17,8 +17,10 @@ initialised deep network amplifies any rounding, and its near-equal logits swap 
 classes) is trained ``--float-epochs`` on ``--train-images`` Fashion-MNIST images (padded to
 32x32, grey replicated to RGB, scaled to [-1, 1]), quantized at each setting from that float
 model, fine-tuned ``--epochs`` with ``TemperatureScheduler()``, evaluated, exported and
-verified on ``--test-images`` test images: Keras and TFLite accuracy, top-1 agreement, how the
-staircases were lowered, file size (block ``export-zoo-trained``).
+verified on ``--test-images`` test images: Keras and TFLite accuracy, top-1 agreement with
+the file under XNNPACK and under TFLite's reference kernels, the agreement of those two runs of
+the same file with each other (how finely agreement can be read at all), how the staircases
+were lowered, file size (block ``export-zoo-trained``).
 
     python benchmarks/export_zoo.py --size 224 --models MobileNet MobileNetV2 ResNet50
     python benchmarks/export_zoo.py --train --bits W4A4 W3A3 --models MobileNetV2 ResNet50
@@ -222,15 +224,19 @@ def run_trained(name, args, data, folder):
                 callbacks=[tf_qnets.TemperatureScheduler(verbose=0)])
         train_s = time.perf_counter() - start
         path = os.path.join(folder, f"{name}_{bits}.tflite")
-        report = export_tflite(qat, path, x[:64], verify_data=(x_test, y_test))
-        check = report.verification
+        report = export_tflite(qat, path, x[:64])
+        check = tf_qnets.verify_tflite(qat, path, (x_test, y_test), kernels="both")
         row = {"model": name, "bits": bits, "float_acc": float_acc, "keras_acc": check.keras_accuracy,
                "tflite_acc": check.tflite_accuracy, "agreement": check.agreement,
+               "agreement_reference": check.reference.agreement,
+               "kernels_agreement": check.kernels_agreement,
                "lowering": {kind: len(names) for kind, names in report.staircases.items()},
                "reference_exact": report.reference_exact, "bytes": report.size_bytes,
                "float_bytes": report.float_size_bytes, "train_s": float_s + train_s}
         print(f"[{name} {bits}] Keras {100 * row['keras_acc']:.2f}%, TFLite "
-              f"{100 * row['tflite_acc']:.2f}%, agreement {100 * row['agreement']:.2f}%, "
+              f"{100 * row['tflite_acc']:.2f}%, agreement {100 * row['agreement']:.2f}% "
+              f"(reference kernels {100 * row['agreement_reference']:.2f}%; the file's two kernel "
+              f"sets agree on {100 * row['kernels_agreement']:.2f}%), "
               f"{row['lowering']}", flush=True)
         rows.append(row)
     keras.backend.clear_session()
@@ -247,16 +253,18 @@ def markdown_trained(rows, args, wall):
         f"(`first_last=\"int8\"`, `TemperatureScheduler()`), {args.test_images} test images. "
         f"Whole run: {wall / 60:.1f} min.",
         "",
-        "| model | W/A | float | Keras | TFLite | agreement | staircases: aligned / copies / partly / "
+        "| model | W/A | float | Keras | TFLite | agreement: XNNPACK / reference kernels "
+        "| the file's XNNPACK vs reference kernels | staircases: aligned / copies / partly / "
         "rounded | reference-exact channels | size (of float32) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         low = row["lowering"]
         lines.append(
             f"| {row['model']} | {row['bits'][1:].replace('A', '/')} | {100 * row['float_acc']:.2f}% "
             f"| {100 * row['keras_acc']:.2f}% | {100 * row['tflite_acc']:.2f}% "
-            f"| {100 * row['agreement']:.2f}% | {low.get('aligned', 0)} / {low.get('copies', 0)} / "
+            f"| {100 * row['agreement']:.2f}% / {100 * row['agreement_reference']:.2f}% "
+            f"| {100 * row['kernels_agreement']:.2f}% | {low.get('aligned', 0)} / {low.get('copies', 0)} / "
             f"{low.get('partial', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
             f"| {row['bytes'] / 1e6:.2f} MB ({row['bytes'] / row['float_bytes']:.2f}) |")
     lines.append("<!-- export-zoo-trained:end -->")

@@ -401,9 +401,13 @@ def test_verify_with_both_kernel_sets(uniform_model, exported):
     report = verify_tflite(uniform_model, exported.path, x, kernels="both")
     keras_top = uniform_model(x, training=False).numpy().argmax(1)
     reference_top = predict(load_interpreter(exported.path, kernels="reference"), x).argmax(1)
+    default_top = predict(load_interpreter(exported.path), x).argmax(1)
     assert report.kernels == "default" and report.reference.kernels == "reference"
     assert report.reference.agreement == pytest.approx(np.mean(keras_top == reference_top))
+    assert report.kernels_agreement == pytest.approx(np.mean(default_top == reference_top))
     assert "reference kernels" in str(report)
+    assert "default vs reference kernels" in str(report)
+    assert verify_tflite(uniform_model, exported.path, x).kernels_agreement is None
     with pytest.raises(ValueError, match="kernels"):
         verify_tflite(uniform_model, exported.path, x, kernels="xnnpack")
 
