@@ -194,9 +194,9 @@ def fashion_mnist_rgb(args):
             (prepare(x_test[:args.test_images]), y_test[:args.test_images].astype("int64")))
 
 
-def run_trained(name, args, data, folder):
-    """Rows for one model: trained float, then each ``--bits`` setting fine-tuned and exported."""
-    (x, y), (x_test, y_test) = data
+def train_float(name, args, x, y):
+    """The float ``name`` network (10 classes, logits) trained ``--float-epochs`` on ``x, y``,
+    and its training wall time."""
     keras.utils.set_random_seed(0)
     model = build(name, args.size, classes=10, classifier_activation=None)
     for layer in model.layers:
@@ -208,20 +208,34 @@ def run_trained(name, args, data, folder):
     model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
     start = time.perf_counter()
     model.fit(x, y, batch_size=64, epochs=args.float_epochs, verbose=0)
-    float_s = time.perf_counter() - start
+    return model, time.perf_counter() - start
+
+
+def fine_tune(model, bits, args, x, y):
+    """``quantize_model`` at ``bits`` (``"W4A4"``) with ``first_last="int8"``, then ``--epochs``
+    of ``fit`` with ``TemperatureScheduler()``."""
+    w_bits, a_bits = (int(part) for part in bits[1:].split("A"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qat = tf_qnets.quantize_model(model, w_bits=w_bits, a_bits=a_bits,
+                                      calibration_data=x[:256], first_last="int8", verbose=0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    qat.compile(keras.optimizers.Adam(1e-4), loss, metrics=["accuracy"])
+    qat.fit(x, y, batch_size=64, epochs=args.epochs, verbose=0,
+            callbacks=[tf_qnets.TemperatureScheduler(verbose=0)])
+    return qat
+
+
+def run_trained(name, args, data, folder):
+    """Rows for one model: trained float, then each ``--bits`` setting fine-tuned and exported."""
+    (x, y), (x_test, y_test) = data
+    model, float_s = train_float(name, args, x, y)
     float_acc = model.evaluate(x_test, y_test, verbose=0)[1]
     print(f"[{name}] float {100 * float_acc:.2f}% after {float_s:.0f} s", flush=True)
     rows = []
     for bits in args.bits:
-        w_bits, a_bits = (int(part) for part in bits[1:].split("A"))
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            qat = tf_qnets.quantize_model(model, w_bits=w_bits, a_bits=a_bits,
-                                          calibration_data=x[:256], first_last="int8", verbose=0)
-        qat.compile(keras.optimizers.Adam(1e-4), loss, metrics=["accuracy"])
-        qat.fit(x, y, batch_size=64, epochs=args.epochs, verbose=0,
-                callbacks=[tf_qnets.TemperatureScheduler(verbose=0)])
+        qat = fine_tune(model, bits, args, x, y)
         train_s = time.perf_counter() - start
         path = os.path.join(folder, f"{name}_{bits}.tflite")
         report = export_tflite(qat, path, x[:64])

@@ -46,8 +46,10 @@ def load_interpreter(model, num_threads=None, builtin_only=False, kernels="defau
     ``builtin_only=True`` uses the plain builtin op resolver without default delegates,
     which fails for any op or op version outside the standard runtime.
     ``kernels="reference"`` runs TFLite's reference kernels (no XNNPACK delegate): the
-    integer arithmetic the TFLite specification defines, which the XNNPACK delegate
-    (``"default"``) may round differently. ``preserve_all_tensors`` keeps intermediate
+    fixed-point arithmetic of TFLite's reference implementation, which rounds a requantized
+    value twice (after the multiplier's mantissa, then after its power-of-two shift) where
+    XNNPACK (``"default"``) rounds once, so the two can differ by one code (a few percent of
+    a one-operator CONV_2D's outputs: ``benchmarks/exactness_probe.py``). ``preserve_all_tensors`` keeps intermediate
     tensors readable after ``invoke`` (debugging; only outside delegated parts).
     """
     if kernels not in KERNELS:

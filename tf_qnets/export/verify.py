@@ -114,8 +114,9 @@ def verify_tflite(qat_model, tflite_path, data, batch_size=256, kernels="default
     """Compare ``qat_model`` (hard staircase) with the .tflite file on ``data``; see module docstring.
 
     ``kernels``: ``"default"`` runs the file as a phone's default runtime does (the XNNPACK
-    delegate); ``"reference"`` with TFLite's reference kernels (the integer arithmetic the
-    TFLite specification defines); ``"both"`` returns the default report with the
+    delegate); ``"reference"`` with TFLite's reference kernels (fixed-point arithmetic that
+    rounds each requantization twice, see :func:`tf_qnets.runtime.load_interpreter`);
+    ``"both"`` returns the default report with the
     reference one in its ``reference`` field and the top-1 agreement of the two file runs
     with each other in ``kernels_agreement``.
     """
