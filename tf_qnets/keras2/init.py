@@ -7,6 +7,8 @@ the quantizers before it already active (hard staircase), as in the paper; and t
 BatchNormalization statistics re-estimated on the quantized network.
 """
 
+import contextlib
+
 import numpy as np
 
 from tf_qnets.core.calibration import CALIBRATION_MEMORY_BYTES, leading_batches
@@ -161,6 +163,18 @@ def _calibrate_output_quantizer(layer, quantizer, variables, plans, sample):
     _assign(variables, alpha, beta, activation_thresholds(beta * sample, quantizer.levels, method))
 
 
+def _output_quantized(quantizer, variables, raw):
+    """What the wrapper returns in inference mode, from the outputs ``raw`` it gave with its
+    output quantizer bypassed.
+
+    tfmot's wrapper ends with ``quantizer(outputs, False, weights=variables)`` (its
+    ``smart_cond`` on ``training=False``); applying that to the saved outputs gives the same
+    tensors as calling the layer again, without running its convolution (and its weight
+    quantizer) a second time on every calibration batch.
+    """
+    return [quantizer(out, False, weights=variables) for out in raw]
+
+
 def calibrate_activation_quantizers(model, plans, batches, verbose=0):
     """Calibrate the model after its weights were quantized, layer by layer in order.
 
@@ -209,20 +223,31 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
             reestimate_batch_norm(layer, (np.asarray(batch) for batch in inputs))
         if quantizer is not None:
             # this quantizer (and every later one) is bypassed: it sees what it will quantize
-            sample = np.concatenate([np.asarray(out).ravel() for out in compute()])
+            raw = compute()
+            sample = np.concatenate([np.asarray(out).ravel() for out in raw])
             _calibrate_output_quantizer(layer, quantizer, variables, plans, sample)
             quantizer.bypass = False
+            outputs = _output_quantized(quantizer, variables, raw)
+        else:
+            outputs = compute()
         visited.append(layer)
         if progress is not None:
             progress.update(len(visited))
-        return compute()
+        return outputs
 
-    try:
-        propagate(model, batches, visit)
-    finally:
-        for _, _, quantizer, _ in targets:
-            if quantizer is not None:
-                quantizer.bypass = False
+    with contextlib.ExitStack() as stack:
+        for layer in model.layers:
+            if isinstance(layer, QNetsWrapper):
+                # kernels and their quantizers are fixed during the walk: quantize each once
+                for _, weight_quantizer, _ in tfmot.weight_quantizer_variables(layer):
+                    if isinstance(weight_quantizer, QNetsQuantizer):
+                        stack.enter_context(weight_quantizer.hard_outputs_cached())
+        try:
+            propagate(model, batches, visit)
+        finally:
+            for _, _, quantizer, _ in targets:
+                if quantizer is not None:
+                    quantizer.bypass = False
 
 
 def limit_calibration_batches(model, batches, verbose=0):
