@@ -100,9 +100,13 @@ def mse_scales(values, levels, candidates=64, seed=0):
     where the paper's max-based scale would send most of a long-tailed tensor (ReLU
     outputs, weights) to the zero level at 2 bits.
     """
-    data = np.asarray(values, dtype=np.float64).ravel()
+    data = np.asarray(values).ravel()
     if data.size > MAX_KMEANS_SAMPLES:
+        # Sample first, widen after: the sampled indices depend on the size alone, so this is
+        # the same sample as from the float64 copy, without widening every element (an
+        # activation sample at 224x224 holds ~10^8 values).
         data = np.random.default_rng(seed).choice(data, MAX_KMEANS_SAMPLES, replace=False)
+    data = np.asarray(data, dtype=np.float64)
     top = float(np.max(np.abs(data))) if data.size else 0.0
     if not np.isfinite(top) or top <= 0.0:
         return scales_for(levels, top)

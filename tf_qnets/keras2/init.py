@@ -160,7 +160,9 @@ def _calibrate_output_quantizer(layer, quantizer, variables, plans, sample):
         return
     method = plans[layer.layer.name].output_thresholds
     alpha, beta = initial_scales(sample, quantizer.levels, method)
-    _assign(variables, alpha, beta, activation_thresholds(beta * sample, quantizer.levels, method))
+    # uniform thresholds do not read the sample: skip scaling all of it
+    scaled = sample if method == "uniform" else beta * sample
+    _assign(variables, alpha, beta, activation_thresholds(scaled, quantizer.levels, method))
 
 
 def _output_quantized(quantizer, variables, raw):

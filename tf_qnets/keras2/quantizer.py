@@ -116,6 +116,13 @@ class QNetsQuantizer(tfmot.Quantizer):
                 trainable=False),
         }
 
+    # Keras converts a layer's call with AutoGraph when it builds a functional model or a
+    # train/predict function, and AutoGraph would convert every function called from here
+    # (the staircases: dozens of small helpers). All control flow below is on Python
+    # values (tf.cond / tf.while_loop where it depends on tensors), so the ops are the same
+    # without the conversion, and building the wrapped model is faster (ResNet50 at 32x32:
+    # tfmot's quantize_apply 14.6 -> 12.4 s; the same ops, weights and outputs).
+    @tf.autograph.experimental.do_not_convert
     def __call__(self, inputs, training, weights, **kwargs):
         if self.bypass:
             return inputs
