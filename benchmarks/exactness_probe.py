@@ -23,7 +23,7 @@ A second check builds a one-operator file (an int8 1x1 CONV_2D with a per-channe
 input zero point 120, as in MobileNetV2's projections) and compares both TFLite kernel sets
 with the integer formula ``round(s_in s_w,c / s_out * (sum q_in q_w + bias)) + z_out``.
 
-    python benchmarks/exactness_probe.py --models MobileNetV2 --bits W3A3
+    python benchmarks/exactness_probe.py --models MobileNetV2 ResNet50 --bits W4A4 W3A3
 """
 
 import argparse
