@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 import tf_qnets  # noqa: E402
 from tf_qnets.keras2.backend import keras, tf  # noqa: E402
 from tf_qnets.export import export_tflite  # noqa: E402
+from tf_qnets.core.weight_codes import bn_fold_factors  # noqa: E402
 from tf_qnets.export.convert import convert_function  # noqa: E402
 from tf_qnets.runtime import load_interpreter, predict  # noqa: E402
 
@@ -113,8 +114,10 @@ def snap_biases(qat, units):
         bn_inner = getattr(bn, "layer", bn)
         bias = inner.bias.numpy().astype(np.float64) if getattr(inner, "use_bias", False) else 0.0
         if isinstance(bn_inner, keras.layers.BatchNormalization):
-            g = bn_inner.gamma.numpy() / np.sqrt(bn_inner.moving_variance.numpy() + bn_inner.epsilon)
-            shift = bn_inner.beta.numpy() + (bias - bn_inner.moving_mean.numpy()) * g
+            g, bn_shift = bn_fold_factors(bn_inner.moving_mean.numpy(),
+                                          bn_inner.moving_variance.numpy(), bn_inner.epsilon,
+                                          bn_inner.gamma.numpy(), bn_inner.beta.numpy())
+            shift = bn_shift + bias * g
             target = np.round(shift / unit) * unit
             bn_inner.beta.assign((bn_inner.beta.numpy() + (target - shift)).astype(np.float32))
         elif getattr(inner, "use_bias", False):
@@ -126,8 +129,7 @@ def snap_biases(qat, units):
 
 
 def top1_agreement(qat, path, x):
-    keras_top = np.asarray(qat.predict(x, batch_size=250, verbose=0)).argmax(-1)
-    return float(np.mean(keras_top == predict(load_interpreter(path), x).argmax(-1)))
+    return tf_qnets.verify_tflite(qat, path, x).agreement
 
 
 def one_conv_check(folder):
