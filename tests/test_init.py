@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import tf_qnets
-from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.backend import keras, tf
+from tf_qnets.keras2.input_quantizer import input_ranges
 from tf_qnets.core.init_math import activation_thresholds, kmeans_1d, scales_for, weight_thresholds
 from tf_qnets.core.levels import LevelSet, activation_levels, weight_levels
 
@@ -194,8 +195,11 @@ def test_activation_beta_comes_from_the_calibration_maximum(rng):
     qat = tf_qnets.quantize_model(model, w_bits=None, a_bits=3, calibration_data=data,
                                   thresholds="kmeans", verbose=0)
     _, variables = _quantizers_by_layer(qat)[("relu", "output")]
-    # the layers before the ReLU are float, so its input is the float model's
-    activations = np.maximum(data @ model.get_layer("first").kernel.numpy()
+    # the layers before the ReLU are float, so its input is the float model's, read from the
+    # model input after its int8 rounding (the input quantizer the file shares)
+    (lo, hi), = input_ranges(qat).values()
+    rounded = tf.quantization.fake_quant_with_min_max_args(data, lo, hi).numpy()
+    activations = np.maximum(rounded @ model.get_layer("first").kernel.numpy()
                              + model.get_layer("first").bias.numpy(), 0.0)
     beta = 1.25 * 7 / activations.max()
     assert float(variables["beta"].numpy()) == pytest.approx(beta, rel=1e-5)

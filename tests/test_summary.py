@@ -18,7 +18,8 @@ EXPECTED_SNAPSHOT = """\
 Model: "snapshot_net"
 Layer (type)                             Weights                Output     Params  int8 B  INT4 B  packed B   MACs  MAC precision
 ---------------------------------------  ---------------------  ---------  ------  ------  ------  --------  -----  -------------
-conv1 (Conv2D)                           int8                   A3 {0..7}      76      88      88        88  4,608  W8/A32
+image_int8 (QuantizeLayer)               -                      int8            0       0       0         0      0
+conv1 (Conv2D)                           int8                   A3 {0..7}      76      88      88        88  4,608  int8
 dw (DepthwiseConv2D)                     W3 {-4,-2,-1,0,1,2,4}  -              36      36      18        14  2,304  W3/A3
 bn (FrozenStatisticsBatchNormalization)  -                      -              16      16      16        16      0
 relu (ReLU)                              -                      A3 {0..7}       0       0       0         0      0
@@ -28,7 +29,7 @@ flatten (Flatten)                        -                      -               
 fc (Dense)                               int8                   int8        1,290   1,320   1,320     1,320  1,280  W8/A3
 ---------------------------------------  ---------------------  ---------  ------  ------  ------  --------  -----  -------------
 Parameters: 1,458 (1,420 in kernels)
-MACs per sample: 8,704 = W8/A32 4,608 (52.9%) + W3/A3 2,304 (26.5%) + W8/A3 1,280 (14.7%) + W2/A3 512 (5.9%)
+MACs per sample: 8,704 = int8 4,608 (52.9%) + W3/A3 2,304 (26.5%) + W8/A3 1,280 (14.7%) + W2/A3 512 (5.9%)
 Size:
   float32       5,832 B
   int8 storage  1,524 B   3.83x smaller than float32
@@ -94,14 +95,14 @@ def test_default_print_fn_writes_to_stdout(snapshot_models, capsys):
 def test_rows_name_every_layer_but_the_input(snapshot):
     table, _ = snapshot
     assert [row.name for row in table.rows] == [
-        "conv1", "dw", "bn", "relu", "pool", "pw", "flatten", "fc"]
+        "image_int8", "conv1", "dw", "bn", "relu", "pool", "pw", "flatten", "fc"]
 
 
 def test_rows_give_weight_and_input_bits_of_kernel_layers(snapshot):
     rows = {row.name: row for row in snapshot[0].rows}
-    # conv1: int8 kernel, float model input; dw: 3-bit kernel fed by conv1's 3-bit output;
+    # conv1: int8 kernel, the model input after its int8 rounding (image_int8); dw: 3-bit kernel fed by conv1's 3-bit output;
     # pw: ternary kernel fed through MaxPooling by relu's 3-bit output; fc: int8 fed via Flatten.
-    assert (rows["conv1"].weight_bits, rows["conv1"].input_bits) == (8, 32)
+    assert (rows["conv1"].weight_bits, rows["conv1"].input_bits) == (8, 8)
     assert (rows["dw"].weight_bits, rows["dw"].input_bits) == (3, 3)
     assert (rows["pw"].weight_bits, rows["pw"].input_bits) == (2, 3)
     assert (rows["fc"].weight_bits, rows["fc"].input_bits) == (8, 3)
@@ -139,14 +140,14 @@ def test_totals_sum_the_rows_and_compare_with_float32(snapshot):
     assert (totals.bytes_int8, totals.bytes_int4, totals.bytes_packed) == (1524, 1490, 1478)
     assert totals.compression_int8 == pytest.approx(5832 / 1524)
     assert totals.compression_int4 == pytest.approx(5832 / 1490)
-    assert totals.macs_by_precision == {"W8/A32": 4608, "W3/A3": 2304, "W8/A3": 1280, "W2/A3": 512}
+    assert totals.macs_by_precision == {"int8": 4608, "W3/A3": 2304, "W8/A3": 1280, "W2/A3": 512}
     assert totals.macs == 8704
 
 
 def test_as_dict_is_plain_data(snapshot):
     data = snapshot[0].as_dict()
     assert data["model_name"] == "snapshot_net"
-    assert data["rows"][1] == {
+    assert data["rows"][2] == {
         "name": "dw", "layer_type": "DepthwiseConv2D", "weights": "W3 {-4,-2,-1,0,1,2,4}",
         "output": "-", "params": 36, "kernel_params": 36, "weight_bits": 3, "input_bits": 3,
         "bytes_float32": 144, "bytes_int8": 36, "bytes_int4": 18, "bytes_packed": 14,

@@ -8,6 +8,7 @@ from keras import ops
 from conftest import build_cnn, build_residual, classification_data
 from tf_qnets.core.init_math import (activation_thresholds, initial_scales, weight_thresholds)
 from tf_qnets.keras3 import QNetsWrapper, TemperatureScheduler, quantize_model, set_temperature
+from tf_qnets.keras3.input_quantizer import InputQuantizer
 
 
 def _numpy(value):
@@ -64,11 +65,15 @@ def test_weight_quantizers_start_from_core_init_math_on_the_kernel(thresholds):
 
 
 def test_first_activation_quantizer_is_calibrated_on_the_float_activations(cnn_data):
-    """conv_first keeps a float kernel, so its activations are the float model's."""
+    """conv_first keeps a float kernel, so its activations are the float model's on the
+    input as the model rounds it (its InputQuantizer)."""
     model = build_cnn()
     qat = quantize_model(model, 3, 2, calibration_data=cnn_data[0], verbose=0)
     quantizer = qat.get_layer("conv_first").output_quantizer
-    sample = _numpy(model.get_layer("conv_first")(cnn_data[0])).astype(np.float64).ravel()
+    rounded = qat.get_layer(qat.layers[0].name)(cnn_data[0])
+    assert isinstance(qat.layers[0], InputQuantizer)
+    assert not np.allclose(_numpy(rounded), cnn_data[0])
+    sample = _numpy(model.get_layer("conv_first")(rounded)).astype(np.float64).ravel()
     alpha, beta = initial_scales(sample, quantizer.levels, "uniform")        # "auto" -> uniform
     np.testing.assert_allclose(_numpy(quantizer.alpha), alpha, rtol=1e-5)
     np.testing.assert_allclose(_numpy(quantizer.thresholds),

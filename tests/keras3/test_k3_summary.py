@@ -64,15 +64,19 @@ def _kernel_bytes(kernel, bias, weight_bits):
 
 def expected_rows(quantized_kernels):
     """name -> dict of the expected row fields, for 3-bit weights on ``quantized_kernels``
-    and 3-bit activations after every ReLU (the model input is float)."""
+    and 3-bit activations after every ReLU; the model input is rounded to int8 as the
+    integer file rounds it (the ``image_int8`` InputQuantizer row)."""
     # Output precision of each layer (bits): ReLU-like outputs are 3-bit; pooling and
     # flattening keep their input's precision; the rest are float (32).
     a3_outputs = {"stem_relu", "relu_a", "block_relu", "pw", "fc"}
     # conv_b's linear output feeds the Add: the integer file stores it in int8, and so does
     # training (an int8 output quantizer)
     int8_outputs = {"conv_b"} & set(quantized_kernels)
-    inputs = {"stem": 32, "conv_a": 3, "conv_b": 3, "pw": 3, "fc": 3, "logits": 3}
-    rows = {}
+    inputs = {"stem": 8, "conv_a": 3, "conv_b": 3, "pw": 3, "fc": 3, "logits": 3}
+    rows = {"image_int8": {"output": "int8", "weights": "-", "params": 0, "weight_bits": None,
+                           "input_bits": None, "macs": 0, "mac_precision": "",
+                           "kernel_params": 0, "bytes_float32": 0, "bytes_int8": 0,
+                           "bytes_int4": 0, "bytes_packed": 0}}
     for name in NAMES:
         output = A3 if name in a3_outputs else "int8" if name in int8_outputs else "-"
         row = {"output": output, "weight_bits": None,
@@ -109,7 +113,7 @@ def _quantized(**options):
 
 def _check_rows(table, quantized_kernels):
     expected = expected_rows(quantized_kernels)
-    assert [row.name for row in table.rows] == NAMES
+    assert [row.name for row in table.rows] == ["image_int8"] + NAMES
     for row in table.rows:
         got = row.as_dict()
         assert {key: got[key] for key in expected[row.name]} == expected[row.name], row.name
@@ -139,7 +143,7 @@ def test_w3a3_rows_and_totals():
     expected = _check_rows(table, {"conv_a", "conv_b", "pw", "fc"})
     _check_totals(table, expected)
     assert table.model_name == "block_cnn"
-    assert table.totals.macs_by_precision["float"] == 8 * 8 * 8 * 27
+    assert table.totals.macs_by_precision["W32/A8"] == 8 * 8 * 8 * 27
     assert table.totals.macs_by_precision["W32/A3"] == 80
 
 
@@ -147,8 +151,8 @@ def test_first_last_low_bit_quantizes_the_stem_and_the_logits():
     table = summary(_quantized(first_last="low_bit"), print_fn=None)
     expected = _check_rows(table, {"stem", "conv_a", "conv_b", "pw", "fc", "logits"})
     _check_totals(table, expected)
-    stem = table.rows[0]
-    assert (stem.weights, stem.mac_precision) == (W3, "W3/A32")        # fed by the float input
+    stem = table.rows[1]
+    assert (stem.weights, stem.mac_precision) == (W3, "W3/A8")   # fed by the int8-rounded input
     assert (stem.bytes_int4, stem.bytes_packed) == (108 + 32, 81 + 32)
 
 
@@ -156,7 +160,7 @@ def test_an_excluded_layer_stays_float32_and_costs_8_bits_per_kernel_element():
     table = summary(_quantized(exclude=["conv_a"]), print_fn=None)
     expected = _check_rows(table, {"conv_b", "pw", "fc"})
     _check_totals(table, expected)
-    conv_a = table.rows[NAMES.index("conv_a")]
+    conv_a = table.rows[1 + NAMES.index("conv_a")]
     assert (conv_a.weights, conv_a.mac_precision, conv_a.bytes_packed) == ("float32", "W32/A3", 576)
 
 
@@ -197,7 +201,7 @@ def test_sequential_model_with_depthwise_conv():
     data = np.random.default_rng(1).normal(size=(8, 6, 6, 2)).astype("float32")
     qat = quantize_model(model, w_bits=2, a_bits=2, calibration_data=data, verbose=0)
     rows = {row.name: row for row in summary(qat, print_fn=None).rows}
-    assert rows["c0"].macs == 6 * 6 * 4 * (3 * 3 * 2) and rows["c0"].mac_precision == "float"
+    assert rows["c0"].macs == 6 * 6 * 4 * (3 * 3 * 2) and rows["c0"].mac_precision == "W32/A8"
     assert rows["dw"].macs == 4 * 4 * 8 * (3 * 3)
     assert (rows["dw"].weights, rows["dw"].mac_precision) == ("W2 {-1,0,1}", "W2/A2")
     # 72 ternary codes: 72 B int8, 36 B INT4, 18 B packed; + 8 int32 biases.

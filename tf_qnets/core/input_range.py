@@ -33,11 +33,12 @@ Example::
 
 import numpy as np
 
-__all__ = ["TIE_MARGIN", "TIE_SHARE", "tie_free_range", "tie_share"]
+__all__ = ["TIE_MARGIN", "TIE_SHARE", "calibrated_input_range", "tie_free_range", "tie_share"]
 
 TIE_MARGIN = 1e-3      # steps: far above float32 rounding of x / s, far below a step
 TIE_SHARE = 1e-2       # 5x the share of continuous values in the band: more, and it widens
 _MAX_WIDENING = 64     # in 1/1024 of the width: at most 6.25% of the range
+_MAX_SAMPLE_VALUES = 1 << 16   # distinct input values kept to check the range for ties
 
 
 def _scale(lo, hi):
@@ -69,3 +70,23 @@ def tie_free_range(lo, hi, values):
         if tie_share(values, *candidate) <= 2 * TIE_MARGIN:    # as few as continuous values
             return candidate
     return lo, hi
+
+
+def calibrated_input_range(batches):
+    """The int8 range of a model input from representative ``batches`` (arrays):
+    ``[min(x, 0), max(x, 0)]`` over all of them, made :func:`tie_free_range` on their
+    distinct values (the first ``2**16`` found).
+
+    >>> calibrated_input_range([np.arange(256.0).reshape(16, 16) / 127.5 - 1.0])[1] > 1.0
+    True
+    """
+    lo = hi = 0.0
+    values = set()
+    for batch in batches:
+        batch = np.asarray(batch, np.float32)
+        if batch.size == 0:
+            continue
+        lo, hi = min(lo, float(np.min(batch))), max(hi, float(np.max(batch)))
+        if len(values) < _MAX_SAMPLE_VALUES:
+            values.update(np.unique(batch).tolist())
+    return tie_free_range(lo, hi, np.fromiter(values, np.float64))

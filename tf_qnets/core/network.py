@@ -105,11 +105,14 @@ class NodeDescription:
 class NetworkDescription:
     """A whole network: input tensor ids and shapes, the nodes in execution order, the
     output tensor ids. ``framework`` says which Keras described it (for messages);
-    ``input_names`` are the model's input names (the ids when not given)."""
+    ``input_names`` are the model's input names (the ids when not given);
+    ``input_ranges`` one int8 range ``(lo, hi)`` per input that the model's own input
+    quantizer fixes, or None (export calibrates it)."""
 
     def __init__(self, input_ids, input_shapes, nodes, output_ids, name="model",
-                 framework="keras", input_names=None):
+                 framework="keras", input_names=None, input_ranges=None):
         self.input_ids = list(input_ids)
+        self.input_ranges = list(input_ranges or [None] * len(self.input_ids))
         self.input_names = list(input_names or self.input_ids)
         self.input_shapes = [tuple(shape) for shape in input_shapes]
         self.nodes = list(nodes)

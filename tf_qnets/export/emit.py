@@ -22,14 +22,19 @@ Example::
 
 import numpy as np
 
-from tf_qnets.core.input_range import tie_free_range
+from tf_qnets.core.input_range import calibrated_input_range
 from tf_qnets.keras2.backend import tf
-from tf_qnets.export.activations import fake_quant, lower_staircase, output_code_multiplier
+from tf_qnets.export.activations import (
+    fake_quant,
+    has_saturating_lowering,
+    lower_staircase,
+    output_code_multiplier,
+)
 
 __all__ = ["EmitContext", "emit", "calibrate", "trace", "staircase_scope"]
 
 _RANGE_MARGIN = 1e-6
-_MAX_INPUT_VALUES = 1 << 16     # distinct input values kept to check the input range for ties
+_FINER_FACTOR = np.float32(1.0 + 2.0 ** -20)
 # Ops between a fake-quantization and a kernel layer that keep the int8 scale.
 SCALE_KEEPING_OPS = ("MaxPool", "Reshape", "Identity", "Squeeze", "ExpandDims", "Transpose")
 # ... and keep every int8 value (zero padding pads with the zero point: the value 0).
@@ -58,6 +63,7 @@ class EmitContext:
         self.copied = {}            # staircase name -> kernel layer copied per threshold
         self.pinned_overrides = {}  # kernel layer name -> PinnedKernel re-stored while emitting
         self.code_multipliers = {}  # traced tensor name -> code multiplier of a staircase output
+        self.saturating = {}        # traced tensor name -> (alpha, top level) of a 0..n staircase
         self.model_input_names = set()
 
     @property
@@ -91,16 +97,46 @@ class EmitContext:
         if kind == "staircase":
             with tf.name_scope(staircase_scope(layer.name)):
                 y = lower_staircase(x, *values, name=layer.name)
-            return self.staircase_output(y, output_code_multiplier(values[2], values[3]))
+            return self.staircase_output(y, output_code_multiplier(values[2], values[3]),
+                                         values[0], values[3])
         if kind == "int8":
             return fake_quant(x, *values)
         return self.calibrated(layer.name, x) if calibrate else x
 
-    def staircase_output(self, y, multiplier):
+    def staircase_output(self, y, multiplier, alpha=None, levels=None):
         """Remember that the traced tensor ``y`` stores level ``v`` as ``multiplier * v`` (for
-        the alignment of the layers reading it)."""
+        the alignment of the layers reading it), and, for a saturating staircase (levels
+        ``0 .. n`` at scale ``alpha``, ``multiplier`` 1), its scale and top level
+        (:meth:`finer_input`)."""
         if hasattr(y, "name"):
             self.code_multipliers[y.name] = multiplier
+            if multiplier == 1 and levels is not None and has_saturating_lowering(levels):
+                self.saturating[y.name] = (float(alpha), int(levels.levels[-1]))
+        return y
+
+    def finer_input(self, x):
+        """``x`` re-stored ``m`` times finer when it is a saturating staircase's output.
+
+        A saturating staircase keeps levels ``0 .. n`` on its own requantization grid (scale
+        ``alpha``, one code per level). A kernel layer that reads it and is not itself aligned
+        to a staircase rounds its int32 bias to the unit ``alpha * s_w``, which moves its
+        int8 output off the Keras value by up to half a unit. Requantizing the input to scale
+        ``alpha / m`` (``m = 255 // n``, level ``v`` stored as ``m v - 128``) changes no value
+        (an integer factor: exact in every kernel set) and makes that unit ``m`` times finer.
+        """
+        if not self.tracing or not self.plan.finer_inputs:
+            return x
+        entry = self.saturating.get(getattr(self.source(x), "name", None))
+        if entry is None:
+            return x
+        alpha, top = entry
+        m = 255 // max(top, 1)
+        if m < 2:
+            return x
+        # A FakeQuant right after another is dropped by the converter; a MUL by a factor
+        # 2**-20 above 1 is kept and requantizes (level v -> code m v - 128 exactly).
+        y = fake_quant(x * _FINER_FACTOR, 0.0, 255.0 * alpha * float(_FINER_FACTOR) / m)
+        self.code_multipliers[y.name] = m
         return y
 
     # --------------------------------------------------------- traced tensors
@@ -182,19 +218,18 @@ def emit(context, inputs):
 def calibrate(plan, batches):
     """Run the float export graph eagerly on ``batches``; return the observed ranges.
 
-    The model input's range is then widened where its representative values would sit on
-    rounding ties of the file's input quantization (:mod:`tf_qnets.core.input_range`)."""
+    The model input's range is the one the model's own input quantizer holds (fixed by
+    ``quantize_model``; :mod:`tf_qnets.keras2.input_quantizer`), or else taken from
+    ``batches`` and widened where their values would sit on rounding ties of the file's input
+    quantization (:mod:`tf_qnets.core.input_range`)."""
     context = EmitContext(plan, ranges=None)
-    input_values = set()
+    batches = [np.asarray(batch, np.float32) for batch in batches]
     for batch in batches:
-        batch = np.asarray(batch, np.float32)
-        if len(input_values) < _MAX_INPUT_VALUES:
-            input_values.update(np.unique(batch).tolist())
         emit(context, tf.convert_to_tensor(batch))
     ranges = dict(context.observed)
     if "__input__" in ranges:
-        ranges["__input__"] = tie_free_range(*ranges["__input__"],
-                                             np.fromiter(input_values, np.float64))
+        fixed = plan.network.input_ranges[0]
+        ranges["__input__"] = fixed if fixed is not None else calibrated_input_range(batches)
     return ranges
 
 

@@ -107,7 +107,7 @@ def _representative_batches(data, network):
 
 
 def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_weights=False,
-                  verify_data=None, exact_uniform=False):
+                  verify_data=None, exact_uniform=False, finer_inputs=True):
     """Export a :func:`tf_qnets.quantize_model` result to an integer TFLite file.
 
     Args:
@@ -133,6 +133,12 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
         choice exists and the layer reads the model input, per-threshold copies of that
         layer. Both give the Keras codes wherever the layer's input is itself exact
         (docs/export.md, "How the file stays exact").
+      finer_inputs: ``True`` (default): a kernel layer that reads a saturating staircase
+        (levels ``0..n`` at scale ``alpha``) and is not aligned to a staircase of its own (a
+        linear projection before a residual ``Add``) reads it re-stored at scale
+        ``alpha / m``, ``m = 255 // n``, by one requantizing MUL: no value changes and the
+        layer's int32 bias unit becomes ``m`` times finer, so its int8 output matches the
+        Keras one. ``False`` leaves out those MULs (figures: docs/export.md).
 
     Returns:
       :class:`ExportReport` (``print`` it for ops, dtypes, size, ratio and agreement).
@@ -151,10 +157,12 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
         raise TypeError(f"`int8_io` must be a bool, got {int8_io!r}.")
     if not isinstance(exact_uniform, bool):
         raise TypeError(f"`exact_uniform` must be a bool, got {exact_uniform!r}.")
+    if not isinstance(finer_inputs, bool):
+        raise TypeError(f"`finer_inputs` must be a bool, got {finer_inputs!r}.")
     batches = _representative_batches(representative_data, network)
 
     plan = make_plan(network, int4_weights=int4_weights, exact_uniform=exact_uniform,
-                     native=native)
+                     finer_inputs=finer_inputs, native=native)
     ranges = calibrate(plan, batches)
     function, lowering = trace(plan, ranges)
     data = convert_function(function, int8_io=int8_io)

@@ -40,14 +40,16 @@ class ExportPlan:
         ``("int8", (lo, hi))``: the output quantizer export reproduces.
       claims: layer name -> the rewrite that emits its node.
       notes: rewrite name -> that rewrite's planning decisions.
-      int4_weights, exact_uniform: the export options (see ``export_tflite``).
+      int4_weights, exact_uniform, finer_inputs: the export options (see ``export_tflite``).
     """
 
-    def __init__(self, network, int4_weights=False, exact_uniform=False, native=None):
+    def __init__(self, network, int4_weights=False, exact_uniform=False, finer_inputs=True,
+                 native=None):
         self.network = network
         self.native = dict(native or {})
         self.int4_weights = int4_weights
         self.exact_uniform = exact_uniform
+        self.finer_inputs = finer_inputs
         self.nodes = network.nodes
         self.consumers = {}
         self.producer = {}
@@ -108,14 +110,15 @@ class ExportPlan:
         return self.producer.get(node.flat_input_ids[0]) if node.flat_input_ids else None
 
 
-def make_plan(network, int4_weights=False, exact_uniform=False, native=None):
+def make_plan(network, int4_weights=False, exact_uniform=False, finer_inputs=True,
+              native=None):
     """Build the :class:`ExportPlan` of a described network: every rewrite plans, in order.
     ``native``: layer name -> a TensorFlow layer to call for a class export cannot rebuild
     (a Keras 2 model's own layers)."""
     from tf_qnets.export.rewrites import REWRITES
 
     plan = ExportPlan(network, int4_weights=int4_weights, exact_uniform=exact_uniform,
-                      native=native)
+                      finer_inputs=finer_inputs, native=native)
     for rewrite in REWRITES:
         rewrite.plan(plan)
     unclaimed = [node.layer.name for node in plan.nodes if node.layer.name not in plan.claims]

@@ -9,6 +9,7 @@ from tf_qnets.keras2.backend import keras, require_keras2_model, tf
 from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_message
 from tf_qnets.keras2.batch_norm import freezable, frozen_copy
 from tf_qnets.tf.distribute import broadcast_from_first_replica
+from tf_qnets.keras2.input_quantizer import set_input_ranges
 from tf_qnets.keras2.init import (
     batch_norms_after_quantized_layers,
     calibrate_activation_quantizers,
@@ -176,9 +177,12 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
     annotated = _annotate(model, plans, batch_norm)   # fresh layers: the user's stay untouched
     with quantize_scope():
         # QNetsWrapper (not tfmot's wrapper) from the start: see tfmot.quantize_apply.
-        qat = tfmot.quantize_apply(annotated, QNetsScheme(), wrapper_class=QNetsWrapper)
+        qat = tfmot.quantize_apply(annotated, QNetsScheme(quantize_inputs=needs_calibration),
+                                   wrapper_class=QNetsWrapper)
 
     initialize_weight_quantizers(qat, plans)
+    if needs_calibration:
+        set_input_ranges(qat, batches)
     if batches is not None:
         calibrate_activation_quantizers(qat, plans, batches, verbose=verbose)
     else:

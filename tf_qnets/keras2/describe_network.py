@@ -28,6 +28,8 @@ from tf_qnets.core.network import (
 from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras
 from tf_qnets.keras2.batch_norm import FrozenStatisticsBatchNormalization
+from tf_qnets.keras2.input_quantizer import input_quantize_layers
+from tf_qnets.keras2.input_quantizer import input_ranges as input_ranges_of
 from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.keras2.propagation import ordered_nodes
 from tf_qnets.keras2.quantizer import QNetsQuantizer
@@ -130,17 +132,30 @@ def _describe_layer(layer):
 
 
 def describe_network(model):
-    """The :class:`tf_qnets.core.network.NetworkDescription` of a Keras 2 QAT model."""
+    """The :class:`tf_qnets.core.network.NetworkDescription` of a Keras 2 QAT model.
+
+    A model input's :class:`~tf_qnets.keras2.input_quantizer.InputQuantizer` is not a node:
+    its output stands for the input, and its range is the input's ``input_ranges`` entry."""
+    input_ids = [str(id(t)) for t in model.inputs]
+    input_ranges = [None] * len(input_ids)
+    skipped = set()
+    for index, layer in input_quantize_layers(model):
+        input_ids[index] = str(id(layer.output))
+        input_ranges[index] = input_ranges_of(model).get(layer.name)
+        skipped.add(id(layer))
     nodes = []
     for node in ordered_nodes(model):
+        if id(node.layer) in skipped:
+            continue
         call_args = getattr(node, "call_args", ()) or ()
         as_list = bool(call_args) and isinstance(call_args[0], (list, tuple))
         nodes.append(NodeDescription(_describe_layer(node.layer), list(node.flat_input_ids),
                                      list(node.flat_output_ids), inputs_as_list=as_list))
     return NetworkDescription(
-        [str(id(t)) for t in model.inputs], [tuple(t.shape) for t in model.inputs], nodes,
+        input_ids, [tuple(t.shape) for t in model.inputs], nodes,
         [str(id(t)) for t in model.outputs], name=model.name, framework="Keras 2 (tf_keras)",
-        input_names=list(getattr(model, "input_names", None) or []) or None)
+        input_names=list(getattr(model, "input_names", None) or []) or None,
+        input_ranges=input_ranges)
 
 
 class _NativeCall:

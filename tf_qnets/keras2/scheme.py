@@ -7,8 +7,9 @@ with :class:`QNetsQuantizer` (sigmoid-sum) or tfmot-style int8 quantizers.
 ``BatchNormalization`` and weightless layers (pooling, Add, Concatenate, Flatten, ...) stay
 float (BN is folded into the kernel scales at export).
 
-:class:`QNetsScheme` hands tfmot an identity layout transform and a registry that
-supports nothing on its own, so ``quantize_apply`` adds nothing we did not annotate.
+:class:`QNetsScheme` hands tfmot a layout transform that adds only the model inputs' int8
+rounding (when activations are quantized) and a registry that supports nothing on its own,
+so ``quantize_apply`` adds nothing else we did not annotate.
 """
 
 import dataclasses
@@ -18,6 +19,7 @@ from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras
 from tf_qnets.keras2.configs import QNetsQuantizeConfig
+from tf_qnets.keras2.input_quantizer import add_input_quantizers
 from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.keras2.quantizer import QNetsQuantizer
 
@@ -34,9 +36,14 @@ class LayerPlan:
     output_thresholds: str = "kmeans"
 
 
-class _IdentityLayout(tfmot.QuantizeLayoutTransform):
+class _Layout(tfmot.QuantizeLayoutTransform):
+    def __init__(self, quantize_inputs):
+        self.quantize_inputs = quantize_inputs
+
     def apply(self, model, layer_quantize_map):
-        return model, layer_quantize_map
+        if not self.quantize_inputs:
+            return model, layer_quantize_map
+        return add_input_quantizers(model, layer_quantize_map)
 
 
 class _NothingRegistry(tfmot.QuantizeRegistry):
@@ -49,10 +56,15 @@ class _NothingRegistry(tfmot.QuantizeRegistry):
 
 
 class QNetsScheme(tfmot.QuantizeScheme):
-    """The tfmot scheme of tf_qnets: every quantized layer is annotated explicitly."""
+    """The tfmot scheme of tf_qnets: every quantized layer is annotated explicitly; with
+    ``quantize_inputs`` each float model input gets the file's int8 rounding
+    (:mod:`tf_qnets.keras2.input_quantizer`)."""
+
+    def __init__(self, quantize_inputs=False):
+        self.quantize_inputs = quantize_inputs
 
     def get_layout_transformer(self):
-        return _IdentityLayout()
+        return _Layout(self.quantize_inputs)
 
     def get_quantize_registry(self):
         return _NothingRegistry()

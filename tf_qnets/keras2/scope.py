@@ -16,15 +16,17 @@ def custom_objects():
     """Name -> class for every serializable tf_qnets object (short and package-qualified names)."""
     from tf_qnets.keras2.batch_norm import FrozenStatisticsBatchNormalization
     from tf_qnets.keras2.configs import QNetsQuantizeConfig
+    from tf_qnets.keras2.input_quantizer import InputQuantizer
     from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
     from tf_qnets.keras2.quantizer import QNetsQuantizer
     from tf_qnets.keras2.wrapper import QNetsWrapper
 
     objects = {}
     for cls in (QNetsQuantizer, QNetsQuantizeConfig, QNetsWrapper, Int8WeightQuantizer,
-                Int8OutputQuantizer, FrozenStatisticsBatchNormalization):
+                Int8OutputQuantizer, FrozenStatisticsBatchNormalization, InputQuantizer):
         objects[cls.__name__] = cls
         objects[f"tf_qnets>{cls.__name__}"] = cls
+    objects["QuantizeLayer"] = tfmot.QuantizeLayer
     return objects
 
 

@@ -63,7 +63,9 @@ import math
 from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
 from tf_qnets.core.summary_table import (
     INT8, LayerFacts, LayerRow, ModelSummary, SummaryTotals, build_summary, describe_levels)
+from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras, require_keras2_model
+from tf_qnets.keras2.input_quantizer import InputQuantizer
 from tf_qnets.keras2.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.keras2.quantizer import QNetsQuantizer
 from tf_qnets.keras2.wrapper import QNetsWrapper
@@ -77,13 +79,15 @@ def _description(quantizer):
         return None
     if isinstance(quantizer, QNetsQuantizer):
         return quantizer.levels
-    if isinstance(quantizer, (Int8WeightQuantizer, Int8OutputQuantizer)):
+    if isinstance(quantizer, (Int8WeightQuantizer, Int8OutputQuantizer, InputQuantizer)):
         return INT8
     return type(quantizer).__name__
 
 
 def _quantizers(layer):
     """(inner layer, weight quantizer or None, output quantizer or None)."""
+    if isinstance(layer, tfmot.QuantizeLayer):    # a model input's int8 rounding
+        return layer, None, layer.quantizer
     if not isinstance(layer, QNetsWrapper):
         return layer, None, None
     weight_quantizer = output_quantizer = None
@@ -126,7 +130,7 @@ def _output_shape(layer):
 
 def _parameter_count(layer):
     """Parameters of a layer; for a wrapper, those of the wrapped layer (not the quantizers')."""
-    if not layer.built:
+    if not layer.built or isinstance(layer, tfmot.QuantizeLayer):
         return 0
     excluded = set()
     if isinstance(layer, QNetsWrapper):

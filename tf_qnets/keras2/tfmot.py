@@ -28,7 +28,13 @@ try:
         quantize_registry as _registry,
         quantize_scheme as _scheme,
         quantize_wrapper as _wrapper,
+        quantize_layer as _quantize_layer,
         quantizers as _quantizers,
+        utils as _utils,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (  # noqa: E402,E501
+        model_transformer as _model_transformer,
+        transforms as _transforms,
     )
 finally:
     if _before is None:
@@ -47,8 +53,25 @@ QuantizeLayoutTransform = _layout.QuantizeLayoutTransform
 QuantizeRegistry = _registry.QuantizeRegistry
 QuantizeScheme = _scheme.QuantizeScheme
 quantize_scope = _quantize.quantize_scope
+QuantizeLayer = _quantize_layer.QuantizeLayer
+ModelTransformer = _model_transformer.ModelTransformer
+Transform = _transforms.Transform
+LayerPattern = _transforms.LayerPattern
+LayerNode = _transforms.LayerNode
+
+
+def serialize_layer(layer):
+    """A layer's config in the form tfmot's graph transforms read."""
+    return _utils.serialize_layer(layer, use_legacy_format=True)
+
 
 __all__ = [
+    "LayerNode",
+    "LayerPattern",
+    "ModelTransformer",
+    "QuantizeLayer",
+    "Transform",
+    "serialize_layer",
     "LastValueQuantizer",
     "MovingAverageQuantizer",
     "QuantizeAnnotate",

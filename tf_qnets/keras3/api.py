@@ -15,6 +15,7 @@ from tf_qnets.core.plan import plan_layers
 from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.keras3.calibration import calibration_batches
 from tf_qnets.keras3.describe import check_model, layer_infos, layer_readers
+from tf_qnets.keras3.input_quantizer import set_input_ranges
 from tf_qnets.keras3.int8 import is_int8_quantizer
 from tf_qnets.keras3.init import (
     batch_norms_after_quantized_layers,
@@ -147,8 +148,10 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
             "first_last='int8'): pass a few batches of typical inputs, e.g. `calibration_data=x_train[:512]`.")
     batches = None if calibration_data is None else calibration_batches(calibration_data, model)
 
-    qat = wrap_layers(model, specs, batch_norm)
+    qat = wrap_layers(model, specs, batch_norm, quantize_inputs=needs_calibration)
     initialize_weight_quantizers(qat, specs)
+    if needs_calibration:
+        set_input_ranges(qat, batches)
     if batches is not None:
         if verbose:
             count = sum(len(batch) for batch in batches)

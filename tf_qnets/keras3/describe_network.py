@@ -27,6 +27,8 @@ from tf_qnets.core.network import (
 )
 from tf_qnets.keras3.batch_norm import FrozenStatisticsBatchNormalization
 from tf_qnets.keras3.describe import activation_name
+from tf_qnets.keras3.input_quantizer import input_quantize_layers
+from tf_qnets.keras3.input_quantizer import input_ranges as input_ranges_of
 from tf_qnets.keras3.int8 import MIN_WEIGHT_RANGE, Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.keras3.propagation import graph_of, ordered_nodes
 from tf_qnets.keras3.quantizer import QNetsQuantizer
@@ -133,8 +135,20 @@ def describe_network(model, argument="qat_model"):
             f"`{argument}` was not produced by tf_qnets.quantize_model (it has no QNetsWrapper "
             "layers); quantize and fine-tune it first, then export.")
     graph = graph_of(model)
+    # A model input's InputQuantizer is not a node: its output stands for the input, and its
+    # range is the input's ``input_ranges`` entry.
+    input_ids = [str(id(t)) for t in graph.inputs]
+    input_ranges = [None] * len(input_ids)
+    ranges = input_ranges_of(model)
+    skipped = set()
+    for index, layer in input_quantize_layers(model):
+        input_ids[index] = str(id(layer.output))
+        input_ranges[index] = ranges.get(layer.name)
+        skipped.add(id(layer))
     nodes = []
     for node in ordered_nodes(model):
+        if id(node.operation) in skipped:
+            continue
         args = node.arguments.args
         as_list = bool(args) and isinstance(args[0], (list, tuple))
         operation = node.operation
@@ -145,7 +159,7 @@ def describe_network(model, argument="qat_model"):
             layer, [str(id(t)) for t in node.input_tensors],
             [str(id(t)) for t in node.outputs], inputs_as_list=as_list))
     return NetworkDescription(
-        [str(id(t)) for t in graph.inputs], [tuple(t.shape) for t in graph.inputs], nodes,
+        input_ids, [tuple(t.shape) for t in graph.inputs], nodes,
         [str(id(t)) for t in graph.outputs], name=model.name,
         framework=f"Keras 3 ({keras.backend.backend()} backend)",
-        input_names=[t.name for t in graph.inputs])
+        input_names=[t.name for t in graph.inputs], input_ranges=input_ranges)

@@ -18,6 +18,10 @@ import keras
 from tf_qnets.core.batch_norm import check_batch_norm_mode
 from tf_qnets.core.plan import Int8Spec, QuantizerSpec
 from tf_qnets.keras3.batch_norm import freezable, frozen_copy
+from tf_qnets.keras3.input_quantizer import (
+    clone_sequential_with_input_quantizer,
+    input_call_function,
+)
 from tf_qnets.keras3.int8 import Int8OutputQuantizer, Int8WeightQuantizer
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 from tf_qnets.keras3.wrapper import QNetsWrapper
@@ -41,9 +45,11 @@ def quantizer_for(spec, name, output=False):
                           train_thresholds=spec.train_thresholds, name=name)
 
 
-def wrap_layers(model, specs, batch_norm="frozen"):
+def wrap_layers(model, specs, batch_norm="frozen", quantize_inputs=False):
     """A new model with the layers in ``specs`` wrapped (and, for ``batch_norm="frozen"``,
-    its BatchNormalization layers frozen), and ``model``'s float weights."""
+    its BatchNormalization layers frozen), and ``model``'s float weights; with
+    ``quantize_inputs``, an :class:`~tf_qnets.keras3.input_quantizer.InputQuantizer` after
+    each float input (the file's int8 input rounding)."""
     check_batch_norm_mode(batch_norm)
 
     def clone(layer):
@@ -61,7 +67,13 @@ def wrap_layers(model, specs, batch_norm="frozen"):
                                            output=True),
             name=layer.name)
 
-    quantized = keras.models.clone_model(model, clone_function=clone)
+    if not quantize_inputs:
+        quantized = keras.models.clone_model(model, clone_function=clone)
+    elif isinstance(model, keras.Sequential):
+        quantized = clone_sequential_with_input_quantizer(model, clone)
+    else:
+        quantized = keras.models.clone_model(model, clone_function=clone,
+                                             call_function=input_call_function())
     for layer in model.layers:
         if not layer.weights:
             continue

@@ -22,7 +22,7 @@ Example::
     >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
     >>> qat = quantize_model(model, w_bits=3, a_bits=3, calibration_data=x, verbose=0)
     >>> table = summary(qat, print_fn=None)
-    >>> [(row.weights, row.output, row.macs, row.mac_precision) for row in table.rows][1]
+    >>> [(row.weights, row.output, row.macs, row.mac_precision) for row in table.rows][2]
     ('W3 {-4,-2,-1,0,1,2,4}', 'A3 {0..7}', 256, 'W3/A3')
 
 Reference: Yang et al., "Quantization Networks", CVPR 2019 (arXiv:1911.09464).
@@ -35,6 +35,7 @@ import keras
 from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
 from tf_qnets.core.summary_table import (
     INT8, LayerFacts, LayerRow, ModelSummary, SummaryTotals, build_summary, describe_levels)
+from tf_qnets.keras3.input_quantizer import InputQuantizer
 from tf_qnets.keras3.int8 import is_int8_quantizer
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 from tf_qnets.keras3.wrapper import QNetsWrapper
@@ -46,7 +47,7 @@ def _quantizers(layer):
     """(inner layer, weight quantizer or None, output quantizer or None)."""
     if isinstance(layer, QNetsWrapper):
         return layer.layer, layer.weight_quantizer, layer.output_quantizer
-    if isinstance(layer, QNetsQuantizer):       # a quantizer used as a layer of its own
+    if isinstance(layer, (QNetsQuantizer, InputQuantizer)):   # a quantizer as a layer of its own
         return layer, None, layer
     return layer, None, None
 
@@ -55,7 +56,7 @@ def _levels(quantizer):
     """The core's description of a quantizer: None, its LevelSet, or INT8 (8 bits)."""
     if quantizer is None:
         return None
-    if is_int8_quantizer(quantizer):
+    if is_int8_quantizer(quantizer) or isinstance(quantizer, InputQuantizer):
         return INT8
     return quantizer.levels
 
@@ -106,7 +107,7 @@ def _output_shape(layer, node):
 
 def _parameter_count(layer, inner):
     """Parameters of the (wrapped) layer, each variable once; quantizer variables excluded."""
-    if isinstance(layer, QNetsQuantizer):
+    if isinstance(layer, (QNetsQuantizer, InputQuantizer)):
         return 0
     seen, total = set(), 0
     for weight in inner.weights:

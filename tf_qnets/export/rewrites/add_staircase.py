@@ -65,4 +65,4 @@ class AddStaircase:
             factor = np.float32(alpha * beta)
             y = codes if factor == 1.0 else fake_quant(codes * factor,
                                                        *saturating_range(alpha, levels))
-        return context.staircase_output(y, 1)
+        return context.staircase_output(y, 1, alpha, levels)

@@ -122,7 +122,7 @@ def _prescaled_output(context, layer, x):
     alpha, _, _, levels = context.plan.outputs[layer.name][1]
     with tf.name_scope(staircase_scope(layer.name)):
         y = fake_quant(tf.nn.relu(x), *saturating_range(alpha, levels))
-    return context.staircase_output(y, 1)
+    return context.staircase_output(y, 1, alpha, levels)
 
 
 def _alignment(context, inputs, pinned, staircase):

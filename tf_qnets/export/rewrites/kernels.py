@@ -79,7 +79,7 @@ class Kernels:
             # read from a 2-bit staircase the plain unit is about 0.1, more than one int8
             # step of a linear output (a residual branch before its Add).
             context.pinned_overrides[layer.name] = finer_codes(pinned)
-        x = emit_kernel(context, layer, values[node.flat_input_ids[0]])
+        x = emit_kernel(context, layer, context.finer_input(values[node.flat_input_ids[0]]))
         x = emit_activation(context, layer, x)
         return context.output(layer, x, calibrate=calibrates_output(context.plan, layer.name))
 
