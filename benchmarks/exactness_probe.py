@@ -15,7 +15,9 @@ four ways:
    the file applies to every bias, made in the Keras model too;
 4. both.
 
-If 4 reaches the agreement target and 1-3 do not, those two roundings are what the Keras
+Since ``quantize_model`` gives the Keras model an int8 input quantizer with the file's range,
+2 equals 1 (the model rounds its input itself). If 4 reaches the agreement target and 1-3 do
+not, those two roundings are what the Keras
 hard forward must simulate. Steps 3-4 change the Keras model of this benchmark (a few
 hundredths of an output step per channel); a user's model is never touched.
 

@@ -82,3 +82,18 @@ def test_the_finer_input_moves_fewer_projection_outputs(setting, tmp_path, monke
     plain = _projection_off_rate(qat, x, str(tmp_path / "plain.tflite"))
     # measured: 0.24% against 0.70% of the 131,072 outputs (the rest: roundings not located)
     assert finer < 0.5 * plain and plain > 0.004
+
+
+def test_finer_inputs_must_be_a_bool(setting, tmp_path):
+    qat, x = setting
+    with pytest.raises(TypeError, match="`finer_inputs` must be a bool"):
+        tf_qnets.export_tflite(qat, str(tmp_path / "m.tflite"), x, finer_inputs="yes")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_finer_inputs_false_leaves_the_mul_out(setting, tmp_path):
+    qat, x = setting
+    report = tf_qnets.export_tflite(qat, str(tmp_path / "m.tflite"), x, finer_inputs=False)
+    default = tf_qnets.export_tflite(qat, str(tmp_path / "d.tflite"), x)
+    count = lambda r: sum(n for name, _, n in r.ops if name == "MUL")  # noqa: E731
+    assert count(default) == count(report) + 1
