@@ -138,10 +138,11 @@ def describe_network(model):
     its output stands for the input, and its range is the input's ``input_ranges`` entry."""
     input_ids = [str(id(t)) for t in model.inputs]
     input_ranges = [None] * len(input_ids)
+    ranges = input_ranges_of(model)
     skipped = set()
     for index, layer in input_quantize_layers(model):
         input_ids[index] = str(id(layer.output))
-        input_ranges[index] = input_ranges_of(model).get(layer.name)
+        input_ranges[index] = ranges.get(layer.name)
         skipped.add(id(layer))
     nodes = []
     for node in ordered_nodes(model):
