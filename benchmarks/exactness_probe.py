@@ -16,7 +16,10 @@ four ways:
 4. both.
 
 Since ``quantize_model`` gives the Keras model an int8 input quantizer with the file's range,
-2 equals 1 (the model rounds its input itself). If 4 reaches the agreement target and 1-3 do
+2 equals 1 (the model rounds its input itself); and since ``TemperatureScheduler`` ends
+``fit`` by moving the biases whose unit the model fixes onto their lattice
+(:mod:`tf_qnets.core.bias_lattice`), 3 adds only the layers whose input scale comes from a
+calibrated range. If 4 reaches the agreement target and 1-3 do
 not, those two roundings are what the Keras
 hard forward must simulate. Steps 3-4 change the Keras model of this benchmark (a few
 hundredths of an output step per channel); a user's model is never touched.

@@ -43,3 +43,12 @@ def test_mobilenet_v2_exports_with_folded_depthwise_bn(images, tmp_path):
     # projection's int32 bias unit is 17 times finer (EmitContext.finer_input)
     assert counts["MUL"] == 17
     assert report.size_bytes < 0.45 * report.float_size_bytes   # int8 weights, small-model overhead
+    # the file rounds the int32 biases of those 17 projections, and of the first layer's
+    # channels that no alignment fits; snap_biases moves exactly those onto the file's
+    # lattice (tf_qnets.core.bias_lattice)
+    assert sorted(report.off_lattice) == sorted(
+        ["quant_Conv1"] + [n for n in report.off_lattice if n.endswith("_project")])
+    assert len(report.off_lattice) == 18
+    assert sorted(tf_qnets.snap_biases(qat).moved) == sorted(report.off_lattice)
+    again = export_tflite(qat, str(tmp_path / "snapped.tflite"), images[:16])
+    assert again.off_lattice == []

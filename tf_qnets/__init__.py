@@ -55,6 +55,7 @@ _PUBLIC = {
     "export_tflite": "tf_qnets.export",
     "inspect_tflite": "tf_qnets.export",
     "verify_tflite": "tf_qnets.export",
+    "snap_biases": "tf_qnets.frontend",
 }
 
 # subpackages and tool modules reachable as attributes (``tf_qnets.export``, ...)

@@ -125,6 +125,10 @@ class TemperatureScheduler(SchedulerOptions, _PathCallback):
       verbose: 1 prints T at each epoch start.
       show_gap: log the quantization gap ``quant_gap`` (:mod:`tf_qnets.core.gap`): the latest
         value after each training step (progress bar), the epoch's mean (``History``).
+      snap_biases: at the end of ``fit``, move the folded biases that the integer file
+        rounds onto its int32 lattice (at most half a unit each;
+        :mod:`tf_qnets.export.bias_lattice`), so that ``evaluate`` measures what the
+        exported file computes.
 
     Example::
 
@@ -132,9 +136,10 @@ class TemperatureScheduler(SchedulerOptions, _PathCallback):
     """
 
     def __init__(self, base="auto", schedule=None, per_step=False, cap=None, weight_cap=2000.0,
-                 verbose=0, show_gap=True):
+                 verbose=0, show_gap=True, snap_biases=True):
         _PathCallback.__init__(self)
-        self._init_options(base, schedule, per_step, cap, weight_cap, verbose, show_gap)
+        self._init_options(base, schedule, per_step, cap, weight_cap, verbose, show_gap,
+                           snap_biases)
 
     _MODULE = "schedule"
     _CLASS = "TemperatureScheduler"

@@ -33,6 +33,7 @@ __all__ = [
     "quantize_model",
     "recalibrate_batch_norm",
     "set_temperature",
+    "snap_biases",
     "summary",
 ]
 
@@ -103,6 +104,35 @@ def recalibrate_batch_norm(model, data, max_batches=None, verbose=0):
     """
     return _module(path_of(model), "recalibrate").recalibrate_batch_norm(
         model, data, max_batches=max_batches, verbose=verbose)
+
+
+def snap_biases(model):
+    """Move the folded biases that the integer file rounds onto its int32 lattice.
+
+    A kernel layer exported as a plain kernel op stores its folded bias ``b_c`` as the int32
+    ``round(b_c / u_c)`` (``u_c = s_in * s_w,c``, input scale times weight scale); this sets
+    ``b_c -> u_c round(b_c / u_c)`` in ``model`` (the folded BatchNormalization's ``beta``,
+    else the layer's ``bias``: at most half a unit), so that the Keras model adds the bias
+    the file adds (:mod:`tf_qnets.core.bias_lattice`). ``TemperatureScheduler`` does it at
+    the end of ``fit``; call it yourself after training without the scheduler, or after
+    changing weights (``set_weights``, ``EarlyStopping(restore_best_weights=True)`` after the
+    scheduler). ``export_tflite``'s report lists layers still off their lattice.
+
+    Returns:
+      :class:`tf_qnets.core.bias_lattice.SnapReport` (``print`` it).
+
+    Example::
+
+        qat.fit(x, y, epochs=3)                   # no TemperatureScheduler
+        print(tf_qnets.snap_biases(qat))
+        tf_qnets.export_tflite(qat, "model.tflite", x[:256])
+    """
+    path = path_of(model)
+    if not is_quantized_model(model):
+        raise ValueError(
+            "snap_biases: `model` has no tf_qnets quantizers; pass the model returned by "
+            "tf_qnets.quantize_model().")
+    return _module(path, "bias_lattice").snap_biases(model)
 
 
 def keras_major_version_of_file(path):

@@ -22,11 +22,14 @@ Example::
 
 import numpy as np
 
-__all__ = ["UNIFORM_TOLERANCE", "check_scales", "code_multiplier", "code_range", "decision_step",
+__all__ = ["FINER_INPUT_FACTOR", "UNIFORM_TOLERANCE", "check_scales", "finer_input_multiplier", "code_multiplier", "code_range", "decision_step",
            "has_saturating_lowering", "is_uniform_staircase", "output_code_multiplier",
            "output_range", "saturating_range"]
 
 UNIFORM_TOLERANCE = 1e-5
+# A finer input (levels 0..n re-stored at scale alpha / m) is one MUL by this factor, 2**-20
+# above 1: a FakeQuant right after another one is dropped by the TFLite converter, a MUL is kept.
+FINER_INPUT_FACTOR = np.float32(1.0 + 2.0 ** -20)
 
 
 def code_range(levels):
@@ -98,3 +101,10 @@ def decision_step(thresholds):
     (only the sign of the windowed value is used)."""
     span = float(np.max(np.abs(thresholds))) if len(thresholds) else 1.0
     return max(span, 1e-6) / 254.0
+
+
+def finer_input_multiplier(top_level):
+    """``m = 255 // n``: levels ``0 .. n`` of a saturating staircase re-stored as codes
+    ``m v - 128`` (scale ``alpha / m``) for a kernel layer that reads them (a finer input;
+    ``m < 2``: none)."""
+    return 255 // max(int(top_level), 1)

@@ -36,7 +36,7 @@ import dataclasses
 import numpy as np
 
 __all__ = ["Int8Range", "LayerDescription", "NetworkDescription", "NodeDescription", "Staircase",
-           "portable_config"]
+           "channel_axis", "is_linear", "portable_config", "relu_cap"]
 
 # Configuration keys that do not change what a layer computes at inference.
 _TRAINING_ONLY_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
@@ -127,3 +127,34 @@ def portable_config(config):
     constraints, dtype policies, ...): the part both Kerases read the same way."""
     return {key: value for key, value in dict(config).items()
             if key not in _TRAINING_ONLY_KEYS and not key.endswith(_TRAINING_ONLY_SUFFIXES)}
+
+
+def is_linear(layer):
+    """True when the described layer has no activation or a linear one."""
+    return layer.activation in (None, "linear")
+
+
+def channel_axis(layer):
+    """The single normalised axis of a described BatchNormalization as a negative index counted
+    from the last axis of its input (``-1``: channels last), or None when it normalises several."""
+    axis = layer.config.get("axis", -1)
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            return None
+        axis = axis[0]
+    rank = len(layer.input_shape)
+    return int(axis) - rank if int(axis) >= 0 else int(axis)
+
+
+def relu_cap(layer):
+    """``(True, cap)`` for a described ``ReLU`` layer without slope or threshold (``cap``: its
+    ``max_value`` or None) or ``Activation("relu"/"relu6")``; ``(False, None)`` otherwise."""
+    if layer.class_name == "ReLU":
+        config = layer.config
+        if config.get("negative_slope") or config.get("threshold"):
+            return False, None
+        cap = config.get("max_value")
+        return True, (None if cap is None else float(cap))
+    if layer.class_name == "Activation" and layer.activation in ("relu", "relu6"):
+        return True, (6.0 if layer.activation == "relu6" else None)
+    return False, None

@@ -12,9 +12,14 @@ ScheduleRules`; this mixin adds the callback protocol around it, written once:
   (:mod:`tf_qnets.core.gap`) into the logs as ``quant_gap``: the progress bar shows the
   latest value;
 * ``on_epoch_end``: the epoch's mean gap and the activation temperature go into the logs
-  (``History``).
+  (``History``);
+* ``on_train_end``: with ``snap_biases``, the folded biases that the integer file rounds move
+  onto its int32 lattice (:mod:`tf_qnets.core.bias_lattice`: at most half a unit each), so
+  that ``evaluate`` after ``fit`` measures what the exported file computes (numpy only, any
+  backend). Skipped, with a line under ``verbose``, when the model cannot be described for
+  export.
 
-A framework's scheduler mixes this in before its ``Callback`` class and defines four
+A framework's scheduler mixes this in before its ``Callback`` class and defines five
 methods over its own model (each path reads its own variables):
 
 * ``_has_annealed_quantizers()``: whether ``self.model`` has quantizers with a temperature;
@@ -22,7 +27,9 @@ methods over its own model (each path reads its own variables):
 * ``_logged_temperature()``: the activation temperature (the weight one when there are no
   activation quantizers), a float;
 * ``_make_gap_reader()``: a function returning the mean gap as a float, or None when the
-  model has no gap to read.
+  model has no gap to read;
+* ``_snap_biases()``: :func:`tf_qnets.core.bias_lattice.snap_biases` on the model's own
+  description, returning its report.
 
 Example (the temperatures an epoch gets, whatever the framework)::
 
@@ -46,12 +53,16 @@ class SchedulerOptions(ScheduleRules):
 
     GAP_LOG_NAME = GAP_LOG_NAME
 
-    def _init_options(self, base, schedule, per_step, cap, weight_cap, verbose, show_gap):
+    def _init_options(self, base, schedule, per_step, cap, weight_cap, verbose, show_gap,
+                      snap_biases=True):
         self._init_rules(base, schedule, per_step, cap, weight_cap)
         if not isinstance(show_gap, bool):
             raise TypeError(f"`show_gap` must be a bool, got {show_gap!r}.")
+        if not isinstance(snap_biases, bool):
+            raise TypeError(f"`snap_biases` must be a bool, got {snap_biases!r}.")
         self.verbose = verbose
         self.show_gap = show_gap
+        self.snap_biases = snap_biases
 
     def options(self):
         """The constructor's arguments, ``schedule`` included."""
@@ -60,7 +71,7 @@ class SchedulerOptions(ScheduleRules):
     def get_config(self):
         return {"base": self.base, "per_step": self.per_step, "cap": self.cap,
                 "weight_cap": self.weight_cap, "verbose": self.verbose,
-                "show_gap": self.show_gap}
+                "show_gap": self.show_gap, "snap_biases": self.snap_biases}
 
     @classmethod
     def from_config(cls, config):
@@ -71,8 +82,10 @@ class SchedulerOptions(ScheduleRules):
 class SchedulerHooks(SchedulerOptions):
     """The ``TemperatureScheduler`` callback hooks (see the module for what a subclass defines)."""
 
-    def _init_hooks(self, base, schedule, per_step, cap, weight_cap, verbose, show_gap):
-        self._init_options(base, schedule, per_step, cap, weight_cap, verbose, show_gap)
+    def _init_hooks(self, base, schedule, per_step, cap, weight_cap, verbose, show_gap,
+                    snap_biases=True):
+        self._init_options(base, schedule, per_step, cap, weight_cap, verbose, show_gap,
+                           snap_biases)
         self._epoch = 0
         self._read_gap = None
         self._gap_sum = 0.0
@@ -118,3 +131,16 @@ class SchedulerHooks(SchedulerOptions):
         if self._gap_count:
             logs[self.GAP_LOG_NAME] = self._gap_sum / self._gap_count
         logs["temperature"] = self._logged_temperature()
+
+    def on_train_end(self, logs=None):
+        if not self.snap_biases:
+            return
+        try:
+            report = self._snap_biases()
+        except (ValueError, TypeError, NotImplementedError) as error:
+            if self.verbose:
+                print(f"TemperatureScheduler: biases left as trained, the model cannot be "
+                      f"described for export ({error})")
+            return
+        if self.verbose:
+            print(f"TemperatureScheduler: {report}")

@@ -27,10 +27,12 @@ import dataclasses
 
 import numpy as np
 
+from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
+from tf_qnets.core.network import Int8Range, Staircase
 from tf_qnets.core.staircase import hard_codes
 
-__all__ = ["PinnedKernel", "qnets_codes", "bn_fold_factors", "pin_qnets_kernel", "pin_int8_kernel",
-           "pin_float_kernel"]
+__all__ = ["PinnedKernel", "qnets_codes", "bn_fold_factors", "layer_fold_factors", "pin_qnets_kernel",
+           "pin_int8_kernel", "pin_float_kernel", "pin_layer_kernel", "finer_codes", "weight_steps"]
 
 
 @dataclasses.dataclass
@@ -66,6 +68,15 @@ def bn_fold_factors(mean, variance, epsilon, gamma=None, beta=None):
     beta = np.zeros_like(mean) if beta is None else np.asarray(beta, np.float64)
     g = gamma / np.sqrt(np.asarray(variance, np.float64) + float(epsilon))
     return g, beta - mean * g
+
+
+def layer_fold_factors(bn_layer):
+    """:func:`bn_fold_factors` of a described BatchNormalization
+    (:class:`tf_qnets.core.network.LayerDescription`), from its inference statistics."""
+    weights = bn_layer.weights
+    return bn_fold_factors(weights["moving_mean"], weights["moving_variance"],
+                           bn_layer.config.get("epsilon", 1e-3), weights.get("gamma"),
+                           weights.get("beta"))
 
 
 def _fold(kernel_real, bias, fold):
@@ -120,3 +131,59 @@ def pin_float_kernel(kernel, bias, fold=None):
     bound = np.max(np.abs(folded.reshape(-1, folded.shape[-1])), axis=0)
     bound = np.maximum(bound, 1e-8).astype(np.float32)
     return PinnedKernel(folded, new_bias, -bound, bound, 8)
+
+
+def pin_layer_kernel(layer, bn=None, int4_weights=False):
+    """``(PinnedKernel, depthwise_shape)`` of a described kernel layer (``bn``: the described
+    BatchNormalization folded into it, or None), by its weight quantizer: a staircase
+    (:func:`pin_qnets_kernel`), an 8-bit range (:func:`pin_int8_kernel`) or none
+    (:func:`pin_float_kernel`). A ``DepthwiseConv2D`` kernel is pinned as ``(kh, kw, 1, C)``
+    (one scale per output channel ``c = input channel * multiplier + m``) and
+    ``depthwise_shape`` is its Keras shape; None for other layers."""
+    class_name = layer.class_name
+    weight_q = layer.weight_quantizer
+    kernel = np.asarray(layer.weights["kernel"])
+    bias = layer.weights.get("bias") if layer.config.get("use_bias", False) else None
+    depthwise_shape = None
+    if class_name not in KERNEL_ATTRIBUTES:
+        raise ValueError(f"Layer {layer.name!r} ({class_name}) is not a kernel layer.")
+    if class_name == "DepthwiseConv2D":
+        depthwise_shape = kernel.shape
+        kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], 1, -1)
+    fold = layer_fold_factors(bn) if bn is not None else None
+    if isinstance(weight_q, Staircase):
+        # INT4 depthwise kernels need DEPTHWISE_CONV_2D version 7, which TFLite's reference
+        # kernels and tflite-runtime 2.14 lack; depthwise kernels are small: int8.
+        int4 = False if depthwise_shape is not None else int4_weights
+        pinned = pin_qnets_kernel(kernel, bias, weight_q.alpha, weight_q.beta,
+                                  weight_q.thresholds, weight_q.levels, fold, int4)
+    elif isinstance(weight_q, Int8Range):
+        pinned = pin_int8_kernel(np.asarray(weight_q.kernel).reshape(kernel.shape), bias,
+                                 weight_q.lo, weight_q.hi, fold)
+    elif weight_q is None:
+        pinned = pin_float_kernel(kernel, bias, fold)
+    else:
+        raise ValueError(
+            f"Layer {layer.name!r}: its weight quantizer {weight_q!r} cannot be exported "
+            "(export lowers staircases and 8-bit ranges).")
+    return pinned, depthwise_shape
+
+
+def finer_codes(pinned):
+    """``pinned`` stored in int8 as ``k * code`` (``k = 127 // max |code|``): the same real
+    kernel, a ``k`` times finer weight scale."""
+    top = max(1, int(np.max(np.abs(pinned.levels))))
+    k = 127 // top
+    q_max = 2 ** (pinned.num_bits - 1) - 1
+    factor = 127.0 / (k * q_max)   # new range +-127 steps of (old step / k)
+    return dataclasses.replace(
+        pinned, range_min=(np.asarray(pinned.range_min, np.float64) * factor).astype(np.float32),
+        range_max=(np.asarray(pinned.range_max, np.float64) * factor).astype(np.float32),
+        num_bits=8)
+
+
+def weight_steps(pinned):
+    """Per-output-channel weight scale of a pinned (symmetric, narrow-range) kernel."""
+    q_max = 2 ** (pinned.num_bits - 1) - 1
+    span = np.asarray(pinned.range_max, np.float64) - np.asarray(pinned.range_min, np.float64)
+    return np.broadcast_to(span / (2.0 * q_max), np.shape(pinned.bias))

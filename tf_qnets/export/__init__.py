@@ -8,7 +8,8 @@
 Modules: ``weights`` (pinned codes, BN folding), ``activations`` (int8 staircases),
 ``graph`` (the export graph), ``convert`` (conversion, atomic write), ``ops_check``
 (builtin integer ops only), ``inspect`` (read a .tflite), ``verify`` (Keras vs TFLite),
-``diagnose`` (per-layer activation codes that differ between Keras and TFLite).
+``diagnose`` (per-layer activation codes that differ between Keras and TFLite),
+``bias_lattice`` (the int32 bias units a file used).
 """
 
 from tf_qnets.export.convert import ExportError

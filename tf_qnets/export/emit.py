@@ -23,6 +23,7 @@ Example::
 import numpy as np
 
 from tf_qnets.core.input_range import calibrated_input_range
+from tf_qnets.core.lowering import FINER_INPUT_FACTOR, finer_input_multiplier
 from tf_qnets.keras2.backend import tf
 from tf_qnets.export.activations import (
     fake_quant,
@@ -34,7 +35,6 @@ from tf_qnets.export.activations import (
 __all__ = ["EmitContext", "emit", "calibrate", "trace", "staircase_scope"]
 
 _RANGE_MARGIN = 1e-6
-_FINER_FACTOR = np.float32(1.0 + 2.0 ** -20)
 # Ops between a fake-quantization and a kernel layer that keep the int8 scale.
 SCALE_KEEPING_OPS = ("MaxPool", "Reshape", "Identity", "Squeeze", "ExpandDims", "Transpose")
 # ... and keep every int8 value (zero padding pads with the zero point: the value 0).
@@ -64,6 +64,7 @@ class EmitContext:
         self.pinned_overrides = {}  # kernel layer name -> PinnedKernel re-stored while emitting
         self.code_multipliers = {}  # traced tensor name -> code multiplier of a staircase output
         self.saturating = {}        # traced tensor name -> (alpha, top level) of a 0..n staircase
+        self.bias_lattices = {}     # kernel layer name -> (int32 bias unit per channel, real bias)
         self.model_input_names = set()
 
     @property
@@ -130,12 +131,12 @@ class EmitContext:
         if entry is None:
             return x
         alpha, top = entry
-        m = 255 // max(top, 1)
+        m = finer_input_multiplier(top)
         if m < 2:
             return x
         # A FakeQuant right after another is dropped by the converter; a MUL by a factor
         # 2**-20 above 1 is kept and requantizes (level v -> code m v - 128 exactly).
-        y = fake_quant(x * _FINER_FACTOR, 0.0, 255.0 * alpha * float(_FINER_FACTOR) / m)
+        y = fake_quant(x * FINER_INPUT_FACTOR, 0.0, 255.0 * alpha * float(FINER_INPUT_FACTOR) / m)
         self.code_multipliers[y.name] = m
         return y
 
@@ -155,6 +156,26 @@ class EmitContext:
         if op is None or op.type != "FakeQuantWithMinMaxArgs" or op.get_attr("num_bits") != 8:
             return None
         return (float(op.get_attr("max")) - float(op.get_attr("min"))) / 255.0
+
+    def fixed_input_scale(self, x):
+        """The int8 scale of ``x`` when the model fixes it (a lowered staircase's output, a
+        finer input, the model input behind its own input quantizer), else None (a calibrated
+        range, or not tracing)."""
+        if not self.tracing:
+            return None
+        name = getattr(self.source(x), "name", None)
+        fixed = name in self.code_multipliers or (
+            name in self.model_input_names and self.plan.network.input_ranges[0] is not None)
+        return self.input_scale(x) if fixed else None
+
+    def record_bias_lattice(self, layer_name, x, pinned, weight_steps):
+        """Remember the int32 bias unit ``s_in * s_w,c`` with which the converter will round
+        the kernel layer's real bias (``pinned.bias``), when the input scale ``s_in`` is fixed
+        by the model (:mod:`tf_qnets.export.bias_lattice`)."""
+        scale = self.fixed_input_scale(x)
+        if scale is not None:
+            self.bias_lattices[layer_name] = (scale * np.asarray(weight_steps, np.float64),
+                                              np.asarray(pinned.bias, np.float64))
 
     def input_code_multiplier(self, x):
         """``m`` when ``x`` is a lowered staircase's output (level ``y`` stored as ``m y``),

@@ -22,6 +22,7 @@ import numpy as np
 
 from tf_qnets.core.calibration_data import input_batches
 from tf_qnets.export.convert import ExportError, check_writable, convert_function, write_atomic
+from tf_qnets.export.bias_lattice import traced_bias_lattices
 from tf_qnets.export.describe import describe
 from tf_qnets.export.emit import calibrate, trace
 from tf_qnets.export.plan import make_plan
@@ -46,6 +47,8 @@ class ExportReport:
     verification: object = None  # VerificationReport when verify_data was given
     staircases: dict = None      # {"aligned"|"copies"|"partial"|"rounded": [layer names]}
     reference_exact: float = None  # aligned channels exact under TFLite's reference kernels too
+    off_lattice: list = dataclasses.field(default_factory=list)  # kernel layers whose bias the file rounds
+    default_lattice: bool = True   # exported with the options whose lattice snap_biases uses
 
     @property
     def size_ratio(self):
@@ -85,6 +88,15 @@ class ExportReport:
                 f"{len(self.staircases.get('partial', []))} partly aligned, "
                 f"{len(self.staircases['rounded'])} read a rounded int8 tensor"
                 + (f" ({', '.join(self.staircases['rounded'])})" if self.staircases["rounded"] else ""))
+        if self.off_lattice:
+            lines.append(
+                f"biases off the int32 lattice: {len(self.off_lattice)} kernel layers "
+                f"({', '.join(self.off_lattice[:4])}{', ...' if len(self.off_lattice) > 4 else ''}); "
+                "the file rounds them, so it can differ from the Keras model on some inputs: "
+                + ("tf_qnets.snap_biases(model) moves them (TemperatureScheduler does at the end "
+                   "of fit)" if self.default_lattice else
+                   "export with int4_weights=False and finer_inputs=True, the lattice that "
+                   "tf_qnets.snap_biases(model) and TemperatureScheduler move them onto"))
         if self.verification is not None:
             lines.append(f"verification: {self.verification}")
         return "\n".join(lines)
@@ -179,7 +191,11 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
     write_atomic(path, data)
     report = ExportReport(path=path, size_bytes=len(data), float_size_bytes=float_size,
                           inspection=inspect_tflite(path), staircases=lowering.staircase_lowerings(),
-                          reference_exact=lowering.reference_exact_fraction())
+                          reference_exact=lowering.reference_exact_fraction(),
+                          off_lattice=[lattice.layer for lattice in
+                                       traced_bias_lattices(plan, lowering)
+                                       if lattice.owner is not None and not lattice.on_lattice],
+                          default_lattice=int4_weights is False and finer_inputs)
     if verify_data is not None:
         report.verification = verify_tflite(qat_model, path, verify_data)
     return report

@@ -8,7 +8,8 @@ same for a Keras 2 model and a Keras 3 model on any backend.
 
 import numpy as np
 
-from tf_qnets.core.weight_codes import bn_fold_factors as _fold_factors
+from tf_qnets.core.network import channel_axis, is_linear, relu_cap
+from tf_qnets.core.weight_codes import layer_fold_factors as bn_fold_factors
 
 __all__ = ["layer_class", "is_linear", "is_plain_relu", "relu_cap", "affine_factors",
            "bn_fold_factors", "channel_axis", "output_quantizer"]
@@ -22,49 +23,9 @@ def layer_class(layer):
     return layer.class_name
 
 
-def is_linear(layer):
-    """True when the layer has no activation or a linear one."""
-    return layer.activation in (None, "linear")
-
-
 def is_plain_relu(layer):
     """A ``ReLU()`` layer (no slope, cap or threshold) or ``Activation("relu")``."""
     return relu_cap(layer) == (True, None)
-
-
-def relu_cap(layer):
-    """``(True, cap)`` for a ``ReLU`` layer without slope or threshold (``cap``: its
-    ``max_value`` or None) or ``Activation("relu"/"relu6")``; ``(False, None)`` otherwise."""
-    if layer.class_name == "ReLU":
-        config = layer.config
-        if config.get("negative_slope") or config.get("threshold"):
-            return False, None
-        cap = config.get("max_value")
-        return True, (None if cap is None else float(cap))
-    if layer.class_name == "Activation" and layer.activation in ("relu", "relu6"):
-        return True, (6.0 if layer.activation == "relu6" else None)
-    return False, None
-
-
-def channel_axis(layer):
-    """The single normalised axis of a BatchNormalization as a negative index counted from
-    the last axis of its input (``-1``: channels last), or None when it normalises several."""
-    axis = layer.config.get("axis", -1)
-    if isinstance(axis, (list, tuple)):
-        if len(axis) != 1:
-            return None
-        axis = axis[0]
-    rank = len(layer.input_shape)
-    return int(axis) - rank if int(axis) >= 0 else int(axis)
-
-
-def bn_fold_factors(bn_layer):
-    """``(g, shift)`` with ``BN(z) = g * z + shift`` per channel, from a BatchNormalization
-    layer's inference statistics (``tf_qnets.core.weight_codes.bn_fold_factors``)."""
-    weights = bn_layer.weights
-    return _fold_factors(weights["moving_mean"], weights["moving_variance"],
-                         bn_layer.config.get("epsilon", 1e-3), weights.get("gamma"),
-                         weights.get("beta"))
 
 
 def _normalization_statistics(layer):

@@ -36,6 +36,7 @@ from tf_qnets.core.schedule import (  # noqa: F401  (auto_base: re-exported for 
 )
 from tf_qnets.core.schedule_hooks import SchedulerHooks
 from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.bias_lattice import snap_biases
 from tf_qnets.keras2.gap import gap_reader
 from tf_qnets.keras2.quantizer import QNetsQuantizer
 from tf_qnets.keras2.wrapper import quantizer_states
@@ -81,12 +82,17 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
       verbose: 1 prints T at each epoch start.
       show_gap: add ``quant_gap`` (:mod:`tf_qnets.keras2.gap`) to the logs: the latest value after
         each training step (progress bar), the epoch's mean at its end (``History``).
+      snap_biases: at the end of ``fit``, move the folded biases that the integer file
+        rounds onto its int32 lattice (at most half a unit each;
+        :mod:`tf_qnets.export.bias_lattice`), so that ``evaluate`` measures what the
+        exported file computes.
     """
 
     def __init__(self, base="auto", schedule=None, per_step=False, cap=None, weight_cap=2000.0,
-                 verbose=0, show_gap=True):
+                 verbose=0, show_gap=True, snap_biases=True):
         keras.callbacks.Callback.__init__(self)
-        self._init_hooks(base, schedule, per_step, cap, weight_cap, verbose, show_gap)
+        self._init_hooks(base, schedule, per_step, cap, weight_cap, verbose, show_gap,
+                         snap_biases)
 
     def _has_annealed_quantizers(self):
         return bool(_temperature_variables(self.model))
@@ -98,6 +104,9 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
         variables = (_temperature_variables(self.model, "activations")
                      or _temperature_variables(self.model))
         return float(variables[0].numpy())
+
+    def _snap_biases(self):
+        return snap_biases(self.model)
 
     def _make_gap_reader(self):
         read = gap_reader(self.model)

@@ -31,6 +31,7 @@ from keras import ops
 from tf_qnets.core.schedule import validated_temperature
 from tf_qnets.core.schedule_hooks import SchedulerHooks
 from tf_qnets.keras3.api import quantizers
+from tf_qnets.keras3.bias_lattice import snap_biases
 from tf_qnets.keras3.gap import gap_variables, mean_gap
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 
@@ -76,12 +77,17 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
       verbose: 1 prints T at each epoch start.
       show_gap: add ``quant_gap`` (:mod:`tf_qnets.keras3.gap`) to the logs: the latest value after
         each training step (progress bar), the epoch's mean at its end (``History``).
+      snap_biases: at the end of ``fit``, move the folded biases that the integer file
+        rounds onto its int32 lattice (at most half a unit each;
+        :mod:`tf_qnets.export.bias_lattice`), so that ``evaluate`` measures what the
+        exported file computes.
     """
 
     def __init__(self, base="auto", schedule=None, per_step=False, cap=None, weight_cap=2000.0,
-                 verbose=0, show_gap=True):
+                 verbose=0, show_gap=True, snap_biases=True):
         keras.callbacks.Callback.__init__(self)
-        self._init_hooks(base, schedule, per_step, cap, weight_cap, verbose, show_gap)
+        self._init_hooks(base, schedule, per_step, cap, weight_cap, verbose, show_gap,
+                         snap_biases)
 
     def _has_annealed_quantizers(self):
         return bool(_temperature_variables(self.model))
@@ -93,6 +99,9 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
         variables = (_temperature_variables(self.model, "activations")
                      or _temperature_variables(self.model))
         return float(ops.convert_to_numpy(variables[0]))
+
+    def _snap_biases(self):
+        return snap_biases(self.model)
 
     def _make_gap_reader(self):
         variables = gap_variables(self.model)     # found once, read every step

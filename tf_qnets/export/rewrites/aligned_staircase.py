@@ -89,6 +89,10 @@ class AlignedStaircase:
         if not context.tracing or layer_class(layer) not in ALIGNABLE:
             return emit_kernel(context, layer, inputs)
         pinned = pinned_kernel(context, layer.name)
+        if context.reads_model_input(inputs):
+            # channels without a solution keep the plainly rounded bias: its unit (that of the
+            # plain codes) for tf_qnets.core.bias_lattice
+            context.record_bias_lattice(layer.name, inputs, pinned, weight_steps(pinned))
         plan = _alignment(context, inputs, pinned, staircase)
         if plan is None:
             return emit_kernel(context, layer, inputs)

@@ -21,14 +21,9 @@ import numpy as np
 
 from tf_qnets.keras2.backend import tf
 from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
-from tf_qnets.core.network import Int8Range, Staircase
-from tf_qnets.export.layers import bn_fold_factors, is_plain_relu, layer_class
+from tf_qnets.export.layers import is_plain_relu, layer_class
 from tf_qnets.export.rewrites.batch_norm_fold import BatchNormFold, folded_bn_names
-from tf_qnets.core.weight_codes import (
-    pin_float_kernel,
-    pin_int8_kernel,
-    pin_qnets_kernel,
-)
+from tf_qnets.core.weight_codes import finer_codes, pin_layer_kernel, weight_steps
 from tf_qnets.export.tf_layers import activation_function, build_layer
 
 __all__ = ["Kernels", "calibrates_output", "emit_kernel", "emit_activation", "pinned_kernel",
@@ -79,7 +74,10 @@ class Kernels:
             # read from a 2-bit staircase the plain unit is about 0.1, more than one int8
             # step of a linear output (a residual branch before its Add).
             context.pinned_overrides[layer.name] = finer_codes(pinned)
-        x = emit_kernel(context, layer, context.finer_input(values[node.flat_input_ids[0]]))
+        x = context.finer_input(values[node.flat_input_ids[0]])
+        pinned = pinned_kernel(context, layer.name)
+        context.record_bias_lattice(layer.name, x, pinned, weight_steps(pinned))
+        x = emit_kernel(context, layer, x)
         x = emit_activation(context, layer, x)
         return context.output(layer, x, calibrate=calibrates_output(context.plan, layer.name))
 
@@ -107,38 +105,11 @@ def _feeds_only_fused_quantizers(plan, node):
 
 
 def _pin(layer, bn, int4_weights):
-    class_name = layer.class_name
-    attribute = KERNEL_ATTRIBUTES[class_name]
-    weight_q = layer.weight_quantizer
-    kernel = np.asarray(layer.weights["kernel"])
-    bias = layer.weights.get("bias") if layer.config.get("use_bias", False) else None
-    depthwise_shape = None
-    if class_name == "DepthwiseConv2D":
-        # Output channel c = input channel * multiplier + m: pinned as a (kh, kw, 1, C)
-        # kernel so that per-channel scales (and a folded BN) follow the output channels;
-        # reshaped back to (kh, kw, in, multiplier) when emitted.
-        depthwise_shape = kernel.shape
-        kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], 1, -1)
-    fold = bn_fold_factors(bn) if bn is not None else None
-    if isinstance(weight_q, Staircase):
-        # INT4 depthwise kernels need DEPTHWISE_CONV_2D version 7, which TFLite's reference
-        # kernels and tflite-runtime 2.14 lack; depthwise kernels are small: int8.
-        int4 = False if depthwise_shape is not None else int4_weights
-        pinned = pin_qnets_kernel(kernel, bias, weight_q.alpha, weight_q.beta,
-                                  weight_q.thresholds, weight_q.levels, fold, int4)
-    elif isinstance(weight_q, Int8Range):
-        pinned = pin_int8_kernel(np.asarray(weight_q.kernel).reshape(kernel.shape), bias,
-                                 weight_q.lo, weight_q.hi, fold)
-    elif weight_q is None:
-        pinned = pin_float_kernel(kernel, bias, fold)
-    else:
-        raise ValueError(
-            f"Layer {layer.name!r}: its weight quantizer {weight_q!r} cannot be exported "
-            "(export lowers staircases and 8-bit ranges).")
+    pinned, depthwise_shape = pin_layer_kernel(layer, bn, int4_weights)
     clone = build_layer(layer, weights=False, use_bias=True, activation="linear")
     activation = activation_function(layer.activation, layer.name)
-    return PinnedLayer(pinned, clone, attribute, activation, layer.activation or "linear",
-                       depthwise_shape)
+    return PinnedLayer(pinned, clone, KERNEL_ATTRIBUTES[layer.class_name], activation,
+                       layer.activation or "linear", depthwise_shape)
 
 
 def pinned_kernel(context, layer_name):
@@ -146,26 +117,6 @@ def pinned_kernel(context, layer_name):
     if layer_name in context.pinned_overrides:
         return context.pinned_overrides[layer_name]
     return context.plan.note(Kernels.name)[layer_name].pinned
-
-
-def finer_codes(pinned):
-    """``pinned`` stored in int8 as ``k * code`` (``k = 127 // max |code|``): the same real
-    kernel, a ``k`` times finer weight scale."""
-    top = max(1, int(np.max(np.abs(pinned.levels))))
-    k = 127 // top
-    q_max = 2 ** (pinned.num_bits - 1) - 1
-    factor = 127.0 / (k * q_max)   # new range +-127 steps of (old step / k)
-    return dataclasses.replace(
-        pinned, range_min=(np.asarray(pinned.range_min, np.float64) * factor).astype(np.float32),
-        range_max=(np.asarray(pinned.range_max, np.float64) * factor).astype(np.float32),
-        num_bits=8)
-
-
-def weight_steps(pinned):
-    """Per-output-channel weight scale of a pinned (symmetric, narrow-range) kernel."""
-    q_max = 2 ** (pinned.num_bits - 1) - 1
-    span = np.asarray(pinned.range_max, np.float64) - np.asarray(pinned.range_min, np.float64)
-    return np.broadcast_to(span / (2.0 * q_max), np.shape(pinned.bias))
 
 
 def _fake_quant_kernel(values, lo, hi, num_bits, per_channel, name):

@@ -1,0 +1,63 @@
+"""Keras 3: folded biases move onto the integer file's int32 lattice (tf_qnets.core.bias_lattice),
+on demand and at the end of ``fit`` with ``TemperatureScheduler``, on any backend and without
+TensorFlow (the units come from the model's description)."""
+
+import keras
+import numpy as np
+import pytest
+
+import tf_qnets
+from tf_qnets.core.bias_lattice import OFF_LATTICE_TOLERANCE, bias_lattices
+from tf_qnets.keras3.describe_network import describe_network
+
+
+def _block():
+    """Expand to a ReLU staircase, then a linear projection + BN (as in MobileNetV2)."""
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = keras.layers.Conv2D(8, 1, use_bias=False, name="project")(x)
+    x = keras.layers.BatchNormalization(name="project_bn")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
+
+
+def _setting():
+    x = np.random.default_rng(0).uniform(0, 1, (64, 12, 12, 3)).astype(np.float32)
+    qat = tf_qnets.quantize_model(_block(), w_bits=3, a_bits=3, calibration_data=x, verbose=0)
+    return qat, x
+
+
+def _offsets(qat):
+    return {row.layer: float(np.max(np.abs(row.offset))) for row in bias_lattices(describe_network(qat))}
+
+
+def test_snap_biases_moves_the_projection_bias_by_at_most_half_a_unit():
+    qat, _ = _setting()
+    # the stem (float, first layer) reads the model input: its channels without an alignment
+    # keep a rounded bias; the head reads a calibrated range
+    assert set(_offsets(qat)) == {"project", "stem"}
+    assert _offsets(qat)["project"] > OFF_LATTICE_TOLERANCE
+    beta = qat.get_layer("project_bn").layer.beta
+    before = keras.ops.convert_to_numpy(beta).astype(np.float64)
+    row = {row.layer: row for row in bias_lattices(describe_network(qat))}["project"]
+    report = tf_qnets.snap_biases(qat)
+    assert "project" in report.moved and 0.3 < report.largest_move <= 0.5
+    moved = np.abs(keras.ops.convert_to_numpy(beta) - before) / row.unit
+    assert np.all(moved <= 0.5 + 1e-3)
+    assert _offsets(qat)["project"] <= OFF_LATTICE_TOLERANCE
+
+
+@pytest.mark.parametrize("snap", [True, False])
+def test_fit_with_the_scheduler_ends_on_the_lattice_unless_told_not_to(snap):
+    qat, x = _setting()
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x, np.arange(64) % 4, epochs=1, batch_size=32, verbose=0,
+            callbacks=[tf_qnets.TemperatureScheduler(snap_biases=snap)])
+    assert (_offsets(qat)["project"] <= OFF_LATTICE_TOLERANCE) == snap
+
+
+def test_a_float_model_is_refused():
+    with pytest.raises(ValueError, match="quantize_model"):
+        tf_qnets.snap_biases(_block())

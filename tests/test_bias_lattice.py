@@ -1,0 +1,156 @@
+"""Folded biases move onto the file's int32 lattice (tf_qnets.export.bias_lattice).
+
+The model: a MobileNetV2-like block (tests/test_finer_input.py) whose linear projection + BN
+is exported as a plain CONV_2D with an int32 bias ``round(b / u)``. Before the move, the
+file's projection outputs differ from the Keras ones wherever the bias rounding crosses an
+int8 rounding boundary; after it they agree.
+"""
+
+import numpy as np
+import pytest
+
+import tf_qnets
+from test_finer_input import _model, _projection_off_rate
+from tf_qnets.core.bias_lattice import OFF_LATTICE_TOLERANCE
+from tf_qnets.core.bias_lattice import bias_lattices as lattices_of_network
+from tf_qnets.keras2.backend import keras
+from tf_qnets.keras2.describe_network import describe_network
+
+
+def bias_lattices(qat):
+    return lattices_of_network(describe_network(qat))
+
+
+def _setting():
+    data = np.random.default_rng(0).uniform(0, 1, (64, 16, 16, 3)).astype(np.float32)
+    qat = tf_qnets.quantize_model(_model(), w_bits=3, a_bits=3, calibration_data=data,
+                                  first_last="int8", verbose=0)
+    return qat, data
+
+
+def _beta(qat):
+    return qat.get_layer("quant_project_bn").layer.beta.numpy().astype(np.float64)
+
+
+def test_the_projection_bias_moves_by_at_most_half_a_unit_onto_the_lattice():
+    qat, _ = _setting()
+    # the stem reads the model input (its unaligned channels keep a rounded bias); the head
+    # reads a calibrated range: not listed
+    rows = {row.layer: row for row in bias_lattices(qat)}
+    assert sorted(rows) == ["quant_project", "quant_stem"]
+    lattice = rows["quant_project"]
+    assert (lattice.owner, lattice.attribute) == ("quant_project_bn", "beta")
+    assert not lattice.on_lattice
+    before = _beta(qat)
+    report = tf_qnets.snap_biases(qat)
+    assert "quant_project" in report.moved and report.checked == 2
+    assert 0.3 < report.largest_move <= 0.5
+    moved = np.abs(_beta(qat) - before) / lattice.unit
+    assert np.all(moved <= 0.5 + 1e-3) and np.any(moved > 0.1)
+    for row in bias_lattices(qat):
+        assert np.max(np.abs(row.offset)) <= OFF_LATTICE_TOLERANCE
+    assert tf_qnets.snap_biases(qat).moved == []          # a second call changes nothing
+
+
+def test_on_the_lattice_the_projection_outputs_agree_with_the_file(tmp_path):
+    qat, x = _setting()
+    before = _projection_off_rate(qat, x, str(tmp_path / "before.tflite"))
+    tf_qnets.snap_biases(qat)
+    after = _projection_off_rate(qat, x, str(tmp_path / "after.tflite"))
+    # measured: 0.24% of the 131,072 int8 outputs before, 1 output (0.0008%) after
+    assert before > 0.001 and after < 0.1 * before
+
+
+def _fit(qat, x, **options):
+    labels = np.arange(len(x)) % 10
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x, labels, epochs=1, batch_size=32, verbose=0,
+            callbacks=[tf_qnets.TemperatureScheduler(**options)])
+
+
+def test_fit_with_the_scheduler_ends_on_the_lattice_and_export_says_so(tmp_path):
+    qat, x = _setting()
+    report = tf_qnets.export_tflite(qat, str(tmp_path / "before.tflite"), x)
+    assert "quant_project" in report.off_lattice
+    assert f"biases off the int32 lattice: {len(report.off_lattice)} kernel layers (" in str(report)
+    _fit(qat, x)
+    report = tf_qnets.export_tflite(qat, str(tmp_path / "after.tflite"), x, verify_data=x)
+    assert report.off_lattice == [] and "off the int32 lattice" not in str(report)
+    assert report.verification.agreement == 1.0
+
+
+def test_the_scheduler_can_leave_the_biases_as_trained(tmp_path):
+    qat, x = _setting()
+    _fit(qat, x, snap_biases=False)
+    assert not {row.layer: row for row in bias_lattices(qat)}["quant_project"].on_lattice
+
+
+def test_snap_biases_must_be_a_bool():
+    with pytest.raises(TypeError, match="`snap_biases` must be a bool"):
+        tf_qnets.TemperatureScheduler(snap_biases="yes")
+    config = tf_qnets.TemperatureScheduler(snap_biases=False).get_config()
+    assert tf_qnets.TemperatureScheduler.from_config(config).snap_biases is False
+
+
+def test_snap_biases_refuses_a_float_model():
+    float_model = _model()
+    with pytest.raises((TypeError, ValueError), match="quantize_model"):
+        tf_qnets.snap_biases(float_model)
+
+
+def _residual_model():
+    """A ResNet-like stem and bottleneck (zero padding, max pooling, a projection shortcut, a
+    residual Add before its ReLU), a ReLU6 branch and a Dense head."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((20, 20, 3), name="image")
+    x = keras.layers.ZeroPadding2D(1, name="pad")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, name="stem")(x)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = keras.layers.ZeroPadding2D(1, name="pool_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, name="pool")(x)
+    y = keras.layers.Conv2D(6, 1, name="reduce")(x)
+    y = keras.layers.BatchNormalization(name="reduce_bn")(y)
+    y = keras.layers.ReLU(6.0, name="reduce_relu6")(y)
+    y = keras.layers.Conv2D(12, 1, name="expand")(y)             # linear: before the Add
+    y = keras.layers.BatchNormalization(name="expand_bn")(y)
+    s = keras.layers.Conv2D(12, 1, use_bias=False, name="shortcut")(x)
+    s = keras.layers.BatchNormalization(name="shortcut_bn")(s)
+    x = keras.layers.ReLU(name="block_relu")(keras.layers.Add(name="block_add")([y, s]))
+    x = keras.layers.Flatten(name="flatten")(x)
+    return keras.Model(inputs, keras.layers.Dense(5, name="head")(x))
+
+
+def test_the_units_read_from_the_description_are_the_ones_the_export_uses():
+    from tf_qnets.export.bias_lattice import traced_bias_lattices
+    from tf_qnets.export.describe import describe
+    from tf_qnets.export.emit import calibrate, trace
+    from tf_qnets.export.plan import make_plan
+
+    x = np.random.default_rng(2).uniform(0, 1, (32, 20, 20, 3)).astype(np.float32)
+    qat = tf_qnets.quantize_model(_residual_model(), w_bits=4, a_bits=4, calibration_data=x,
+                                  verbose=0)
+    network, native = describe(qat)
+    plan = make_plan(network, native=native)
+    _, context = trace(plan, calibrate(plan, [x]))
+    traced = {row.layer: row for row in traced_bias_lattices(plan, context)}
+    read = {row.layer: row for row in lattices_of_network(network)}
+    # expand and shortcut (before the Add; the shortcut reads a staircase through padding and
+    # pooling), and the first and last layers, kept float: the head (through Flatten) and
+    # the stem (it reads the model input, so its channels without an alignment keep a
+    # rounded bias); reduce is aligned to its ReLU6 staircase (the cap clips no code here)
+    assert sorted(read) == sorted(traced) == ["head", "quant_expand", "quant_shortcut", "stem"]
+    for name, row in read.items():
+        np.testing.assert_allclose(row.unit, traced[name].unit, rtol=1e-6)
+        np.testing.assert_array_equal(row.bias, traced[name].bias)
+        assert (row.owner, row.attribute) == (traced[name].owner, traced[name].attribute)
+    assert read["quant_shortcut"].attribute == "beta" and read["head"].attribute == "bias"
+
+
+def test_a_file_exported_with_other_options_says_which_lattice_snap_biases_uses(tmp_path):
+    qat, x = _setting()
+    tf_qnets.snap_biases(qat)
+    report = tf_qnets.export_tflite(qat, str(tmp_path / "plain.tflite"), x, finer_inputs=False)
+    # without the finer input the projection's unit is 36 times coarser: off again
+    assert report.off_lattice == ["quant_project"] and not report.default_lattice
+    assert "export with int4_weights=False and finer_inputs=True" in str(report)

@@ -1,0 +1,260 @@
+"""Folded biases on the integer file's int32 lattice, so that Keras adds the bias the file adds.
+
+A kernel layer that the exporter emits as a plain kernel op (a linear projection before a
+residual ``Add``, the last conv of a bottleneck) stores its real folded bias ``b_c``
+(BN folded: ``b_c = beta_c + (bias_c - mean_c) g_c``) as the int32
+
+    B_c = round(b_c / u_c),        u_c = s_in * s_w,c
+
+with ``s_in`` the int8 scale of the layer's input and ``s_w,c`` its per-channel weight scale.
+The file thus adds ``u_c B_c``, up to ``u_c / 2`` away from the ``b_c`` of the Keras hard
+model; where a Keras value sits that close to an int8 rounding boundary the two part, and
+the difference grows through the layers after it. Moving ``b_c`` onto the lattice,
+
+    b_c  ->  u_c round(b_c / u_c),
+
+through the variable that sets it (the folded BatchNormalization's ``beta``, else the
+layer's own ``bias``) changes the Keras model by at most half a unit (with finer inputs and
+codes ``u_c`` is a few thousandths of the layer's int8 output step or less) and makes the
+file's int32 bias exact. ``TemperatureScheduler`` does it at the end of ``fit``;
+``tf_qnets.snap_biases(model)`` does it on demand; ``export_tflite`` lists the layers its
+file found off their lattice.
+
+:func:`bias_lattices` reads the units from a :class:`tf_qnets.core.network.NetworkDescription`
+alone (no framework: both Keras paths, any backend), for the layers whose ``s_in`` the model
+fixes, as ``export_tflite`` with its default options lowers them:
+
+* the layer reads, through layers that keep int8 values (max pooling, zero padding,
+  reshapes, dropout), a saturating staircase (levels ``0 .. n``, uniform thresholds, scale
+  ``alpha``): ``s_in = alpha * F / m`` with the finer input's ``m = 255 // n`` and
+  ``F = 1 + 2**-20`` (:data:`tf_qnets.core.lowering.FINER_INPUT_FACTOR`), or ``alpha`` when
+  ``m < 2``; or the model input behind its input quantizer ``[lo, hi]``:
+  ``s_in = (hi - lo) / 255``;
+* ``s_w,c`` is the pinned kernel's weight scale (:mod:`tf_qnets.core.weight_codes`, low-bit
+  codes stored as ``k * code``);
+* the layer's output (after a folded BN) is not read only by a ReLU whose staircase the
+  exporter computes inside the kernel layer (aligned to it, :mod:`tf_qnets.core.alignment`,
+  exact for any bias, or copied per threshold); except for a first layer reading the model
+  input, whose channels without an alignment keep the plainly rounded bias: its unit is
+  that of the plain codes (a multiple of the finer-codes unit, so the bias is on both).
+
+The exporter records the units it really used while tracing, and ``tests/test_bias_lattice.py``
+checks the two agree.
+
+Example::
+
+    lattices = bias_lattices(describe_network(qat))
+    [(l.layer, float(abs(l.offset).max())) for l in lattices]   # units off the lattice
+"""
+
+import dataclasses
+
+import numpy as np
+
+from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
+from tf_qnets.core.lowering import (
+    FINER_INPUT_FACTOR,
+    finer_input_multiplier,
+    has_saturating_lowering,
+    is_uniform_staircase,
+)
+from tf_qnets.core.network import Staircase, channel_axis, is_linear, relu_cap
+from tf_qnets.core.weight_codes import finer_codes, pin_layer_kernel, weight_steps
+
+__all__ = ["BiasLattice", "OFF_LATTICE_TOLERANCE", "SnapReport", "bias_lattices", "bias_owner",
+           "folded_batch_norms", "snap_biases"]
+
+# A bias within this many units of its lattice point is on it (float32 products and the
+# float32 Keras variables leave a few thousandths of a unit).
+OFF_LATTICE_TOLERANCE = 0.02
+# Layers whose output holds their input's int8 values (same scale; padding adds zeros).
+INT8_KEEPING_LAYERS = ("MaxPooling1D", "MaxPooling2D", "ZeroPadding1D", "ZeroPadding2D", "Reshape",
+                       "Flatten", "Dropout", "SpatialDropout1D", "SpatialDropout2D")
+
+
+@dataclasses.dataclass
+class BiasLattice:
+    """One kernel layer's folded bias ``bias`` and the int32 unit ``unit`` the file rounds it
+    with (one per output channel). ``owner`` / ``attribute``: the layer and variable that set
+    the bias (the folded BatchNormalization's ``"beta"``, or the layer's ``"bias"``; None
+    when it has neither: the bias is 0, on the lattice)."""
+
+    layer: str
+    unit: np.ndarray
+    bias: np.ndarray
+    owner: str = None
+    attribute: str = None
+
+    @property
+    def offset(self):
+        """``b_c / u_c - round(b_c / u_c)`` per channel, in units (between -1/2 and 1/2)."""
+        ratio = np.asarray(self.bias, np.float64) / self.unit
+        return ratio - np.round(ratio)
+
+    @property
+    def on_lattice(self):
+        return bool(np.all(np.abs(self.offset) <= OFF_LATTICE_TOLERANCE))
+
+    @property
+    def snapped_bias(self):
+        """``u_c round(b_c / u_c)``."""
+        return self.unit * np.round(np.asarray(self.bias, np.float64) / self.unit)
+
+
+@dataclasses.dataclass
+class SnapReport:
+    """What :func:`snap_biases` did: the layers whose bias moved (of ``checked``), and the
+    largest move in units."""
+
+    moved: list
+    checked: int
+    largest_move: float
+
+    def __str__(self):
+        return (f"moved the folded biases of {len(self.moved)} of {self.checked} kernel layers "
+                f"onto the integer file's int32 lattice (at most {self.largest_move:.2f} units)")
+
+
+def folded_batch_norms(network):
+    """``{kernel layer name: the BatchNormalization description folded into it}``: a BN over
+    the last axis whose only input is a linear kernel layer without an output quantizer,
+    read by nothing else (as the exporter folds it)."""
+    producer, consumers, _ = _graph(network)
+    folds = {}
+    for node in network.nodes:
+        if node.layer.class_name != "BatchNormalization" or len(node.flat_input_ids) != 1:
+            continue
+        source = producer.get(node.flat_input_ids[0])
+        if source is None or source.layer.class_name not in KERNEL_ATTRIBUTES:
+            continue
+        if not is_linear(source.layer) or source.layer.output_quantizer is not None:
+            continue
+        if consumers.get(node.flat_input_ids[0], 0) != 1 or channel_axis(node.layer) != -1:
+            continue
+        folds[source.layer.name] = node.layer
+    return folds
+
+
+def _graph(network):
+    """``(producer, consumers, readers)``: tensor id -> its node, how many nodes (and model
+    outputs) read it, the nodes that read it."""
+    producer, consumers, readers = {}, {}, {}
+    for node in network.nodes:
+        for tensor_id in node.flat_output_ids:
+            producer[tensor_id] = node
+        for tensor_id in node.flat_input_ids:
+            consumers[tensor_id] = consumers.get(tensor_id, 0) + 1
+            readers.setdefault(tensor_id, []).append(node)
+    for tensor_id in network.output_ids:
+        consumers[tensor_id] = consumers.get(tensor_id, 0) + 1
+    return producer, consumers, readers
+
+
+def _staircase_in_kernel(layer, readers, consumers):
+    """The staircase the exporter computes inside the kernel layer ``layer`` (its own, with a
+    linear or ReLU activation; or that of the only reader of its output, possibly through a
+    folded BN: a ReLU, capped or not, whose cap changes no code), else None."""
+    if isinstance(layer.output_quantizer, Staircase):
+        return layer.output_quantizer if layer.activation in (None, "linear", "relu") else None
+    if not is_linear(layer) or layer.output_quantizer is not None:
+        return None
+    if len(readers) != 1 or consumers != 1:
+        return None
+    reader = readers[0]
+    quantizer = reader.layer.output_quantizer
+    is_relu, cap = relu_cap(reader.layer)
+    if not isinstance(quantizer, Staircase) or not is_relu or len(reader.flat_input_ids) != 1:
+        return None
+    if cap is not None:
+        top = float(np.max(np.asarray(quantizer.thresholds, np.float64))) / quantizer.beta
+        if top >= cap * (1 - 1e-6):     # the cap clips codes: the ReLU reads a rounded tensor
+            return None
+    return quantizer
+
+
+def bias_owner(layer, bn):
+    """``(layer name, variable name)`` that sets a kernel layer's folded bias: the folded
+    BatchNormalization ``bn``'s ``beta``, else the layer's ``bias``; ``(None, None)`` when
+    neither exists (the bias is 0)."""
+    if bn is not None:
+        return (bn.name, "beta") if "beta" in bn.weights else (None, None)
+    if layer.config.get("use_bias", False):
+        return layer.name, "bias"
+    return None, None
+
+
+def _input_scale(network, producer, tensor_id, finer_inputs):
+    """``(scale, reads the model input)``: the int8 scale the model fixes for ``tensor_id``
+    (None when a calibrated range sets it)."""
+    while True:
+        node = producer.get(tensor_id)
+        if node is None:
+            if tensor_id not in network.input_ids:
+                return None, False
+            fixed = network.input_ranges[network.input_ids.index(tensor_id)]
+            return (None if fixed is None else (float(fixed[1]) - float(fixed[0])) / 255.0), True
+        layer = node.layer
+        if layer.class_name in INT8_KEEPING_LAYERS and layer.output_quantizer is None:
+            tensor_id = node.flat_input_ids[0]
+            continue
+        quantizer = layer.output_quantizer
+        if not isinstance(quantizer, Staircase):
+            return None, False
+        levels = quantizer.levels
+        if not (has_saturating_lowering(levels)
+                and is_uniform_staircase(quantizer.thresholds, levels)):
+            return None, False
+        alpha = float(quantizer.alpha)
+        m = finer_input_multiplier(levels.levels[-1]) if finer_inputs else 1
+        return (alpha * float(FINER_INPUT_FACTOR) / m if m >= 2 else alpha), False
+
+
+def bias_lattices(network, finer_inputs=True):
+    """The :class:`BiasLattice` of every kernel layer whose int32 bias unit the model fixes
+    (module docstring), for ``export_tflite(..., finer_inputs=finer_inputs)`` with INT8
+    kernels (``int4_weights=False``, the default)."""
+    producer, consumers, readers = _graph(network)
+    folds = folded_batch_norms(network)
+    result = []
+    for node in network.nodes:
+        layer = node.layer
+        if layer.class_name not in KERNEL_ATTRIBUTES:
+            continue
+        bn = folds.get(layer.name)
+        output_id = node.flat_output_ids[0]
+        if bn is not None:
+            output_id = network.node_by_name[bn.name].flat_output_ids[0]
+        scale, reads_input = _input_scale(network, producer, node.flat_input_ids[0], finer_inputs)
+        if scale is None:
+            continue
+        staircase = _staircase_in_kernel(layer, readers.get(output_id, []),
+                                         consumers.get(output_id, 0))
+        if staircase is not None and not (
+                reads_input and is_uniform_staircase(staircase.thresholds, staircase.levels)):
+            continue      # aligned to its staircase (exact for any bias) or copied per threshold
+        in_kernel = staircase is not None
+        pinned, _ = pin_layer_kernel(layer, bn)
+        if not in_kernel and pinned.levels is not None and pinned.num_bits == 8:
+            pinned = finer_codes(pinned)
+        result.append(BiasLattice(layer.name, scale * np.asarray(weight_steps(pinned), np.float64),
+                                  np.asarray(pinned.bias, np.float64), *bias_owner(layer, bn)))
+    return result
+
+
+def snap_biases(model, network):
+    """Move each bias of ``model`` (described by ``network``) onto its lattice (module
+    docstring) and return a :class:`SnapReport`. ``model.get_layer(owner)`` (looking inside a
+    wrapper's ``.layer``) gives the variable; it is read with ``np.asarray`` and written with
+    ``assign``, which both Kerases' variables support on every backend."""
+    lattices = bias_lattices(network)
+    moved, largest = [], 0.0
+    for lattice in lattices:
+        if lattice.owner is None or lattice.on_lattice:
+            continue
+        owner = model.get_layer(lattice.owner)
+        variable = getattr(getattr(owner, "layer", owner), lattice.attribute)
+        value = np.asarray(variable, np.float64)
+        variable.assign((value + lattice.snapped_bias - lattice.bias).astype(np.float32))
+        moved.append(lattice.layer)
+        largest = max(largest, float(np.max(np.abs(lattice.offset))))
+    return SnapReport(moved, len(lattices), largest)
