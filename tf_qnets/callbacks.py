@@ -127,7 +127,7 @@ class TemperatureScheduler(SchedulerOptions, _PathCallback):
         value after each training step (progress bar), the epoch's mean (``History``).
       snap_biases: at the end of ``fit``, move the folded biases that the integer file
         rounds onto its int32 lattice (at most half a unit each;
-        :mod:`tf_qnets.export.bias_lattice`), so that ``evaluate`` measures what the
+        :mod:`tf_qnets.core.bias_lattice`), so that ``evaluate`` measures what the
         exported file computes.
 
     Example::

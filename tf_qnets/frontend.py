@@ -19,6 +19,7 @@ import json
 import os
 import zipfile
 
+from tf_qnets.core.bias_lattice import snap_biases as snap_to_lattice
 from tf_qnets.core.keras_version import is_keras3_object
 
 __all__ = [
@@ -132,7 +133,7 @@ def snap_biases(model):
         raise ValueError(
             "snap_biases: `model` has no tf_qnets quantizers; pass the model returned by "
             "tf_qnets.quantize_model().")
-    return _module(path, "bias_lattice").snap_biases(model)
+    return snap_to_lattice(model, _module(path, "describe_network").describe_network(model))
 
 
 def keras_major_version_of_file(path):

@@ -34,9 +34,10 @@ from tf_qnets.core.schedule import (  # noqa: F401  (auto_base: re-exported for 
     auto_base,
     validated_temperature,
 )
+from tf_qnets.core.bias_lattice import snap_biases
 from tf_qnets.core.schedule_hooks import SchedulerHooks
 from tf_qnets.keras2.backend import keras
-from tf_qnets.keras2.bias_lattice import snap_biases
+from tf_qnets.keras2.describe_network import describe_network
 from tf_qnets.keras2.gap import gap_reader
 from tf_qnets.keras2.quantizer import QNetsQuantizer
 from tf_qnets.keras2.wrapper import quantizer_states
@@ -84,7 +85,7 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
         each training step (progress bar), the epoch's mean at its end (``History``).
       snap_biases: at the end of ``fit``, move the folded biases that the integer file
         rounds onto its int32 lattice (at most half a unit each;
-        :mod:`tf_qnets.export.bias_lattice`), so that ``evaluate`` measures what the
+        :mod:`tf_qnets.core.bias_lattice`), so that ``evaluate`` measures what the
         exported file computes.
     """
 
@@ -106,7 +107,7 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
         return float(variables[0].numpy())
 
     def _snap_biases(self):
-        return snap_biases(self.model)
+        return snap_biases(self.model, describe_network(self.model))
 
     def _make_gap_reader(self):
         read = gap_reader(self.model)

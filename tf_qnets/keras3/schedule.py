@@ -29,9 +29,10 @@ import keras
 from keras import ops
 
 from tf_qnets.core.schedule import validated_temperature
+from tf_qnets.core.bias_lattice import snap_biases
 from tf_qnets.core.schedule_hooks import SchedulerHooks
 from tf_qnets.keras3.api import quantizers
-from tf_qnets.keras3.bias_lattice import snap_biases
+from tf_qnets.keras3.describe_network import describe_network
 from tf_qnets.keras3.gap import gap_variables, mean_gap
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 
@@ -79,7 +80,7 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
         each training step (progress bar), the epoch's mean at its end (``History``).
       snap_biases: at the end of ``fit``, move the folded biases that the integer file
         rounds onto its int32 lattice (at most half a unit each;
-        :mod:`tf_qnets.export.bias_lattice`), so that ``evaluate`` measures what the
+        :mod:`tf_qnets.core.bias_lattice`), so that ``evaluate`` measures what the
         exported file computes.
     """
 
@@ -101,7 +102,7 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
         return float(ops.convert_to_numpy(variables[0]))
 
     def _snap_biases(self):
-        return snap_biases(self.model)
+        return snap_biases(self.model, describe_network(self.model))
 
     def _make_gap_reader(self):
         variables = gap_variables(self.model)     # found once, read every step
