@@ -137,7 +137,7 @@ class SchedulerHooks(SchedulerOptions):
             return
         try:
             report = self._snap_biases()
-        except (ValueError, TypeError, NotImplementedError) as error:
+        except (ValueError, TypeError) as error:   # describe refuses the model
             if self.verbose:
                 print(f"TemperatureScheduler: biases left as trained, the model cannot be "
                       f"described for export ({error})")

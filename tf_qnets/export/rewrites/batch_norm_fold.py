@@ -6,8 +6,7 @@ layer is pinned with the BN factors folded into its per-channel scales and bias
 (:mod:`.kernels`). Emits nothing: the BN node's output is its input.
 """
 
-from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
-from tf_qnets.export.layers import channel_axis, is_linear, layer_class
+from tf_qnets.core.bias_lattice import folded_batch_norms
 
 __all__ = ["BatchNormFold"]
 
@@ -18,20 +17,9 @@ class BatchNormFold:
 
     def plan(self, plan):
         folds = plan.note(self.name)   # kernel layer name -> the BN layer folded into it
-        for node in plan.nodes:
-            if layer_class(node.layer) != "BatchNormalization" or len(node.flat_input_ids) != 1:
-                continue
-            source = plan.source_node(node)
-            if source is None or layer_class(source.layer) not in KERNEL_ATTRIBUTES:
-                continue
-            if not is_linear(source.layer) or source.layer.output_quantizer is not None:
-                continue
-            if plan.consumers[node.flat_input_ids[0]] != 1:
-                continue
-            if channel_axis(node.layer) != -1:
-                continue
-            folds[source.layer.name] = node.layer
-            plan.claim(node, self)
+        for kernel_name, bn in folded_batch_norms(plan.network).items():
+            folds[kernel_name] = bn
+            plan.claim(plan.node_by_name[bn.name], self)
 
     def emit(self, node, values, context):
         # The BN's own int8 output range, when training simulated one (else the input as is).
