@@ -488,19 +488,24 @@ def _kernel_branch(thresholds, levels, temperature):
     the smallest compiled window that covers :func:`_grid_window_needed`.
     """
     n = levels.num_steps
-    if n <= PLAIN_MAX:
-        general = tf.constant(0)
-    else:
+
+    def general():
+        if n <= PLAIN_MAX:
+            return tf.constant(0)
         needed = _grid_window_needed(tf.sort(thresholds), n, temperature)
         sizes = tf.constant([size for size in _grid_windows(n) if size != GRID_LOOP])
-        general = tf.reduce_sum(tf.cast(sizes < needed, tf.int32))
+        return tf.reduce_sum(tf.cast(sizes < needed, tf.int32))
+
     if not _uniform(levels):
-        return general
+        return general()
     width = _uniform_width(thresholds, n, temperature)
     use = tf.logical_and(_evenly_spaced(thresholds, n), width <= UNIFORM_MAX_WIDTH)
     widths = tf.constant(_uniform_widths(n))
     smallest_wide_enough = tf.reduce_sum(tf.cast(widths < tf.minimum(width, n // 2), tf.int32))
-    return tf.where(use, _general_variants(n) + smallest_wide_enough, general)
+    if n <= PLAIN_MAX:
+        return tf.where(use, _general_variants(n) + smallest_wide_enough, general())
+    # The grid's window (O(n^2) comparisons on the thresholds) only where it is used.
+    return tf.cond(use, lambda: _general_variants(n) + smallest_wide_enough, general)
 
 
 def _sums(x, beta, thresholds, temperature, slope_temperature, levels, need_codes, need_slope,
