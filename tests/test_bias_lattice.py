@@ -21,7 +21,10 @@ def bias_lattices(qat):
     return lattices_of_network(describe_network(qat))
 
 
-def _setting():
+def _setting(monkeypatch=None):
+    """The block quantized; with ``monkeypatch``, as quantize_model left it before its own snap."""
+    if monkeypatch is not None:
+        monkeypatch.setattr("tf_qnets.keras2.api.snap_if_describable", lambda *args: None)
     data = np.random.default_rng(0).uniform(0, 1, (64, 16, 16, 3)).astype(np.float32)
     qat = tf_qnets.quantize_model(_model(), w_bits=3, a_bits=3, calibration_data=data,
                                   first_last="int8", verbose=0)
@@ -32,8 +35,16 @@ def _beta(qat):
     return qat.get_layer("quant_project_bn").layer.beta.numpy().astype(np.float64)
 
 
-def test_the_projection_bias_moves_by_at_most_half_a_unit_onto_the_lattice():
-    qat, _ = _setting()
+def test_quantize_model_returns_the_biases_on_the_lattice(tmp_path):
+    qat, x = _setting()
+    assert all(np.max(np.abs(row.offset)) <= OFF_LATTICE_TOLERANCE for row in bias_lattices(qat))
+    assert tf_qnets.snap_biases(qat).moved == []
+    report = tf_qnets.export_tflite(qat, str(tmp_path / "q.tflite"), x, verify_data=x)
+    assert report.off_lattice == [] and report.verification.agreement == 1.0
+
+
+def test_the_projection_bias_moves_by_at_most_half_a_unit_onto_the_lattice(monkeypatch):
+    qat, _ = _setting(monkeypatch)
     # the stem reads the model input (its unaligned channels keep a rounded bias); the head
     # reads a calibrated range: not listed
     rows = {row.layer: row for row in bias_lattices(qat)}
@@ -52,8 +63,8 @@ def test_the_projection_bias_moves_by_at_most_half_a_unit_onto_the_lattice():
     assert tf_qnets.snap_biases(qat).moved == []          # a second call changes nothing
 
 
-def test_on_the_lattice_the_projection_outputs_agree_with_the_file(tmp_path):
-    qat, x = _setting()
+def test_on_the_lattice_the_projection_outputs_agree_with_the_file(tmp_path, monkeypatch):
+    qat, x = _setting(monkeypatch)
     before = _projection_off_rate(qat, x, str(tmp_path / "before.tflite"))
     tf_qnets.snap_biases(qat)
     after = _projection_off_rate(qat, x, str(tmp_path / "after.tflite"))
@@ -68,8 +79,8 @@ def _fit(qat, x, **options):
             callbacks=[tf_qnets.TemperatureScheduler(**options)])
 
 
-def test_fit_with_the_scheduler_ends_on_the_lattice_and_export_says_so(tmp_path):
-    qat, x = _setting()
+def test_fit_with_the_scheduler_ends_on_the_lattice_and_export_says_so(tmp_path, monkeypatch):
+    qat, x = _setting(monkeypatch)
     report = tf_qnets.export_tflite(qat, str(tmp_path / "before.tflite"), x)
     assert "quant_project" in report.off_lattice
     assert f"biases off the int32 lattice: {len(report.off_lattice)} kernel layers (" in str(report)
@@ -79,8 +90,8 @@ def test_fit_with_the_scheduler_ends_on_the_lattice_and_export_says_so(tmp_path)
     assert report.verification.agreement == 1.0
 
 
-def test_the_scheduler_can_leave_the_biases_as_trained(tmp_path):
-    qat, x = _setting()
+def test_the_scheduler_can_leave_the_biases_as_trained(tmp_path, monkeypatch):
+    qat, x = _setting(monkeypatch)
     _fit(qat, x, snap_biases=False)
     assert not {row.layer: row for row in bias_lattices(qat)}["quant_project"].on_lattice
 

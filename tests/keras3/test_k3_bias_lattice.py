@@ -1,5 +1,6 @@
 """Keras 3: folded biases move onto the integer file's int32 lattice (tf_qnets.core.bias_lattice),
-on demand and at the end of ``fit`` with ``TemperatureScheduler``, on any backend and without
+when ``quantize_model`` returns, on demand and at the end of ``fit`` with
+``TemperatureScheduler``, on any backend and without
 TensorFlow (the units come from the model's description)."""
 
 import keras
@@ -23,7 +24,10 @@ def _block():
     return keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
 
 
-def _setting():
+def _setting(monkeypatch=None):
+    """The block quantized; with ``monkeypatch``, as quantize_model left it before its own snap."""
+    if monkeypatch is not None:
+        monkeypatch.setattr("tf_qnets.keras3.api.snap_if_describable", lambda *args: None)
     x = np.random.default_rng(0).uniform(0, 1, (64, 12, 12, 3)).astype(np.float32)
     qat = tf_qnets.quantize_model(_block(), w_bits=3, a_bits=3, calibration_data=x, verbose=0)
     return qat, x
@@ -33,8 +37,16 @@ def _offsets(qat):
     return {row.layer: float(np.max(np.abs(row.offset))) for row in bias_lattices(describe_network(qat))}
 
 
-def test_snap_biases_moves_the_projection_bias_by_at_most_half_a_unit():
+def test_quantize_model_returns_the_biases_on_the_lattice():
     qat, _ = _setting()
+    offsets = _offsets(qat)
+    assert set(offsets) == {"project", "stem"}
+    assert max(offsets.values()) <= OFF_LATTICE_TOLERANCE
+    assert tf_qnets.snap_biases(qat).moved == []
+
+
+def test_snap_biases_moves_the_projection_bias_by_at_most_half_a_unit(monkeypatch):
+    qat, _ = _setting(monkeypatch)
     # the stem (float, first layer) reads the model input: its channels without an alignment
     # keep a rounded bias; the head reads a calibrated range
     assert set(_offsets(qat)) == {"project", "stem"}
@@ -50,8 +62,8 @@ def test_snap_biases_moves_the_projection_bias_by_at_most_half_a_unit():
 
 
 @pytest.mark.parametrize("snap", [True, False])
-def test_fit_with_the_scheduler_ends_on_the_lattice_unless_told_not_to(snap):
-    qat, x = _setting()
+def test_fit_with_the_scheduler_ends_on_the_lattice_unless_told_not_to(snap, monkeypatch):
+    qat, x = _setting(monkeypatch)
     qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     qat.fit(x, np.arange(64) % 4, epochs=1, batch_size=32, verbose=0,
             callbacks=[tf_qnets.TemperatureScheduler(snap_biases=snap)])

@@ -16,7 +16,8 @@ the difference grows through the layers after it. Moving ``b_c`` onto the lattic
 through the variable that sets it (the folded BatchNormalization's ``beta``, else the
 layer's own ``bias``) changes the Keras model by at most half a unit (with finer inputs and
 codes ``u_c`` is a few thousandths of the layer's int8 output step or less) and makes the
-file's int32 bias exact. ``TemperatureScheduler`` does it at the end of ``fit``;
+file's int32 bias exact. ``quantize_model`` does it before it returns (a model exported
+straight away is exact too), ``TemperatureScheduler`` at the end of ``fit``;
 ``tf_qnets.snap_biases(model)`` does it on demand; ``export_tflite`` lists the layers its
 file found off their lattice.
 
@@ -258,3 +259,22 @@ def snap_biases(model, network):
         moved.append(lattice.layer)
         largest = max(largest, float(np.max(np.abs(lattice.offset))))
     return SnapReport(moved, len(lattices), largest)
+
+
+def snap_if_describable(model, describe, announce=None):
+    """:func:`snap_biases` on ``describe(model)``, or nothing where ``describe`` refuses the
+    model (``ValueError`` / ``TypeError``: a model the exporter cannot lower has no lattice).
+
+    ``announce`` (a function of one string, or None) hears what happened: the report, or why
+    the biases were left as they are. Returns the :class:`SnapReport`, or None."""
+    try:
+        network = describe(model)
+    except (ValueError, TypeError) as error:
+        if announce is not None:
+            announce(f"biases left as they are: the model cannot be described for export "
+                     f"({error})")
+        return None
+    report = snap_biases(model, network)
+    if announce is not None:
+        announce(str(report))
+    return report

@@ -28,8 +28,8 @@ methods over its own model (each path reads its own variables):
   activation quantizers), a float;
 * ``_make_gap_reader()``: a function returning the mean gap as a float, or None when the
   model has no gap to read;
-* ``_snap_biases()``: :func:`tf_qnets.core.bias_lattice.snap_biases` on the model's own
-  description, returning its report.
+* ``_describe_network(model)``: the model's :class:`tf_qnets.core.network.NetworkDescription`
+  (what :func:`tf_qnets.core.bias_lattice.snap_biases` reads).
 
 Example (the temperatures an epoch gets, whatever the framework)::
 
@@ -37,6 +37,7 @@ Example (the temperatures an epoch gets, whatever the framework)::
     (10.0, 10.0)
 """
 
+from tf_qnets.core.bias_lattice import snap_if_describable
 from tf_qnets.core.gap import GAP_LOG_NAME
 from tf_qnets.core.schedule import ScheduleRules
 
@@ -135,12 +136,5 @@ class SchedulerHooks(SchedulerOptions):
     def on_train_end(self, logs=None):
         if not self.snap_biases:
             return
-        try:
-            report = self._snap_biases()
-        except (ValueError, TypeError) as error:   # describe refuses the model
-            if self.verbose:
-                print(f"TemperatureScheduler: biases left as trained, the model cannot be "
-                      f"described for export ({error})")
-            return
-        if self.verbose:
-            print(f"TemperatureScheduler: {report}")
+        announce = (lambda line: print(f"TemperatureScheduler: {line}")) if self.verbose else None
+        snap_if_describable(self.model, self._describe_network, announce)

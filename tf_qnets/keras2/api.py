@@ -6,7 +6,9 @@ import numpy as np
 
 from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras, require_keras2_model, tf
+from tf_qnets.core.bias_lattice import snap_if_describable
 from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_message
+from tf_qnets.keras2.describe_network import describe_network
 from tf_qnets.keras2.batch_norm import freezable, frozen_copy
 from tf_qnets.tf.distribute import broadcast_from_first_replica
 from tf_qnets.keras2.input_quantizer import set_input_ranges
@@ -146,7 +148,9 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
 
     Returns:
       A new, uncompiled tf_keras model whose quantized layers are
-      :class:`tf_qnets.QNetsWrapper` s.
+      :class:`tf_qnets.QNetsWrapper` s. The folded biases that the integer file rounds
+      are on its int32 lattice (:func:`tf_qnets.snap_biases`), so the model exported as it
+      is computes what the file computes.
 
     Example::
 
@@ -187,6 +191,10 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
         calibrate_activation_quantizers(qat, plans, batches, verbose=verbose)
     else:
         _warn_stale_batch_norm(qat, batch_norm)
+    # The folded biases the integer file rounds, onto its lattice: exported as it is, the
+    # model is exact too (at most half a bias unit each; tf_qnets.core.bias_lattice).
+    snap_if_describable(qat, describe_network,
+                        (lambda line: print(f"[tf_qnets] {line}")) if verbose else None)
     if tf.distribute.has_strategy():
         # Under a strategy, every replica (on every worker) starts from replica 0's values.
         broadcast_from_first_replica(qat)

@@ -34,7 +34,6 @@ from tf_qnets.core.schedule import (  # noqa: F401  (auto_base: re-exported for 
     auto_base,
     validated_temperature,
 )
-from tf_qnets.core.bias_lattice import snap_biases
 from tf_qnets.core.schedule_hooks import SchedulerHooks
 from tf_qnets.keras2.backend import keras
 from tf_qnets.keras2.describe_network import describe_network
@@ -106,8 +105,8 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
                      or _temperature_variables(self.model))
         return float(variables[0].numpy())
 
-    def _snap_biases(self):
-        return snap_biases(self.model, describe_network(self.model))
+    def _describe_network(self, model):
+        return describe_network(model)
 
     def _make_gap_reader(self):
         read = gap_reader(self.model)

@@ -10,10 +10,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from tf_qnets.core.bias_lattice import snap_if_describable
 from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_message
 from tf_qnets.core.plan import plan_layers
 from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.keras3.calibration import calibration_batches
+from tf_qnets.keras3.describe_network import describe_network
 from tf_qnets.keras3.describe import check_model, layer_infos, layer_readers
 from tf_qnets.keras3.input_quantizer import set_input_ranges
 from tf_qnets.keras3.int8 import is_int8_quantizer
@@ -122,6 +124,9 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
       A new, uncompiled Keras 3 model whose quantized layers are
       :class:`tf_qnets.keras3.wrapper.QNetsWrapper` s. It trains with a plain
       ``compile(..., jit_compile=True)`` and ``fit``, and saves to / loads from ``.keras``.
+      The folded biases that the integer file rounds are on its int32 lattice
+      (:func:`tf_qnets.snap_biases`), so the model exported as it is computes what the
+      file computes.
 
     Example::
 
@@ -161,6 +166,10 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
         calibrate(qat, specs, batches, verbose)
     else:
         _warn_stale_batch_norm(qat, batch_norm)
+    # The folded biases the integer file rounds, onto its lattice: exported as it is, the
+    # model is exact too (at most half a bias unit each; tf_qnets.core.bias_lattice).
+    snap_if_describable(qat, describe_network,
+                        (lambda line: print(f"[tf_qnets] {line}")) if verbose else None)
     return qat
 
 

@@ -29,7 +29,6 @@ import keras
 from keras import ops
 
 from tf_qnets.core.schedule import validated_temperature
-from tf_qnets.core.bias_lattice import snap_biases
 from tf_qnets.core.schedule_hooks import SchedulerHooks
 from tf_qnets.keras3.api import quantizers
 from tf_qnets.keras3.describe_network import describe_network
@@ -101,8 +100,8 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
                      or _temperature_variables(self.model))
         return float(ops.convert_to_numpy(variables[0]))
 
-    def _snap_biases(self):
-        return snap_biases(self.model, describe_network(self.model))
+    def _describe_network(self, model):
+        return describe_network(model)
 
     def _make_gap_reader(self):
         variables = gap_variables(self.model)     # found once, read every step
