@@ -115,6 +115,23 @@ def test_hard_staircase_matches_numpy_reference(name, hard, rng):
     np.testing.assert_allclose(got, want, rtol=1e-7, atol=0)
 
 
+@pytest.mark.parametrize("shape", [(3, 7), (5, 100, 300), (2, 1 << 20), (2, 1100, 1000)])
+def test_compiled_hard_staircase_is_exact_across_its_flat_buckets(shape, rng):
+    """Eager calls run padded to a bucket size (``HARD_BUCKETS``), or in pieces of the
+    largest one, as the last two shapes do (one XLA program per bucket, not per shape); the
+    pieces and the padding change no value."""
+    from tf_qnets.tf.staircase import HARD_BUCKETS
+
+    levels = activation_levels(4)
+    b = levels.uniform_thresholds()
+    x = rng.uniform(-2, 18, size=shape).astype(np.float32)
+    x.flat[-2:] = [np.nan, np.inf]
+    got = hard_staircase_compiled(tf.constant(x), 0.5, 1.0, b, levels).numpy()
+    assert got.shape == shape
+    want = np.where(np.isnan(x), np.nan, np_hard(x, 0.5, 1.0, b, levels.levels))
+    np.testing.assert_array_equal(got, want)
+
+
 def test_eight_bit_activation_staircase_matches_numpy(rng):
     levels = activation_levels(8)
     b = levels.uniform_thresholds()

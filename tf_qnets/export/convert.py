@@ -29,8 +29,11 @@ class ExportError(RuntimeError):
     """The TFLite converter rejected the export graph."""
 
 
-def convert_function(function, int8_io=False, quantize=True):
-    """Convert a traced ``tf.function`` to TFLite bytes (int8 with ``quantize``, float otherwise)."""
+def convert_function(function, int8_io=False, quantize=True, quiet=True):
+    """Convert a traced ``tf.function`` to TFLite bytes (int8 with ``quantize``, float otherwise).
+
+    ``quiet`` swallows what the converter prints to Python's ``sys.stderr``; pass False from
+    a second thread (the redirection is process-wide)."""
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -38,7 +41,7 @@ def convert_function(function, int8_io=False, quantize=True):
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     try:
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
             return converter.convert()
     except Exception as error:  # noqa: BLE001 - the converter raises many types
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -58,6 +58,7 @@ class EmitContext:
         self.ranges = ranges
         self.quantize = quantize
         self.observed = {}
+        self.batch_extremes = {}    # key -> (min, max) tensors of the batch being calibrated
         self.alignments = {}        # kernel layer name -> ChannelAlignment
         self.prescaled = {}         # staircase name -> kernel layer that computes it
         self.copied = {}            # staircase name -> kernel layer copied per threshold
@@ -78,11 +79,7 @@ class EmitContext:
         if not self.quantize:
             return x
         if self.ranges is None:
-            value = np.asarray(x)
-            lo = min(float(np.min(value)), 0.0)
-            hi = max(float(np.max(value)), 0.0)
-            old = self.observed.get(key)
-            self.observed[key] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+            self.batch_extremes[key] = (tf.reduce_min(x), tf.reduce_max(x))
             return x
         lo, hi = self.ranges[key]
         if hi - lo < _RANGE_MARGIN:
@@ -245,8 +242,21 @@ def calibrate(plan, batches):
     quantization (:mod:`tf_qnets.core.input_range`)."""
     context = EmitContext(plan, ranges=None)
     batches = [np.asarray(batch, np.float32) for batch in batches]
+
+    def extremes(x):
+        context.batch_extremes = {}
+        emit(context, x)
+        return context.batch_extremes
+
+    # One graph (traced once per batch shape) instead of eager ops: TensorFlow fuses and
+    # runs it as a whole, and only the ranges come back to Python.
+    extremes = tf.function(extremes, autograph=False)
     for batch in batches:
-        emit(context, tf.convert_to_tensor(batch))
+        for key, (lo, hi) in extremes(tf.convert_to_tensor(batch)).items():
+            lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+            old = context.observed.get(key)
+            context.observed[key] = (lo, hi) if old is None else (min(old[0], lo),
+                                                                  max(old[1], hi))
     ranges = dict(context.observed)
     if "__input__" in ranges:
         fixed = plan.network.input_ranges[0]

@@ -16,6 +16,7 @@ Example::
     print(report)
 """
 
+import concurrent.futures
 import dataclasses
 
 import numpy as np
@@ -175,18 +176,24 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
 
     plan = make_plan(network, int4_weights=int4_weights, exact_uniform=exact_uniform,
                      finer_inputs=finer_inputs, native=native)
-    ranges = calibrate(plan, batches)
-    function, lowering = trace(plan, ranges)
-    data = convert_function(function, int8_io=int8_io)
-    problems = find_problems(data)
-    if problems:
-        layers = sorted({p.split(" in layer ")[1] for p in problems if " in layer " in p})
-        raise ExportError(
-            "The converted model is not pure builtin int8"
-            + (f"; these layers block an all-integer file: {', '.join(layers)}" if layers else "")
-            + ": " + "; ".join(problems))
-    float_function, _ = trace(plan, ranges, quantize=False)
-    float_size = len(convert_function(float_function, quantize=False))
+    # The float file (only its size is reported) needs no ranges: it converts in a second
+    # thread while this one calibrates, traces and converts the integer file (the converter
+    # releases the GIL for most of its work).
+    float_function, _ = trace(plan, None, quantize=False)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        float_file = pool.submit(convert_function, float_function, quantize=False, quiet=False)
+        ranges = calibrate(plan, batches)
+        function, lowering = trace(plan, ranges)
+        data = convert_function(function, int8_io=int8_io)
+        problems = find_problems(data)
+        if problems:
+            layers = sorted({p.split(" in layer ")[1] for p in problems if " in layer " in p})
+            raise ExportError(
+                "The converted model is not pure builtin int8"
+                + (f"; these layers block an all-integer file: {', '.join(layers)}" if layers
+                   else "")
+                + ": " + "; ".join(problems))
+        float_size = len(float_file.result())
 
     write_atomic(path, data)
     report = ExportReport(path=path, size_bytes=len(data), float_size_bytes=float_size,
