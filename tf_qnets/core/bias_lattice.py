@@ -265,8 +265,9 @@ def snap_if_describable(model, describe, announce=None):
     """:func:`snap_biases` on ``describe(model)``, or nothing where ``describe`` refuses the
     model (``ValueError`` / ``TypeError``: a model the exporter cannot lower has no lattice).
 
-    ``announce`` (a function of one string, or None) hears what happened: the report, or why
-    the biases were left as they are. Returns the :class:`SnapReport`, or None."""
+    ``announce`` (a function of one string, or None) hears what happened: the report where a
+    bias moved, or why the biases were left as they are. Returns the :class:`SnapReport`, or
+    None."""
     try:
         network = describe(model)
     except (ValueError, TypeError) as error:
@@ -275,6 +276,6 @@ def snap_if_describable(model, describe, announce=None):
                      f"({error})")
         return None
     report = snap_biases(model, network)
-    if announce is not None:
+    if announce is not None and report.moved:
         announce(str(report))
     return report
