@@ -117,9 +117,9 @@ def test_hard_staircase_matches_numpy_reference(name, hard, rng):
 
 @pytest.mark.parametrize("shape", [(3, 7), (5, 100, 300), (2, 1 << 20), (2, 1100, 1000)])
 def test_compiled_hard_staircase_is_exact_across_its_flat_buckets(shape, rng):
-    """Eager calls run padded to a bucket size (``HARD_BUCKETS``), or in pieces of the
-    largest one, as the last two shapes do (one XLA program per bucket, not per shape); the
-    pieces and the padding change no value."""
+    """Eager calls up to ``HARD_BUCKETS[-1]`` elements run padded to a bucket size (one XLA
+    program per bucket, not per shape), the last two shapes as they are; the padding changes
+    no value."""
     from tf_qnets.tf.staircase import HARD_BUCKETS
 
     levels = activation_levels(4)

@@ -236,6 +236,15 @@ def hard_staircase(x, alpha, beta, thresholds, levels):
     initialised) count ``j`` arithmetically (:func:`_count_below_evenly_spaced`); any other
     table by bisection (:func:`_count_below`).
     """
+    return _hard_staircase(x, alpha, beta, thresholds, levels, None)
+
+
+def _hard_staircase(x, alpha, beta, thresholds, levels, evenly_spaced):
+    """:func:`hard_staircase` with the table's kind decided in the graph (``evenly_spaced``
+    None: a conditional) or known beforehand (True: the arithmetic count only; False:
+    bisection only). Without the conditional an XLA program compiles in less than half the
+    time and runs about 3 times faster (measured: 78 against 180 ms, 2.7 against 9.0 ms on
+    a 32x56x56x64 tensor)."""
     x = tf.convert_to_tensor(x)
     dtype = x.dtype
     alpha = _as_float(alpha, dtype)
@@ -247,13 +256,15 @@ def hard_staircase(x, alpha, beta, thresholds, levels):
         b, _, prefix, _ = _sorted_table(thresholds, levels, dtype)
         return tf.gather(prefix, _count_below(u, b, n)) - float(levels.offset)
 
-    if levels.is_uniform and n >= 2:
+    if levels.is_uniform and n >= 2 and evenly_spaced is not False:
         table = _as_float(thresholds, dtype)
         step = float(levels.steps[0])
-        codes = tf.cond(
-            _evenly_spaced(table, n),
-            lambda: _count_below_evenly_spaced(u, table, n) * step - float(levels.offset),
-            by_bisection)
+
+        def by_arithmetic():
+            return _count_below_evenly_spaced(u, table, n) * step - float(levels.offset)
+
+        codes = (by_arithmetic() if evenly_spaced
+                 else tf.cond(_evenly_spaced(table, n), by_arithmetic, by_bisection))
     else:
         codes = by_bisection()
     y = alpha * codes
@@ -627,20 +638,36 @@ class _Kernels:
 
 _KERNELS = {}
 _HARD_KERNELS = {}
-# hard_staircase_compiled's flat input sizes: a tensor runs padded to the smallest that
-# holds it, or in pieces of the largest.
+# hard_staircase_compiled's flat input sizes: a tensor up to the largest runs padded to the
+# smallest that holds it.
 HARD_BUCKETS = (1 << 12, 1 << 16, 1 << 20)
 
 
-def _hard_kernel(levels, implementation):
-    """:func:`hard_staircase` for ``levels``, XLA-compiled on its own for ``"xla"``."""
-    key = (levels.levels, implementation)
+def _hard_kernel(levels, implementation, evenly_spaced=None):
+    """:func:`hard_staircase` for ``levels``, XLA-compiled on its own for ``"xla"``;
+    ``evenly_spaced``: see :func:`_hard_staircase`."""
+    key = (levels.levels, implementation, evenly_spaced)
     if key not in _HARD_KERNELS:
         def hard(x, alpha, beta, thresholds):
-            return hard_staircase(x, alpha, beta, thresholds, levels)
+            return _hard_staircase(x, alpha, beta, thresholds, levels, evenly_spaced)
 
         _HARD_KERNELS[key] = _compiled_alone(hard, implementation)
     return _HARD_KERNELS[key]
+
+
+_EVENLY_SPACED_CHECKS = {}
+
+
+def _is_evenly_spaced(thresholds, levels):
+    """Whether the fast count applies to these (eager) thresholds: :func:`_evenly_spaced` in
+    an XLA program of its own, the arithmetic of the compiled staircase (a Python bool)."""
+    n = levels.num_steps
+    if not (levels.is_uniform and n >= 2):
+        return False
+    if n not in _EVENLY_SPACED_CHECKS:
+        _EVENLY_SPACED_CHECKS[n] = tf.function(lambda table: _evenly_spaced(table, n),
+                                               jit_compile=True, autograph=False)
+    return bool(_EVENLY_SPACED_CHECKS[n](thresholds))
 
 
 def hard_staircase_compiled(x, alpha, beta, thresholds, levels, implementation="xla"):
@@ -660,24 +687,22 @@ def hard_staircase_compiled(x, alpha, beta, thresholds, levels, implementation="
     """
     x = tf.convert_to_tensor(x)
     dtype = x.dtype
-    kernel = _hard_kernel(levels, implementation)
     args = (_as_float(alpha, dtype), _as_float(beta, dtype), _as_float(thresholds, dtype))
+    if implementation != "xla" or not tf.executing_eagerly():
+        return _hard_kernel(levels, implementation)(x, *args)
+    # eager: the table's kind is known now, so the compiled program holds one count only
+    kernel = _hard_kernel(levels, implementation, _is_evenly_spaced(args[2], levels))
     size = x.shape.num_elements()
-    if implementation != "xla" or not tf.executing_eagerly() or size is None or size == 0:
+    if size is None or size == 0 or size > HARD_BUCKETS[-1]:
         return kernel(x, *args)
-    # XLA compiles once per input shape (~0.2 s each: 28 shapes, 5 s, in ResNet50's
-    # calibration at 224x224); flat buckets of a few fixed sizes need a handful of programs
-    # per level set. The staircase is elementwise (scalar alpha, beta), so any split is exact.
-    flat = tf.reshape(x, [-1])
-    bucket = next((b for b in HARD_BUCKETS if b >= size), HARD_BUCKETS[-1])
-    chunks = -(-size // bucket)
-    padded = tf.pad(flat, [[0, chunks * bucket - size]])
-    if chunks == 1:
-        y = kernel(padded, *args)
-    else:
-        y = tf.concat([kernel(part, *args)
-                       for part in tf.unstack(tf.reshape(padded, [chunks, bucket]))], axis=0)
-    return tf.reshape(y[:size], tf.shape(x))
+    # XLA compiles once per input shape (~0.2 s each; a network's kernels and small
+    # activations have dozens of shapes): up to HARD_BUCKETS[-1] elements, the flat tensor runs
+    # padded to the smallest bucket that holds it, a handful of programs per level set. The
+    # staircase is elementwise (scalar alpha, beta), so the padding changes no value. Larger
+    # tensors run as they are: a copy in and out would cost more than their compilation.
+    bucket = next(b for b in HARD_BUCKETS if b >= size)
+    padded = tf.pad(tf.reshape(x, [-1]), [[0, bucket - size]])
+    return tf.reshape(kernel(padded, *args)[:size], tf.shape(x))
 
 
 def _backward_temperatures(gradient, temperature):
