@@ -49,7 +49,8 @@ def staircase_scope(layer_name):
 class EmitContext:
     """One walk over an :class:`~tf_qnets.export.plan.ExportPlan` (see the module docstring).
 
-    ``ranges`` None: calibrating (eager; calibrated tensors are recorded, not quantized).
+    ``ranges`` None: calibrating (the min and max of each calibrated tensor go into
+    ``batch_extremes``; nothing is quantized).
     ``quantize`` False: the same network in float, with no fake-quantization at all.
     """
 
@@ -57,7 +58,6 @@ class EmitContext:
         self.plan = plan
         self.ranges = ranges
         self.quantize = quantize
-        self.observed = {}
         self.batch_extremes = {}    # key -> (min, max) tensors of the batch being calibrated
         self.alignments = {}        # kernel layer name -> ChannelAlignment
         self.prescaled = {}         # staircase name -> kernel layer that computes it
@@ -234,7 +234,8 @@ def emit(context, inputs):
 
 
 def calibrate(plan, batches):
-    """Run the float export graph eagerly on ``batches``; return the observed ranges.
+    """Run the float export graph on ``batches`` (traced once per batch shape); return the
+    observed ranges ``{key: (min(lo, 0), max(hi, 0))}``.
 
     The model input's range is the one the model's own input quantizer holds (fixed by
     ``quantize_model``; :mod:`tf_qnets.keras2.input_quantizer`), or else taken from
@@ -248,16 +249,15 @@ def calibrate(plan, batches):
         emit(context, x)
         return context.batch_extremes
 
-    # One graph (traced once per batch shape) instead of eager ops: TensorFlow fuses and
-    # runs it as a whole, and only the ranges come back to Python.
+    # One graph instead of eager ops: TensorFlow runs it as a whole, and only the ranges
+    # come back to Python.
     extremes = tf.function(extremes, autograph=False)
+    ranges = {}
     for batch in batches:
         for key, (lo, hi) in extremes(tf.convert_to_tensor(batch)).items():
             lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-            old = context.observed.get(key)
-            context.observed[key] = (lo, hi) if old is None else (min(old[0], lo),
-                                                                  max(old[1], hi))
-    ranges = dict(context.observed)
+            old = ranges.get(key, (lo, hi))
+            ranges[key] = (min(old[0], lo), max(old[1], hi))
     if "__input__" in ranges:
         fixed = plan.network.input_ranges[0]
         ranges["__input__"] = fixed if fixed is not None else calibrated_input_range(batches)

@@ -242,9 +242,8 @@ def hard_staircase(x, alpha, beta, thresholds, levels):
 def _hard_staircase(x, alpha, beta, thresholds, levels, evenly_spaced):
     """:func:`hard_staircase` with the table's kind decided in the graph (``evenly_spaced``
     None: a conditional) or known beforehand (True: the arithmetic count only; False:
-    bisection only). Without the conditional an XLA program compiles in less than half the
-    time and runs about 3 times faster (measured: 78 against 180 ms, 2.7 against 9.0 ms on
-    a 32x56x56x64 tensor)."""
+    bisection only). Without the conditional an XLA program compiles and runs faster
+    (figures: docs/export.md, "Time")."""
     x = tf.convert_to_tensor(x)
     dtype = x.dtype
     alpha = _as_float(alpha, dtype)
@@ -513,8 +512,6 @@ def _kernel_branch(thresholds, levels, temperature):
     use = tf.logical_and(_evenly_spaced(thresholds, n), width <= UNIFORM_MAX_WIDTH)
     widths = tf.constant(_uniform_widths(n))
     smallest_wide_enough = tf.reduce_sum(tf.cast(widths < tf.minimum(width, n // 2), tf.int32))
-    if n <= PLAIN_MAX:
-        return tf.where(use, _general_variants(n) + smallest_wide_enough, general())
     # The grid's window (O(n^2) comparisons on the thresholds) only where it is used.
     return tf.cond(use, lambda: _general_variants(n) + smallest_wide_enough, general)
 
