@@ -21,18 +21,22 @@ def bias_lattices(qat):
     return lattices_of_network(describe_network(qat))
 
 
-def _setting(monkeypatch=None):
+def _setting(monkeypatch=None, project_scale=True):
     """The block quantized; with ``monkeypatch``, as quantize_model left it before its own snap."""
     if monkeypatch is not None:
         monkeypatch.setattr("tf_qnets.keras2.api.snap_if_describable", lambda *args: None)
     data = np.random.default_rng(0).uniform(0, 1, (64, 16, 16, 3)).astype(np.float32)
-    qat = tf_qnets.quantize_model(_model(), w_bits=3, a_bits=3, calibration_data=data,
-                                  first_last="int8", verbose=0)
+    qat = tf_qnets.quantize_model(_model(project_scale), w_bits=3, a_bits=3,
+                                  calibration_data=data, first_last="int8", verbose=0)
     return qat, data
 
 
 def _beta(qat):
     return qat.get_layer("quant_project_bn").layer.beta.numpy().astype(np.float64)
+
+
+def _gamma(qat):
+    return qat.get_layer("quant_project_bn").layer.gamma.numpy().astype(np.float64)
 
 
 def test_quantize_model_returns_the_biases_on_the_lattice(tmp_path):
@@ -43,24 +47,58 @@ def test_quantize_model_returns_the_biases_on_the_lattice(tmp_path):
     assert report.off_lattice == [] and report.verification.agreement == 1.0
 
 
-def test_the_projection_bias_moves_by_at_most_half_a_unit_onto_the_lattice(monkeypatch):
-    qat, _ = _setting(monkeypatch)
+def test_a_projection_without_a_bn_scale_moves_its_bias_by_at_most_half_a_unit(monkeypatch):
+    qat, _ = _setting(monkeypatch, project_scale=False)
     # the stem reads the model input (its unaligned channels keep a rounded bias); the head
     # reads a calibrated range: not listed
     rows = {row.layer: row for row in bias_lattices(qat)}
     assert sorted(rows) == ["quant_project", "quant_stem"]
     lattice = rows["quant_project"]
     assert (lattice.owner, lattice.attribute) == ("quant_project_bn", "beta")
-    assert not lattice.on_lattice
+    assert lattice.scale_owner is None and not lattice.on_lattice
     before = _beta(qat)
     report = tf_qnets.snap_biases(qat)
-    assert "quant_project" in report.moved and report.checked == 2
+    assert "quant_project" in report.moved and report.checked == 2 and report.margins == []
     assert 0.3 < report.largest_move <= 0.5
     moved = np.abs(_beta(qat) - before) / lattice.unit
     assert np.all(moved <= 0.5 + 1e-3) and np.any(moved > 0.1)
     for row in bias_lattices(qat):
         assert np.max(np.abs(row.offset)) <= OFF_LATTICE_TOLERANCE
     assert tf_qnets.snap_biases(qat).moved == []          # a second call changes nothing
+
+
+def _distance_to_rounding(row, span=40000):
+    """Per channel, the least distance (int8 steps) from a half-integer of the values
+    ``(unit / step) (A + B)`` inside the int8 window (``|v| <= 256``; outside, the int8 value
+    saturates) for the accumulators ``A`` in ``L Z``, ``|A| <= span L``."""
+    x = row.unit * row.lattice / row.output_step
+    offset = row.bias / row.output_step
+    values = np.arange(-span, span + 1)[:, None] * x + offset
+    distance = np.abs(values - np.floor(values) - 0.5)
+    return np.min(np.where(np.abs(values) <= 256, distance, np.inf), axis=0)
+
+
+def test_the_projection_gets_a_scale_and_bias_that_float32_rounds_as_the_file(monkeypatch):
+    from tf_qnets.core.rounding_margin import MARGIN, MAX_GAIN_CHANGE
+
+    qat, _ = _setting(monkeypatch)
+    row = {row.layer: row for row in bias_lattices(qat)}["quant_project"]
+    assert row.scale_owner == "quant_project_bn" and row.output_step > 0
+    assert np.min(_distance_to_rounding(row)) < MARGIN     # as trained: some values near a tie
+    gamma, beta = _gamma(qat), _beta(qat)
+    report = tf_qnets.snap_biases(qat)
+    assert report.margins == ["quant_project"] and "quant_project" in report.moved
+    assert "keep their roundings decidable in float32" in str(report)
+    gain = _gamma(qat) / gamma
+    assert np.all(np.abs(gain - 1) <= MAX_GAIN_CHANGE) and np.any(gain != 1)
+    row = {row.layer: row for row in bias_lattices(qat)}["quant_project"]
+    assert row.on_lattice
+    # every value the layer can compute sits at least MARGIN (less float32's share) from a
+    # rounding boundary, so Keras' float32 value rounds as the file's exact one
+    assert np.min(_distance_to_rounding(row)) >= 0.9 * MARGIN
+    assert np.max(np.abs(_beta(qat) - beta) / row.unit) < 40     # a few units, not a new bias
+    again = tf_qnets.snap_biases(qat)
+    assert again.moved == [] and again.margins == []        # a second call changes nothing
 
 
 def test_on_the_lattice_the_projection_outputs_agree_with_the_file(tmp_path, monkeypatch):

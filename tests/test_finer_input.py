@@ -16,8 +16,9 @@ from tf_qnets.keras2.backend import keras
 from tf_qnets.runtime import load_interpreter
 
 
-def _model():
-    """A MobileNetV2-like block: expand to a ReLU staircase, then a linear projection + BN."""
+def _model(project_scale=True):
+    """A MobileNetV2-like block: expand to a ReLU staircase, then a linear projection + BN
+    (``project_scale``: that BN has a ``gamma``)."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 16, 3), name="image")
     x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
@@ -27,7 +28,7 @@ def _model():
     x = keras.layers.BatchNormalization(name="expand_bn")(x)
     x = keras.layers.ReLU(name="relu")(x)                 # aligned 3-bit staircase, levels 0..7
     x = keras.layers.Conv2D(8, 1, use_bias=False, name="project")(x)   # linear: int8 output
-    x = keras.layers.BatchNormalization(name="project_bn")(x)
+    x = keras.layers.BatchNormalization(scale=project_scale, name="project_bn")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(inputs, keras.layers.Dense(10, name="head")(x))
 

@@ -126,9 +126,9 @@ class TemperatureScheduler(SchedulerOptions, _PathCallback):
       show_gap: log the quantization gap ``quant_gap`` (:mod:`tf_qnets.core.gap`): the latest
         value after each training step (progress bar), the epoch's mean (``History``).
       snap_biases: at the end of ``fit``, move the folded biases that the integer file
-        rounds onto its int32 lattice (at most half a unit each;
-        :mod:`tf_qnets.core.bias_lattice`), so that ``evaluate`` measures what the
-        exported file computes.
+        rounds onto its int32 lattice (at most half a unit each; the scales of
+        int8 outputs onto an odd grid: :func:`tf_qnets.snap_biases`), so that ``evaluate``
+        measures what the exported file computes.
 
     Example::
 

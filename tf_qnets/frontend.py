@@ -114,7 +114,12 @@ def snap_biases(model):
     ``round(b_c / u_c)`` (``u_c = s_in * s_w,c``, input scale times weight scale); this sets
     ``b_c -> u_c round(b_c / u_c)`` in ``model`` (the folded BatchNormalization's ``beta``,
     else the layer's ``bias``: at most half a unit), so that the Keras model adds the bias
-    the file adds (:mod:`tf_qnets.core.bias_lattice`). ``TemperatureScheduler`` does it at
+    the file adds (:mod:`tf_qnets.core.bias_lattice`). A layer whose output the file stores
+    at a fixed int8 range behind a BatchNormalization with a scale (the last convolution
+    before a residual ``Add``) also gets its per-channel BN scale moved onto an odd grid (by
+    at most 0.5%) and the int32 bias that keeps every value it can compute away from an int8
+    rounding boundary, so that Keras' float32 rounds it as the file's exact integers do
+    (:mod:`tf_qnets.core.rounding_margin`). ``TemperatureScheduler`` does it at
     the end of ``fit``; call it yourself after training without the scheduler, or after
     changing weights (``set_weights``, ``EarlyStopping(restore_best_weights=True)`` after the
     scheduler). ``export_tflite``'s report lists layers still off their lattice.

@@ -12,24 +12,26 @@ from tf_qnets.core.bias_lattice import OFF_LATTICE_TOLERANCE, bias_lattices
 from tf_qnets.keras3.describe_network import describe_network
 
 
-def _block():
-    """Expand to a ReLU staircase, then a linear projection + BN (as in MobileNetV2)."""
+def _block(project_scale=True):
+    """Expand to a ReLU staircase, then a linear projection + BN (as in MobileNetV2;
+    ``project_scale``: that BN has a ``gamma``)."""
     inputs = keras.Input((12, 12, 3), name="image")
     x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     x = keras.layers.Conv2D(8, 1, use_bias=False, name="project")(x)
-    x = keras.layers.BatchNormalization(name="project_bn")(x)
+    x = keras.layers.BatchNormalization(scale=project_scale, name="project_bn")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
 
 
-def _setting(monkeypatch=None):
+def _setting(monkeypatch=None, project_scale=True):
     """The block quantized; with ``monkeypatch``, as quantize_model left it before its own snap."""
     if monkeypatch is not None:
         monkeypatch.setattr("tf_qnets.keras3.api.snap_if_describable", lambda *args: None)
     x = np.random.default_rng(0).uniform(0, 1, (64, 12, 12, 3)).astype(np.float32)
-    qat = tf_qnets.quantize_model(_block(), w_bits=3, a_bits=3, calibration_data=x, verbose=0)
+    qat = tf_qnets.quantize_model(_block(project_scale), w_bits=3, a_bits=3, calibration_data=x,
+                                  verbose=0)
     return qat, x
 
 
@@ -45,8 +47,8 @@ def test_quantize_model_returns_the_biases_on_the_lattice():
     assert tf_qnets.snap_biases(qat).moved == []
 
 
-def test_snap_biases_moves_the_projection_bias_by_at_most_half_a_unit(monkeypatch):
-    qat, _ = _setting(monkeypatch)
+def test_snap_biases_moves_a_projection_bias_by_at_most_half_a_unit(monkeypatch):
+    qat, _ = _setting(monkeypatch, project_scale=False)     # no BN scale: the bias alone moves
     # the stem (float, first layer) reads the model input: its channels without an alignment
     # keep a rounded bias; the head reads a calibrated range
     assert set(_offsets(qat)) == {"project", "stem"}
@@ -59,6 +61,25 @@ def test_snap_biases_moves_the_projection_bias_by_at_most_half_a_unit(monkeypatc
     moved = np.abs(keras.ops.convert_to_numpy(beta) - before) / row.unit
     assert np.all(moved <= 0.5 + 1e-3)
     assert _offsets(qat)["project"] <= OFF_LATTICE_TOLERANCE
+
+
+def test_a_projection_with_a_bn_scale_gets_roundings_that_float32_decides_as_the_file(
+        monkeypatch):
+    from tf_qnets.core.rounding_margin import MARGIN, MAX_GAIN_CHANGE
+
+    qat, _ = _setting(monkeypatch)
+    gamma = qat.get_layer("project_bn").layer.gamma
+    before = keras.ops.convert_to_numpy(gamma).astype(np.float64)
+    report = tf_qnets.snap_biases(qat)
+    assert report.margins == ["project"]
+    gain = keras.ops.convert_to_numpy(gamma) / before
+    assert np.all(np.abs(gain - 1) <= MAX_GAIN_CHANGE) and np.any(gain != 1)
+    row = {row.layer: row for row in bias_lattices(describe_network(qat))}["project"]
+    x = row.unit * row.lattice / row.output_step
+    values = np.arange(-40000, 40001)[:, None] * x + row.bias / row.output_step
+    distance = np.abs(values - np.floor(values) - 0.5)
+    assert np.min(np.where(np.abs(values) <= 256, distance, np.inf)) >= 0.9 * MARGIN
+    assert tf_qnets.snap_biases(qat).moved == []
 
 
 @pytest.mark.parametrize("snap", [True, False])

@@ -39,6 +39,11 @@ fixes, as ``export_tflite`` with its default options lowers them:
   input, whose channels without an alignment keep the plainly rounded bias: its unit is
   that of the plain codes (a multiple of the finer-codes unit, so the bias is on both).
 
+A layer whose output the file stores at a fixed int8 range behind a folded BatchNormalization
+with a scale gets more than the snap: its BN scale per channel on an odd grid and the int32
+bias that keep every value it can compute away from an int8 rounding boundary
+(:mod:`tf_qnets.core.rounding_margin`), so that Keras' float32 rounds it as the file does.
+
 The exporter records the units it really used while tracing, and ``tests/test_bias_lattice.py``
 checks the two agree.
 
@@ -59,8 +64,10 @@ from tf_qnets.core.lowering import (
     has_saturating_lowering,
     is_uniform_staircase,
 )
-from tf_qnets.core.network import Staircase, channel_axis, is_linear, relu_cap
-from tf_qnets.core.weight_codes import finer_codes, pin_layer_kernel, weight_steps
+from tf_qnets.core.alignment import channel_lattice
+from tf_qnets.core.network import Int8Range, Staircase, channel_axis, is_linear, relu_cap
+from tf_qnets.core.rounding_margin import MAX_GAIN_CHANGE, margin_biases, margin_gains
+from tf_qnets.core.weight_codes import finer_code_factor, finer_codes, pin_layer_kernel, weight_steps
 
 __all__ = ["BiasLattice", "OFF_LATTICE_TOLERANCE", "SnapReport", "bias_lattices", "bias_owner",
            "folded_batch_norms", "snap_biases"]
@@ -68,6 +75,8 @@ __all__ = ["BiasLattice", "OFF_LATTICE_TOLERANCE", "SnapReport", "bias_lattices"
 # A bias within this many units of its lattice point is on it (float32 products and the
 # float32 Keras variables leave a few thousandths of a unit).
 OFF_LATTICE_TOLERANCE = 0.02
+# A gain this close to 1 is a scale already on its fraction (float32 variables leave ~1e-7).
+_SETTLED_GAIN = 1e-6
 # Layers whose output holds their input's int8 values (same scale; padding adds zeros).
 INT8_KEEPING_LAYERS = ("MaxPooling1D", "MaxPooling2D", "ZeroPadding1D", "ZeroPadding2D", "Reshape",
                        "Flatten", "Dropout", "SpatialDropout1D", "SpatialDropout2D")
@@ -78,13 +87,19 @@ class BiasLattice:
     """One kernel layer's folded bias ``bias`` and the int32 unit ``unit`` the file rounds it
     with (one per output channel). ``owner`` / ``attribute``: the layer and variable that set
     the bias (the folded BatchNormalization's ``"beta"``, or the layer's ``"bias"``; None
-    when it has neither: the bias is 0, on the lattice)."""
+    when it has neither: the bias is 0, on the lattice). For an output stored at a fixed
+    int8 range behind a folded BN with a scale, ``lattice``, ``output_step`` and
+    ``scale_owner`` let :func:`snap_biases` keep its roundings decidable
+    (:mod:`tf_qnets.core.rounding_margin`)."""
 
     layer: str
     unit: np.ndarray
     bias: np.ndarray
     owner: str = None
     attribute: str = None
+    lattice: np.ndarray = None       # L_c: the accumulator's lattice, in units
+    output_step: float = None        # the fixed int8 step of the output, if the model fixes it
+    scale_owner: str = None          # the folded BatchNormalization with a ``gamma``
 
     @property
     def offset(self):
@@ -104,16 +119,28 @@ class BiasLattice:
 
 @dataclasses.dataclass
 class SnapReport:
-    """What :func:`snap_biases` did: the layers whose bias moved (of ``checked``), and the
-    largest move in units."""
+    """What :func:`snap_biases` did: the layers whose bias moved (of ``checked``), the largest
+    move in units of those that only snapped, and ``margins``: the layers (also in ``moved``)
+    that got scales and biases on an odd grid (:mod:`tf_qnets.core.rounding_margin`)."""
 
     moved: list
     checked: int
     largest_move: float
+    margins: list = dataclasses.field(default_factory=list)
 
     def __str__(self):
-        return (f"moved the folded biases of {len(self.moved)} of {self.checked} kernel layers "
-                f"onto the integer file's int32 lattice (at most {self.largest_move:.2f} units)")
+        plain = [name for name in self.moved if name not in self.margins]
+        parts = []
+        if plain or not self.margins:
+            parts.append(f"moved the folded biases of {len(plain)} of {self.checked} kernel layers "
+                         f"onto the integer file's int32 lattice (at most {self.largest_move:.2f} "
+                         "units)")
+        if self.margins:
+            parts.append(f"gave {len(self.margins)} kernel layers with a fixed int8 output the "
+                         "scales and int32 biases that keep their roundings decidable in float32 "
+                         "(BN scales changed by at most "
+                         f"{100 * MAX_GAIN_CHANGE:.1f}%, tf_qnets.core.rounding_margin)")
+        return "; ".join(parts)
 
 
 def folded_batch_norms(network):
@@ -185,29 +212,32 @@ def bias_owner(layer, bn):
 
 
 def _input_scale(network, producer, tensor_id, finer_inputs):
-    """``(scale, reads the model input)``: the int8 scale the model fixes for ``tensor_id``
-    (None when a calibrated range sets it)."""
+    """``(scale, reads the model input, m)``: the int8 scale the model fixes for ``tensor_id``
+    (None when a calibrated range sets it) and the code multiplier ``m`` of its values (a
+    finer input stores level ``v`` as ``m v``)."""
     while True:
         node = producer.get(tensor_id)
         if node is None:
             if tensor_id not in network.input_ids:
-                return None, False
+                return None, False, 1
             fixed = network.input_ranges[network.input_ids.index(tensor_id)]
-            return (None if fixed is None else (float(fixed[1]) - float(fixed[0])) / 255.0), True
+            return (None if fixed is None else (float(fixed[1]) - float(fixed[0])) / 255.0), True, 1
         layer = node.layer
         if layer.class_name in INT8_KEEPING_LAYERS and layer.output_quantizer is None:
             tensor_id = node.flat_input_ids[0]
             continue
         quantizer = layer.output_quantizer
         if not isinstance(quantizer, Staircase):
-            return None, False
+            return None, False, 1
         levels = quantizer.levels
         if not (has_saturating_lowering(levels)
                 and is_uniform_staircase(quantizer.thresholds, levels)):
-            return None, False
+            return None, False, 1
         alpha = float(quantizer.alpha)
         m = finer_input_multiplier(levels.levels[-1]) if finer_inputs else 1
-        return (alpha * float(FINER_INPUT_FACTOR) / m if m >= 2 else alpha), False
+        if m < 2:
+            return alpha, False, 1
+        return alpha * float(FINER_INPUT_FACTOR) / m, False, m
 
 
 def bias_lattices(network, finer_inputs=True):
@@ -225,7 +255,8 @@ def bias_lattices(network, finer_inputs=True):
         output_id = node.flat_output_ids[0]
         if bn is not None:
             output_id = network.node_by_name[bn.name].flat_output_ids[0]
-        scale, reads_input = _input_scale(network, producer, node.flat_input_ids[0], finer_inputs)
+        scale, reads_input, multiplier = _input_scale(network, producer, node.flat_input_ids[0],
+                                                      finer_inputs)
         if scale is None:
             continue
         staircase = _staircase_in_kernel(layer, readers.get(output_id, []),
@@ -235,10 +266,19 @@ def bias_lattices(network, finer_inputs=True):
             continue      # aligned to its staircase (exact for any bias) or copied per threshold
         in_kernel = staircase is not None
         pinned, _ = pin_layer_kernel(layer, bn)
+        code_factor = 1
         if not in_kernel and pinned.levels is not None and pinned.num_bits == 8:
             pinned = finer_codes(pinned)
-        result.append(BiasLattice(layer.name, scale * np.asarray(weight_steps(pinned), np.float64),
-                                  np.asarray(pinned.bias, np.float64), *bias_owner(layer, bn)))
+            code_factor = finer_code_factor(pinned)
+        row = BiasLattice(layer.name, scale * np.asarray(weight_steps(pinned), np.float64),
+                          np.asarray(pinned.bias, np.float64), *bias_owner(layer, bn))
+        output_quantizer = (bn if bn is not None else layer).output_quantizer
+        if (not in_kernel and pinned.codes is not None and bn is not None and "gamma" in bn.weights
+                and isinstance(output_quantizer, Int8Range) and np.ndim(output_quantizer.lo) == 0):
+            row.lattice = channel_lattice(pinned.codes, multiplier * code_factor)
+            row.output_step = (float(output_quantizer.hi) - float(output_quantizer.lo)) / 255.0
+            row.scale_owner = bn.name
+        result.append(row)
     return result
 
 
@@ -248,17 +288,55 @@ def snap_biases(model, network):
     wrapper's ``.layer``) gives the variable; it is read with ``np.asarray`` and written with
     ``assign``, which both Kerases' variables support on every backend."""
     lattices = bias_lattices(network)
-    moved, largest = [], 0.0
+    moved, largest, margins = [], 0.0, []
     for lattice in lattices:
-        if lattice.owner is None or lattice.on_lattice:
+        if lattice.owner is None:
             continue
-        owner = model.get_layer(lattice.owner)
-        variable = getattr(getattr(owner, "layer", owner), lattice.attribute)
+        if lattice.output_step is not None and lattice.attribute == "beta":
+            if _keep_roundings_decidable(model, lattice):
+                margins.append(lattice.layer)
+                moved.append(lattice.layer)
+            continue
+        if lattice.on_lattice:
+            continue
+        variable = _variable(model, lattice.owner, lattice.attribute)
         value = np.asarray(variable, np.float64)
         variable.assign((value + lattice.snapped_bias - lattice.bias).astype(np.float32))
         moved.append(lattice.layer)
         largest = max(largest, float(np.max(np.abs(lattice.offset))))
-    return SnapReport(moved, len(lattices), largest)
+    return SnapReport(moved, len(lattices), largest, margins)
+
+
+def _variable(model, owner, attribute):
+    layer = model.get_layer(owner)
+    return getattr(getattr(layer, "layer", layer), attribute)
+
+
+def _keep_roundings_decidable(model, lattice):
+    """Give the folded BN of ``lattice`` the gains and offsets of
+    :mod:`tf_qnets.core.rounding_margin` (the other channels: the bias snapped as usual).
+    True when a variable changed."""
+    beta_variable = _variable(model, lattice.owner, "beta")
+    gamma_variable = _variable(model, lattice.scale_owner, "gamma")
+    beta = np.asarray(beta_variable, np.float64)
+    gamma = np.asarray(gamma_variable, np.float64)
+    x = lattice.unit * lattice.lattice / lattice.output_step
+    gains, ps, qs = margin_gains(x)
+    gains = np.where(np.abs(gains - 1.0) < _SETTLED_GAIN, 1.0, gains)   # a second call: no-op
+    # the folded bias is beta + (bias - mean) g: the gain scales the second term only
+    gained_bias = beta + (lattice.bias - beta) * gains
+    unit = lattice.unit * gains
+    units = margin_biases(gained_bias, unit, ps, qs, lattice.lattice)
+    units = np.where(np.isnan(units), np.round(gained_bias / unit), units)
+    new_beta = units * unit - (lattice.bias - beta) * gains
+    changed = False
+    if np.any(gains != 1.0):
+        gamma_variable.assign((gamma * gains).astype(np.float32))
+        changed = True
+    if np.any(np.abs(new_beta - beta) > OFF_LATTICE_TOLERANCE * unit):
+        beta_variable.assign(new_beta.astype(np.float32))
+        changed = True
+    return changed
 
 
 def snap_if_describable(model, describe, announce=None):
@@ -276,6 +354,6 @@ def snap_if_describable(model, describe, announce=None):
                      f"({error})")
         return None
     report = snap_biases(model, network)
-    if announce is not None and report.moved:
+    if announce is not None and (report.moved or report.margins):
         announce(str(report))
     return report

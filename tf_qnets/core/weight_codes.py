@@ -32,7 +32,8 @@ from tf_qnets.core.network import Int8Range, Staircase
 from tf_qnets.core.staircase import hard_codes
 
 __all__ = ["PinnedKernel", "qnets_codes", "bn_fold_factors", "layer_fold_factors", "pin_qnets_kernel",
-           "pin_int8_kernel", "pin_float_kernel", "pin_layer_kernel", "finer_codes", "weight_steps"]
+           "pin_int8_kernel", "pin_float_kernel", "pin_layer_kernel", "finer_code_factor", "finer_codes",
+           "weight_steps"]
 
 
 @dataclasses.dataclass
@@ -169,11 +170,15 @@ def pin_layer_kernel(layer, bn=None, int4_weights=False):
     return pinned, depthwise_shape
 
 
+def finer_code_factor(pinned):
+    """``k = 127 // max |level|``: the factor :func:`finer_codes` stores each code with."""
+    return 127 // max(1, int(np.max(np.abs(pinned.levels))))
+
+
 def finer_codes(pinned):
-    """``pinned`` stored in int8 as ``k * code`` (``k = 127 // max |code|``): the same real
-    kernel, a ``k`` times finer weight scale."""
-    top = max(1, int(np.max(np.abs(pinned.levels))))
-    k = 127 // top
+    """``pinned`` stored in int8 as ``k * code`` (``k``: :func:`finer_code_factor`): the same
+    real kernel, a ``k`` times finer weight scale."""
+    k = finer_code_factor(pinned)
     q_max = 2 ** (pinned.num_bits - 1) - 1
     factor = 127.0 / (k * q_max)   # new range +-127 steps of (old step / k)
     return dataclasses.replace(

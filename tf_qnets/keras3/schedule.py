@@ -78,9 +78,9 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
       show_gap: add ``quant_gap`` (:mod:`tf_qnets.keras3.gap`) to the logs: the latest value after
         each training step (progress bar), the epoch's mean at its end (``History``).
       snap_biases: at the end of ``fit``, move the folded biases that the integer file
-        rounds onto its int32 lattice (at most half a unit each;
-        :mod:`tf_qnets.core.bias_lattice`), so that ``evaluate`` measures what the
-        exported file computes.
+        rounds onto its int32 lattice (at most half a unit each; the scales of
+        int8 outputs onto an odd grid: :func:`tf_qnets.snap_biases`), so that ``evaluate``
+        measures what the exported file computes.
     """
 
     def __init__(self, base="auto", schedule=None, per_step=False, cap=None, weight_cap=2000.0,

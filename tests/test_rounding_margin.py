@@ -1,0 +1,54 @@
+"""The odd-denominator scales and biases of tf_qnets.core.rounding_margin, against brute force."""
+
+import numpy as np
+import pytest
+
+from tf_qnets.core.rounding_margin import (
+    MARGIN,
+    MAX_GAIN_CHANGE,
+    margin_bias,
+    margin_biases,
+    margin_gains,
+    odd_fraction,
+)
+
+
+def test_odd_fraction_is_the_nearest_fraction_with_an_odd_denominator():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(0.01, 5, 200), [0.25, 0.5, 1.0, 1 / 6]])
+    ps, qs = odd_fraction(x, max_denominator=51)
+    assert np.all(qs % 2 == 1) and np.all(qs <= 51) and np.all(ps >= 1)
+    for value, p, q in zip(x, ps, qs):
+        best = min(abs(max(1, round(value * d)) / d - value) for d in range(1, 52, 2))
+        assert abs(p / q - value) <= best + 1e-15
+
+
+@pytest.mark.parametrize("x", [0.25, 0.5, 0.1317, 2.7, 0.03])
+def test_every_value_of_a_margin_channel_keeps_the_margin(x):
+    """(p / q)(j + B / L): with odd q and the bias margin_bias chose, no value comes nearer
+    than MARGIN to a half-integer (a rounding boundary), for every lattice step j."""
+    lattice = 306
+    gains, ps, qs = margin_gains([x])
+    assert abs(gains[0] - 1) <= MAX_GAIN_CHANGE and qs[0] % 2 == 1
+    unit = x * gains[0] / lattice           # int8 steps per accumulator unit, after the gain
+    for start in (0, 7, -1234, 5001):
+        bias = margin_biases([start * unit], [unit], ps, qs, [lattice])[0]
+        assert abs(bias - start) <= lattice
+        values = (np.arange(-20000, 20001) * lattice + bias) * unit
+        distance = np.abs(values - np.floor(values) - 0.5)
+        assert np.min(distance) >= MARGIN * (1 - 1e-6)
+
+
+def test_without_the_odd_grid_values_land_on_rounding_boundaries():
+    # x = 1/4 with a bias on the lattice: every fourth value is a tie (what float32 decided
+    # either way on ResNet50); the margin bias of an odd grid has none
+    values = (np.arange(-100, 101) * 0.25) + 0.0
+    assert np.min(np.abs(values - np.floor(values) - 0.5)) == 0.0
+    assert margin_bias(0, 1, 3, 1) == 0       # (1/3) Z: at least 1/6 from every half-integer
+
+
+def test_a_channel_without_a_near_fraction_is_left_as_it_is():
+    gains, ps, qs = margin_gains([1e-5, np.nan, 0.0, 0.2])
+    assert list(gains[:3]) == [1.0, 1.0, 1.0] and list(qs[:3]) == [0, 0, 0] and qs[3] > 0
+    biases = margin_biases([0.1, 0.1, 0.1, 0.1], [0.01] * 4, ps, qs, [10] * 4)
+    assert np.all(np.isnan(biases[:3])) and not np.isnan(biases[3])

@@ -1,0 +1,88 @@
+"""Int8 roundings that float32 cannot decide differently: a kernel layer's scale put on an odd grid.
+
+A kernel layer whose output (BatchNormalization folded) is stored at a fixed int8 range
+(the projections and last convolutions before a residual ``Add``) computes, per output
+channel ``c``, the value ``z = u_c (A + B_c)`` in int8 steps of size ``s``: ``A`` the integer
+accumulator, which only takes values in ``L_c Z`` (:func:`tf_qnets.core.alignment.channel_lattice`),
+``u_c`` its unit and ``B_c`` the int32 bias (:mod:`tf_qnets.core.bias_lattice`). The file
+rounds ``v = z / s`` exactly; the Keras hard model rounds the float32 value of ``v``, off by a
+few 1e-6 of it. Where an exact ``v`` sits that close to a half-integer the two part, and the
+network spreads the flipped int8 value (on ResNet50, these roundings were where Keras and the
+file first disagree; every aligned staircase agreed).
+
+With ``x_c = u_c L_c / s`` (how many int8 steps one lattice step is) replaced by a fraction
+``p / q`` with an **odd** ``q <= MAX_DENOMINATOR``, every ``v`` is ``(p / q) j + r`` (``j``
+an integer, ``r = u_c B_c / s``); odd ``q`` keeps ``(p / q) Z`` at least ``1 / (2 q)`` from every
+half-integer, and choosing ``B_c`` so that ``r`` is within ``1 / (2 q) - MARGIN`` of ``(1 / q) Z``
+keeps every ``v`` at least ``MARGIN`` int8 steps from a rounding boundary, far beyond float32's
+error. The gain ``p / (q x_c)`` (the best odd-denominator fraction: a relative change of
+about ``1 / (q^2 x_c)``, ``MAX_GAIN_CHANGE`` at most) goes into the channel's BatchNormalization
+scale, ``B_c`` (the integer nearest the gained bias that keeps the margin) into its offset.
+A channel without such a fraction (a lattice much finer than the int8 step) is left as it is.
+
+Example::
+
+    gains, ps, qs = margin_gains([0.1317])          # 0.1317 -> 10/77 (odd denominator)
+    units = margin_biases([0.0123 * 1.0], [2.0e-4 * gains[0]], ps, qs, [306])
+    # every (p / q) j + units * unit / s is >= MARGIN int8 steps from a half-integer
+"""
+
+import numpy as np
+
+__all__ = ["MARGIN", "MAX_DENOMINATOR", "MAX_GAIN_CHANGE", "odd_fraction", "margin_bias",
+           "margin_gains", "margin_biases"]
+
+# Distance (in int8 steps) kept between every reachable value and a rounding boundary. The
+# Keras float32 value of a conv + BN output is off by about 1e-7 of it (at most 128 steps;
+# measured on ResNet50: flips within 1e-5 steps of a boundary) and the file's finer-input
+# factor moves it by 2**-20 of it: about 1e-4 steps at the very most.
+MARGIN = 5e-4
+MAX_DENOMINATOR = int(1 / (4 * MARGIN))    # 500: q * MARGIN <= 1/4 leaves half the biases
+MAX_GAIN_CHANGE = 5e-3   # largest relative change of a channel scale (1/Q near x = 1/even: 0.2%)
+
+
+def odd_fraction(x, max_denominator=MAX_DENOMINATOR):
+    """``(p, q)`` integer arrays: per entry of ``x > 0`` the fraction ``p / q`` (``p >= 1``, odd
+    ``q <= max_denominator``) nearest it; the smallest such ``q`` among equally near ones."""
+    x = np.asarray(x, np.float64).reshape(-1, 1)
+    denominators = np.arange(1, max_denominator + 1, 2, dtype=np.float64)
+    numerators = np.maximum(1.0, np.floor(x * denominators + 0.5))
+    best = np.argmin(np.abs(numerators / denominators - x), axis=1)
+    rows = np.arange(x.shape[0])
+    return numerators[rows, best].astype(np.int64), denominators[best].astype(np.int64)
+
+
+def margin_bias(start, p, q, lattice, margin=MARGIN):
+    """The integer ``B`` nearest ``start`` with ``(p B) mod L`` (centred) within
+    ``(1/2 - q margin) L``: every ``(p / q)(j + B / L)`` is then ``margin`` from a half-integer.
+    ``lattice`` (``L``) is an integer."""
+    lattice = int(round(lattice))
+    allowed = (0.5 - q * margin) * lattice
+    for distance in range(lattice + 1):
+        for candidate in ((start + distance, start - distance) if distance else (start,)):
+            residue = (p * candidate) % lattice
+            if min(residue, lattice - residue) <= allowed:
+                return candidate
+    raise AssertionError("a residue of 0 is always reachable")   # B = L satisfies it
+
+
+def margin_gains(x, max_gain_change=MAX_GAIN_CHANGE):
+    """Per channel ``(gain, p, q)`` arrays for ``x`` (int8 steps per lattice step): ``gain =
+    p / (q x)``; a channel without a fraction within ``max_gain_change`` gets gain 1, q 0."""
+    x = np.asarray(x, np.float64).ravel()
+    usable = np.isfinite(x) & (x > 0)
+    ps, qs = odd_fraction(np.where(usable, x, 1.0))
+    gains = ps / (qs * np.where(usable, x, 1.0))
+    keep = usable & (np.abs(gains - 1.0) <= max_gain_change)
+    return np.where(keep, gains, 1.0), np.where(keep, ps, 0), np.where(keep, qs, 0)
+
+
+def margin_biases(bias, unit, ps, qs, lattice):
+    """Per channel the int32 bias (in ``unit``) nearest ``bias`` that keeps the margin
+    (:func:`margin_bias`; ``unit``, ``bias`` after the gain); NaN where ``q`` is 0."""
+    result = np.full(np.shape(ps), np.nan)
+    for c in range(np.size(ps)):
+        if qs[c] and lattice[c] < 2 ** 31:
+            start = int(np.floor(bias[c] / unit[c] + 0.5))
+            result[c] = margin_bias(start, int(ps[c]), int(qs[c]), lattice[c])
+    return result
