@@ -506,3 +506,22 @@ def test_train_speed_measures_keras3_configurations_in_the_same_run(monkeypatch,
     assert "| jax | W3A3 | 130.0 | 1.30 |" in text and "| tensorflow | W3A8 | 140.0 | 1.40 |" in text
     assert "- jax: W3A3 / float = 1.30 (target <= 1.5): met" in text
     assert train_speed.measure_keras3(None) is None
+
+
+def test_flip_origins_probes_cut_models_and_can_leave_the_margins_out(monkeypatch, tmp_path):
+    import flip_origins
+    import tf_qnets
+    import tf_qnets.core.bias_lattice as bias_lattice
+    from test_finer_input import _model
+
+    data = np.random.default_rng(0).uniform(0, 1, (32, 16, 16, 3)).astype(np.float32)
+    qat = tf_qnets.quantize_model(_model(), w_bits=3, a_bits=3, calibration_data=data,
+                                  first_last="int8", verbose=0)
+    assert flip_origins.probed_layers(qat, 8) == ["quant_stem_relu", "quant_relu"]
+    assert flip_origins.probed_layers(qat, 1) == ["quant_stem_relu"]
+    count, total, images = flip_origins.flips(qat, "quant_relu", data, data, str(tmp_path))
+    assert total == 32 * 16 * 16 * 16 and count == 0 and images == set()
+    monkeypatch.setattr(bias_lattice, "bias_lattices", bias_lattice.bias_lattices)  # restored after
+    flip_origins.without_margins()
+    rows = bias_lattice.bias_lattices(tf_qnets.keras2.describe_network.describe_network(qat))
+    assert rows and all(row.output_step is None for row in rows)
