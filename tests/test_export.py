@@ -509,3 +509,39 @@ def test_four_bit_activations_keep_int4_weights_and_say_which_staircases_are_par
     report = export_tflite(qat, str(tmp_path / "dw4_int8.tflite"), x[:16])
     assert report.staircases["aligned"][-2:] == ["quant_r2", "quant_r3"]
     assert not any(w.dtype == "INT4" for w in report.inspection.weights)
+
+
+def test_a_keepdims_pooling_into_a_1x1_conv_classifier_is_one_convolution(tmp_path):
+    """MobileNet's head: GlobalAveragePooling2D(keepdims=True) -> Dropout -> 1x1 Conv2D ->
+    Reshape. Lowered like the pooled Dense: the mean is never rounded to int8, and the
+    logits stay within one output step of Keras."""
+    from tf_qnets.export.describe import describe
+    from tf_qnets.export.plan import make_plan
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(6.0, name="r1")(x)
+    x = keras.layers.Conv2D(16, 1, use_bias=False, name="c2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.ReLU(6.0, name="r2")(x)
+    x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="gap")(x)
+    x = keras.layers.Dropout(0.2, name="drop")(x)
+    x = keras.layers.Conv2D(5, 1, name="preds")(x)
+    outputs = keras.layers.Reshape((5,), name="flat")(x)
+    data = np.random.default_rng(0).uniform(0, 1, (64, 8, 8, 3)).astype(np.float32)
+    qat = tf_qnets.quantize_model(keras.Model(inputs, outputs), w_bits=3, a_bits=3,
+                                  calibration_data=data, first_last="int8", verbose=0)
+    claims = {name: rewrite.name for name, rewrite in make_plan(describe(qat)[0]).claims.items()}
+    assert claims["gap"] == claims["drop"] == claims["quant_preds"] == "pooled dense"
+    path = str(tmp_path / "head.tflite")
+    export_tflite(qat, path, data)
+    assert "MEAN" not in {name for name, _, _ in inspect_tflite(path).ops}
+    interpreter = load_interpreter(path, kernels="reference")
+    keras_out = qat(data, training=False).numpy()
+    tflite_out = predict(interpreter, data)
+    dequantize = [op for op in interpreter._get_ops_details()  # noqa: SLF001
+                  if op["op_name"] == "DEQUANTIZE"][-1]
+    scale = interpreter._get_tensor_details(dequantize["inputs"][0], 0)["quantization"][0]  # noqa: SLF001
+    assert scale > 0 and np.max(np.abs(keras_out - tflite_out)) <= 1.01 * scale

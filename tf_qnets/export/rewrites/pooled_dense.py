@@ -1,9 +1,10 @@
 """Rewrite: ``Dense(GlobalAveragePooling2D(x))`` as one VALID convolution over the whole map.
 
-Matches a GlobalAveragePooling2D (channels last, no keepdims, no output quantizer, static
-spatial size) read only by a Dense layer that reads nothing else and is not lowered to
-per-threshold copies, while the tiled kernel has at most :data:`MAX_TILED_POOLING_WEIGHTS`
-weights; it takes over both nodes. Emits one CONV_2D whose kernel ``W / (H W)`` is tiled over the
+Matches a GlobalAveragePooling2D (channels last, no output quantizer, static spatial size)
+read only, possibly through inference identities (``Dropout``, ...), by a Dense layer, or,
+with ``keepdims=True``, by a 1x1 ``Conv2D`` with stride 1 (MobileNet's classifier), that
+reads nothing else and is not lowered to per-threshold copies, while the tiled kernel has at
+most :data:`MAX_TILED_POOLING_WEIGHTS` weights; it takes over those nodes. Emits one CONV_2D whose kernel ``W / (H W)`` is tiled over the
 ``H x W`` positions with its quantization range divided by ``H W`` too, so the stored codes
 are the Dense layer's own codes and the int32 accumulator holds the exact sum: the mean is
 never rounded to int8.
@@ -11,6 +12,7 @@ never rounded to int8.
 
 import numpy as np
 
+from tf_qnets.core.layer_kinds import INFERENCE_IDENTITIES
 from tf_qnets.keras2.backend import tf
 from tf_qnets.export.layers import layer_class
 from tf_qnets.export.rewrites.kernels import (
@@ -43,41 +45,75 @@ class PooledDense:
         for node in plan.nodes:
             pooling = node.layer
             if (pooling.class_name != "GlobalAveragePooling2D"
-                    or pooling.config.get("keepdims", False)
                     or pooling.config.get("data_format", "channels_last") != "channels_last"
                     or pooling.name in plan.outputs):
                 continue
             shape = node.layer.input_shape
             if len(shape) != 4 or shape[1] is None or shape[2] is None:
                 continue
-            user = plan.only_reader(node.flat_output_ids[0])
-            if (user is None or layer_class(user.layer) != "Dense" or len(user.flat_input_ids) != 1
+            user, identities = _reader_through_identities(plan, node.flat_output_ids[0])
+            if (user is None or len(user.flat_input_ids) != 1
+                    or not _pools_into(user.layer, pooling.config.get("keepdims", False))
                     or user.layer.name not in pins
                     or plan.claimed_by(user.layer.name, "staircase copies")):
                 continue
             tiled = int(shape[1]) * int(shape[2]) * int(np.prod(pins[user.layer.name].pinned.kernel.shape))
             if tiled > MAX_TILED_POOLING_WEIGHTS:
                 continue
-            plan.claim(node, self)
-            plan.claim(user, self)
+            for claimed in [node, *identities, user]:
+                plan.claim(claimed, self)
 
     def emit(self, node, values, context):
         layer = node.layer
         x = values[node.flat_input_ids[0]]
-        if layer.name not in context.plan.note(Kernels.name):          # the pooling
-            return _Pooled(x) if context.quantize else LayerCall().emit(node, values, context)
+        if layer.name not in context.plan.note(Kernels.name):   # the pooling or an identity
+            if isinstance(x, _Pooled):
+                return x
+            return _Pooled(x) if context.quantize and _is_pooling(layer) else \
+                LayerCall().emit(node, values, context)
         if not isinstance(x, _Pooled):                                   # float network
             return Kernels().emit(node, values, context)
         y = emit_activation(context, layer, _pooled_dense(context, layer, x.inputs))
         return context.output(layer, y, calibrate=calibrates_output(context.plan, layer.name))
 
 
+def _is_pooling(layer):
+    return layer.class_name == "GlobalAveragePooling2D"
+
+
+def _reader_through_identities(plan, tensor_id):
+    """``(node, identities)``: the one node reading ``tensor_id``, looking through inference
+    identities (``Dropout``, ...; returned too), or ``(None, [])``."""
+    identities = []
+    user = plan.only_reader(tensor_id)
+    while (user is not None and layer_class(user.layer) in INFERENCE_IDENTITIES
+           and len(user.flat_input_ids) == 1 and user.layer.name not in plan.outputs):
+        identities.append(user)
+        user = plan.only_reader(user.flat_output_ids[0])
+    return user, identities
+
+
+def _pools_into(layer, keepdims):
+    """True for a Dense layer after a pooling without ``keepdims``, or a 1x1, stride-1,
+    ungrouped Conv2D after one with it."""
+    if layer_class(layer) == "Dense":
+        return not keepdims
+    config = layer.config
+    return (keepdims and layer_class(layer) == "Conv2D"
+            and tuple(config.get("kernel_size", ())) == (1, 1)
+            and tuple(config.get("strides", ())) == (1, 1)
+            and tuple(config.get("dilation_rate", (1, 1))) == (1, 1)
+            and config.get("groups", 1) == 1
+            and config.get("data_format", "channels_last") == "channels_last")
+
+
 def _pooled_dense(context, layer, x):
     pinned = pinned_kernel(context, layer.name)
     height, width = int(x.shape[1]), int(x.shape[2])
     area = float(height * width)
-    kernel = np.tile(np.asarray(pinned.kernel, np.float64)[None, None] / area,
-                     [height, width, 1, 1]).astype(np.float32)
+    dense = np.asarray(pinned.kernel, np.float64)
+    dense = dense.reshape(dense.shape[-2], dense.shape[-1])     # a 1x1 Conv2D's too
+    kernel = np.tile(dense[None, None] / area, [height, width, 1, 1]).astype(np.float32)
     lo = (np.asarray(pinned.range_min, np.float64) / area).astype(np.float32)
     hi = (np.asarray(pinned.range_max, np.float64) / area).astype(np.float32)
     kernel = tf.constant(kernel)
@@ -90,4 +126,6 @@ def _pooled_dense(context, layer, x):
             kernel, lo, hi, num_bits=pinned.num_bits, narrow_range=True, name=name)
     y = tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
     y = tf.nn.bias_add(y, tf.constant(pinned.bias))
+    if layer_class(layer) == "Conv2D":           # after a keepdims pooling: (N, 1, 1, C)
+        return y
     return tf.reshape(y, [-1, kernel.shape[-1]])
