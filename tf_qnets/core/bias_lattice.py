@@ -292,7 +292,7 @@ def snap_biases(model, network):
     for lattice in lattices:
         if lattice.owner is None:
             continue
-        if lattice.output_step is not None and lattice.attribute == "beta":
+        if lattice.scale_owner is not None:     # its owner is that BN's beta
             if _keep_roundings_decidable(model, lattice):
                 margins.append(lattice.layer)
                 moved.append(lattice.layer)

@@ -22,9 +22,9 @@ A channel without such a fraction (a lattice much finer than the int8 step) is l
 
 Example::
 
-    gains, ps, qs = margin_gains([0.1317])          # 0.1317 -> 10/77 (odd denominator)
-    units = margin_biases([0.0123 * 1.0], [2.0e-4 * gains[0]], ps, qs, [306])
-    # every (p / q) j + units * unit / s is >= MARGIN int8 steps from a half-integer
+    gains, ps, qs = margin_gains([0.1317])      # 0.1317 -> 27/205: gain 1 + 5.6e-5
+    units = margin_biases([0.0123 * gains[0]], [2.0e-4 * gains[0]], ps, qs, [306])   # [61.]
+    # every value (27/205)(j + 61/306) is >= MARGIN int8 steps from a half-integer
 """
 
 import numpy as np

@@ -4,10 +4,10 @@ Matches a GlobalAveragePooling2D (channels last, no output quantizer, static spa
 read only, possibly through inference identities (``Dropout``, ...), by a Dense layer, or,
 with ``keepdims=True``, by a 1x1 ``Conv2D`` with stride 1 (MobileNet's classifier), that
 reads nothing else and is not lowered to per-threshold copies, while the tiled kernel has at
-most :data:`MAX_TILED_POOLING_WEIGHTS` weights; it takes over those nodes. Emits one CONV_2D whose kernel ``W / (H W)`` is tiled over the
-``H x W`` positions with its quantization range divided by ``H W`` too, so the stored codes
-are the Dense layer's own codes and the int32 accumulator holds the exact sum: the mean is
-never rounded to int8.
+most :data:`MAX_TILED_POOLING_WEIGHTS` weights; it takes over those nodes. Emits one CONV_2D
+whose kernel ``W / (H W)`` is tiled over the ``H x W`` positions with its quantization range
+divided by ``H W`` too, so the stored codes are the Dense layer's own codes and the int32
+accumulator holds the exact sum: the mean is never rounded to int8.
 """
 
 import numpy as np
@@ -67,18 +67,13 @@ class PooledDense:
         layer = node.layer
         x = values[node.flat_input_ids[0]]
         if layer.name not in context.plan.note(Kernels.name):   # the pooling or an identity
-            if isinstance(x, _Pooled):
+            if isinstance(x, _Pooled):                     # an identity: the pooled map passes
                 return x
-            return _Pooled(x) if context.quantize and _is_pooling(layer) else \
-                LayerCall().emit(node, values, context)
+            return _Pooled(x) if context.quantize else LayerCall().emit(node, values, context)
         if not isinstance(x, _Pooled):                                   # float network
             return Kernels().emit(node, values, context)
         y = emit_activation(context, layer, _pooled_dense(context, layer, x.inputs))
         return context.output(layer, y, calibrate=calibrates_output(context.plan, layer.name))
-
-
-def _is_pooling(layer):
-    return layer.class_name == "GlobalAveragePooling2D"
 
 
 def _reader_through_identities(plan, tensor_id):
