@@ -5,7 +5,7 @@ random pixels scaled to [-1, 1]): ``tf_qnets.quantize_model`` at each ``--bits``
 ``first_last="int8"``, then ``export_tflite`` (default int8 storage); prints and writes (between
 the ``export-zoo`` markers of ``--markdown``) one row per model and setting: quantize and export
 wall time, how the activation staircases were lowered (aligned / per-threshold copies / partly
-aligned / reading a rounded tensor: docs/export.md, "How the file stays exact"), the share of
+aligned / an addition's requantization / reading a rounded tensor: docs/export.md, "How the file stays exact"), the share of
 aligned channels exact under TFLite's reference kernels too, file size against the float32
 TFLite file of the same Keras model, and single-thread XNNPACK latency of the file, the float32
 file and TFLite's own post-training int8 file of the float model (median of ``--runs``
@@ -17,8 +17,9 @@ initialised deep network amplifies any rounding, and its near-equal logits swap 
 
 ``--train``: accuracy and agreement on real images instead. Each model (``--size`` 32, 10
 classes) is trained ``--float-epochs`` on ``--train-images`` Fashion-MNIST images (padded to
-32x32, grey replicated to RGB, scaled to [-1, 1]), quantized at each setting from that float
-model, fine-tuned ``--epochs`` with ``TemperatureScheduler()``, evaluated, exported and
+32x32, grey replicated to RGB, scaled to [-1, 1]; pixel values in [0, 255] for the networks
+that scale their input themselves: MobileNetV3, EfficientNet), quantized at each setting from
+that float model, fine-tuned ``--epochs`` with ``TemperatureScheduler()``, evaluated, exported and
 verified on ``--test-images`` test images: Keras and TFLite accuracy, top-1 agreement with
 the file under XNNPACK and under TFLite's reference kernels, the agreement of those two runs of
 the same file with each other (how finely agreement can be read at all), the agreement of the
@@ -188,7 +189,8 @@ def markdown(rows, args, wall):
         f"`first_last=\"int8\"`; latency: one thread, XNNPACK, median of {args.runs} runs. "
         f"Whole run: {wall / 60:.1f} min.",
         "",
-        "| model | W/A | quantize_model | export_tflite | staircases: aligned / copies / partly / rounded "
+        "| model | W/A | quantize_model | export_tflite | staircases: aligned / copies / partly / "
+        "sum / rounded "
         "| reference-exact channels | size (of float32) | latency: file / float32 / "
         "TFLite int8 PTQ | `finer_inputs=False`: MULs fewer, latency "
         "| `int4_weights=\"auto\"`: size, latency |",
@@ -199,7 +201,7 @@ def markdown(rows, args, wall):
         lines.append(
             f"| {row['model']} | {row['bits'][1:].replace('A', '/')} | {row['quantize_s']:.0f} s "
             f"| {row['export_s']:.0f} s | {low.get('aligned', 0)} / {low.get('copies', 0)} / "
-            f"{low.get('partial', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
+            f"{low.get('partial', 0)} / {low.get('sum', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
             f"| {row['bytes'] / 1e6:.2f} MB "
             f"({row['bytes'] / row['float_bytes']:.2f}) | {row['ms']:.1f} / {row['float_ms']:.1f} / "
             f"{row['ptq_ms']:.1f} ms | {row['muls']}, {row['plain_ms']:.1f} ms "
@@ -253,9 +255,16 @@ def fine_tune(model, bits, args, x, y):
     return qat
 
 
+# keras.applications networks whose first layers scale pixel values in [0, 255] themselves
+# (Rescaling, Normalization): they are fed pixel values, the others [-1, 1].
+PIXEL_INPUT_MODELS = ("MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0")
+
+
 def run_trained(name, args, data, folder):
     """Rows for one model: trained float, then each ``--bits`` setting fine-tuned and exported."""
     (x, y), (x_test, y_test) = data
+    if name in PIXEL_INPUT_MODELS:
+        x, x_test = (np.round((images + 1.0) * 127.5).astype("float32") for images in (x, x_test))
     model, float_s = train_float(name, args, x, y)
     float_acc = model.evaluate(x_test, y_test, verbose=0)[1]
     print(f"[{name}] float {100 * float_acc:.2f}% after {float_s:.0f} s", flush=True)
@@ -302,7 +311,7 @@ def markdown_trained(rows, args, wall):
         "| model | W/A | float | Keras | TFLite | agreement: XNNPACK / reference kernels "
         "| the file's XNNPACK vs reference kernels | agreement, `finer_inputs=False` "
         "| staircases: aligned / copies / partly / "
-        "rounded | reference-exact channels | size (of float32) |",
+        "sum / rounded | reference-exact channels | size (of float32) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -313,7 +322,7 @@ def markdown_trained(rows, args, wall):
             f"| {100 * row['agreement']:.2f}% / {100 * row['agreement_reference']:.2f}% "
             f"| {100 * row['kernels_agreement']:.2f}% | {100 * row['plain_agreement']:.2f}% "
             f"| {low.get('aligned', 0)} / {low.get('copies', 0)} / "
-            f"{low.get('partial', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
+            f"{low.get('partial', 0)} / {low.get('sum', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
             f"| {row['bytes'] / 1e6:.2f} MB ({row['bytes'] / row['float_bytes']:.2f}) |")
     lines.append("<!-- export-zoo-trained:end -->")
     return "\n".join(lines)

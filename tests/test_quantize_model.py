@@ -82,23 +82,30 @@ def test_weightless_and_batchnorm_layers_are_not_wrapped(w3a2_sequential, w3a2_r
     for qat in (w3a2_sequential, w3a2_residual):
         for layer in qat.layers:
             if type(layer).__name__ in ("FrozenStatisticsBatchNormalization", "MaxPooling2D", "MaxPooling1D",
-                                        "Flatten", "Add", "Concatenate",
+                                        "Flatten", "Add",
                                         "GlobalAveragePooling1D", "InputLayer", "QuantizeLayer"):
                 continue
             if not isinstance(layer, tf_qnets.QNetsWrapper):
                 assert layer.name in ("conv_first", "dense_last", "stem", "head_out"), layer.name
     kinds = {type(layer).__name__ for layer in w3a2_residual.layers}
-    assert {"Add", "Concatenate", "FrozenStatisticsBatchNormalization", "GlobalAveragePooling1D"} <= kinds
+    assert {"Add", "FrozenStatisticsBatchNormalization", "GlobalAveragePooling1D"} <= kinds
+    # the concatenation of two int8 tensors at different scales: the file requantizes it to
+    # an int8 tensor of its own, and the Keras model rounds it the same way
+    concat = w3a2_residual.get_layer("quant_concat")
+    assert isinstance(concat.quantize_config.get_output_quantizers(concat.layer)[0],
+                      tf_qnets.Int8OutputQuantizer)
 
 
 def test_residual_model_wraps_conv1d_dense_and_relus(w3a2_residual):
     plan = _plan(w3a2_residual)
     assert set(plan) == {"stem_relu", "block_conv1", "block_conv2", "block_bn", "block_relu",
-                         "head_hidden"}
-    # block_bn's output feeds the residual Add: the integer file stores it in int8, so training
-    # rounds it to int8 too; stem_bn is folded into stem and its ReLU fused, so it stays float
-    assert set(plan["block_bn"]) == {"output"}
-    assert isinstance(plan["block_bn"]["output"], Int8OutputQuantizer)
+                         "concat", "head_hidden"}
+    # block_bn's output feeds the residual Add and the concatenation mixes two scales: the
+    # integer file stores both in int8, so training rounds them to int8 too; stem_bn is folded
+    # into stem and its ReLU fused, so it stays float
+    for name in ("block_bn", "concat"):
+        assert set(plan[name]) == {"output"}
+        assert isinstance(plan[name]["output"], Int8OutputQuantizer)
     for name in ("block_conv1", "block_conv2", "head_hidden"):
         assert _levels(plan[name]["weights"]) == (-4, -2, -1, 0, 1, 2, 4)
     for name in ("stem_relu", "block_conv1", "block_relu", "head_hidden"):
@@ -110,7 +117,7 @@ def test_low_bit_quantizers_are_qnets_quantizers_and_stored_tensors_int8(w3a2_re
     kinds = {(wrapper.layer.name, type(q).__name__)
              for wrapper, _, _, q, _ in tf_qnets.quantizer_states(w3a2_residual)
              if not isinstance(q, QNetsQuantizer)}
-    assert kinds == {("block_bn", "Int8OutputQuantizer")}
+    assert kinds == {("block_bn", "Int8OutputQuantizer"), ("concat", "Int8OutputQuantizer")}
     assert tf_qnets.is_quantized_model(w3a2_residual)
 
 

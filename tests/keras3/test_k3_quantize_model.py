@@ -104,8 +104,11 @@ def test_residual_model_trains_with_jit_and_evaluates_on_the_levels():
     x, y = classification_data((16, 3), 3, samples=64)
     qat = quantize_model(model, 2, 3, calibration_data=x, verbose=0)
     assert isinstance(qat.get_layer("add"), keras.layers.Add)
+    # the concatenation of two staircases at different scales gets the int8 range the file
+    # stores it at
     assert set(_quantized_layers(qat)) == {"stem_relu", "block_conv1", "block_conv2", "block_relu",
-                                           "side_conv", "head"}
+                                           "side_conv", "concat", "head"}
+    assert _quantized_layers(qat)["concat"] == (False, True)
     qat.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", jit_compile=True)
     history = qat.fit(x, y, epochs=2, batch_size=32, verbose=0,
                       callbacks=[TemperatureScheduler(base=20)])

@@ -205,14 +205,21 @@ def _weight_spec(info, settings, where, w_bits, weight_scheme, gradient, train):
     return QuantizerSpec(levels, "weights", layer_gradient, train)
 
 
-INT8_TENSOR_KINDS = frozenset({"BatchNormalization", "Add"})
+# Layers whose output an integer file requantizes to an int8 tensor of its own (TFLite's ADD,
+# MUL and CONCATENATION round their result to the output scale): Keras rounds it the same way
+# when nothing fuses it.
+INT8_TENSOR_KINDS = frozenset({"BatchNormalization", "Add", "Multiply", "Concatenate"})
 
 
 def _fuses(producer, reader, a_bits):
     """True when TFLite computes ``reader`` inside the op that computes ``producer``'s output,
     so that output is never stored: a BatchNormalization folded into the kernel layer before
-    it, a quantized ReLU fused into the kernel layer, BN or Add before it."""
+    it, a quantized ReLU fused into the kernel layer, BN or Add before it. A Concatenate
+    counts too: the converter gives a tensor that only a concatenation reads the
+    concatenation's own scale, so the producer rounds once, to the concatenation's range."""
     if producer.kind in KERNEL_ATTRIBUTES and reader.kind == "BatchNormalization":
+        return True
+    if reader.kind == "Concatenate":
         return True
     return (reader.kind in ("ReLU", "Activation") and a_bits is not None
             and output_kind(reader.kind, reader.activation, reader.negative_slope) is not None)
@@ -220,8 +227,9 @@ def _fuses(producer, reader, a_bits):
 
 def _stored_in_int8(info, readers, infos_by_name, a_bits):
     """True for a layer whose output Keras keeps in float but an integer TFLite file stores
-    as an int8 tensor: a BatchNormalization, an Add, or a linear kernel layer whose output
-    some reader does not fuse."""
+    as an int8 tensor: a BatchNormalization, an Add, a Multiply (MobileNetV3's hard-swish,
+    squeeze-and-excitation), a Concatenate, or a linear kernel layer whose output some reader
+    does not fuse."""
     linear_kernel = info.kind in KERNEL_ATTRIBUTES and info.activation in (None, "linear")
     if info.kind not in INT8_TENSOR_KINDS and not linear_kernel:
         return False
@@ -308,11 +316,11 @@ def plan_layers(infos, w_bits=3, a_bits=None, *, weight_scheme="pow2", threshold
                 f"per_layer[{name!r}]['activation_gradient']")
             output = QuantizerSpec(levels, "activations", layer_activation_gradient, layer_train)
 
-        # only behind a quantized layer: the user's layers before it (an input
-        # BatchNormalization, say) are left as they are (the model input's own int8 rounding
+        # only from the first quantized layer on (its own output included): the user's layers
+        # before it (an input BatchNormalization, say) are left as they are (the model input's own int8 rounding
         # is not simulated either: docs/export.md, "What stays approximate")
-        if (output is None and readers is not None and a_bits is not None and specs
-                and not info.is_model_output and _stored_in_int8(info, readers, infos_by_name,
+        if (output is None and readers is not None and a_bits is not None
+                and (specs or weight is not None) and not info.is_model_output and _stored_in_int8(info, readers, infos_by_name,
                                                                   a_bits)):
             output = Int8Spec()
         if weight is None and output is None:

@@ -190,18 +190,21 @@ class EmitContext:
         every Keras code in every output channel (XNNPACK's single rounding; see
         :meth:`reference_exact_fraction` for TFLite's reference kernels); ``partial``: aligned
         except for some channels (INT4 weights leave no solution there; int8 weights give them
-        one); ``rounded``: it reads an int8 tensor that a calibrated range rounded, so its codes
-        can differ from Keras'."""
+        one); ``sum``: the requantization of the ADD before it (a residual sum, or ``x + 3`` in a
+        hard sigmoid: one rounding, as Keras'); ``rounded``: it reads an int8 tensor that a
+        calibrated range rounded, so its codes can differ from Keras'."""
         plans = self._aligned_plans()
         aligned = {name for name, plan in plans.items() if np.all(plan.solved)}
         partial = {name for name, plan in plans.items() if np.any(plan.solved) and name not in aligned}
         copies = set(self.copied)
         names = [name for name, (kind, _) in self.plan.outputs.items() if kind == "staircase"]
+        sums = {n for n in names if self.plan.claimed_by(n, "add staircase")} - aligned - copies
         return {"aligned": [n for n in names if n in aligned],
                 "copies": [n for n in names if n in copies],
                 "partial": [n for n in names if n in partial],
-                "rounded": [n for n in names
-                            if n not in aligned and n not in copies and n not in partial]}
+                "sum": [n for n in names if n in sums],
+                "rounded": [n for n in names if n not in aligned and n not in copies
+                            and n not in partial and n not in sums]}
 
     def reference_exact_fraction(self):
         """Fraction of the aligned staircases' output channels whose alignment also holds under

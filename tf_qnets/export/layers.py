@@ -12,7 +12,7 @@ from tf_qnets.core.network import channel_axis, is_linear, relu_cap
 from tf_qnets.core.weight_codes import layer_fold_factors as bn_fold_factors
 
 __all__ = ["layer_class", "is_linear", "is_plain_relu", "relu_cap", "affine_factors",
-           "bn_fold_factors", "channel_axis", "output_quantizer"]
+           "bn_fold_factors", "channel_axis", "output_quantizer", "scalar_operation"]
 
 # Keras' default epsilon (both Kerases), the floor of a Normalization's standard deviation.
 _KERAS_EPSILON = 1e-7
@@ -21,6 +21,23 @@ _KERAS_EPSILON = 1e-7
 def layer_class(layer):
     """Class name of the described layer (inside tf_qnets' wrapper, if it was wrapped)."""
     return layer.class_name
+
+
+def scalar_operation(layer):
+    """``(operation, constant)`` for a described ``keras.ops`` call (class ``"op.<Name>"``) of
+    one tensor and one scalar constant with the tensor first (``x + 3.0``: ``("Add", 3.0)``;
+    ``x * c`` or ``c * x``: ``("Multiply", c)``), else None."""
+    if not layer.class_name.startswith("op."):
+        return None
+    arguments = layer.config.get("arguments", ())
+    kinds = [kind for kind, _ in arguments]
+    if sorted(kinds) != ["constant", "tensor"]:
+        return None
+    operation = layer.class_name[len("op."):]
+    constant = float(arguments[kinds.index("constant")][1])
+    if kinds[0] == "constant" and operation not in ("Add", "Multiply"):
+        return None   # c - x, c / x: not an operation of x with a constant on its right
+    return operation, constant
 
 
 def is_plain_relu(layer):

@@ -40,6 +40,13 @@ __all__ = ["describe_network", "native_layers"]
 # tf_keras activation names whose function differs from Keras 3's function of that name.
 _RENAMED_ACTIVATIONS = {"hard_sigmoid": "hard_sigmoid_keras2"}
 
+# TFOpLambda functions described as the ``keras.ops`` operation of the same arithmetic
+# (``x + 3.0`` and ``* (1 / 6)`` in MobileNetV3's hard sigmoid), so that export's rewrites
+# see one vocabulary for both Kerases.
+_OPERATIONS = {"__operators__.add": "Add", "math.add": "Add", "math.subtract": "Subtract",
+               "math.multiply": "Multiply", "math.truediv": "TrueDivide",
+               "math.divide": "Divide", "math.maximum": "Maximum", "math.minimum": "Minimum"}
+
 
 def _short_name(variable):
     return variable.name.split("/")[-1].split(":")[0]
@@ -117,6 +124,53 @@ def _quantizers(layer):
     return weight, output
 
 
+def _is_keras_tensor(value):
+    return hasattr(value, "shape") and keras.backend.is_keras_tensor(value)
+
+
+def _scalar(value):
+    """``value`` as a float when it is a Python number or a scalar constant tensor, else None."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return float(value)
+    if hasattr(value, "numpy") and not _is_keras_tensor(value):
+        array = np.asarray(value.numpy())
+        return float(array) if array.shape == () and np.issubdtype(array.dtype, np.number) else None
+    return None
+
+
+def _describe_operation(node):
+    """A TFOpLambda node doing plain arithmetic on its tensors and scalar constants as class
+    ``"op.<Name>"`` with ``config["arguments"]`` (each ``["tensor", position in the node's
+    inputs]`` or ``["constant", value]``), as Keras 3 describes a ``keras.ops`` call; None for
+    any other node."""
+    layer = node.layer
+    if type(layer).__name__ != "TFOpLambda":
+        return None
+    name = _OPERATIONS.get(layer.get_config().get("function"))
+    kwargs = {k: v for k, v in (getattr(node, "call_kwargs", None) or {}).items() if k != "name"}
+    values = list(getattr(node, "call_args", ()) or ())
+    # a cloned model (tfmot's quantize_apply) passes the operands as keywords: add(x, y=3.0)
+    for keyword in ("x", "y")[len(values):]:
+        if keyword in kwargs:
+            values.append(kwargs.pop(keyword))
+    if name is None or kwargs:
+        return None
+    positions = {tensor_id: index for index, tensor_id in enumerate(node.flat_input_ids)}
+    arguments = []
+    for value in values:
+        if _is_keras_tensor(value) and str(id(value)) in positions:
+            arguments.append(["tensor", positions[str(id(value))]])
+        elif _scalar(value) is not None:
+            arguments.append(["constant", _scalar(value)])
+        else:
+            return None
+    if len(arguments) != 2 or not any(kind == "tensor" for kind, _ in arguments):
+        return None
+    return LayerDescription(name=layer.name, class_name=f"op.{name}",
+                            config={"arguments": arguments}, weights={},
+                            input_shape=layer.input_shape)
+
+
 def _describe_layer(layer):
     inner = layer.layer if isinstance(layer, QNetsWrapper) else layer
     config = portable_config(inner.get_config())
@@ -150,7 +204,8 @@ def describe_network(model):
             continue
         call_args = getattr(node, "call_args", ()) or ()
         as_list = bool(call_args) and isinstance(call_args[0], (list, tuple))
-        nodes.append(NodeDescription(_describe_layer(node.layer), list(node.flat_input_ids),
+        layer = _describe_operation(node) or _describe_layer(node.layer)
+        nodes.append(NodeDescription(layer, list(node.flat_input_ids),
                                      list(node.flat_output_ids), inputs_as_list=as_list))
     return NetworkDescription(
         input_ids, [tuple(t.shape) for t in model.inputs], nodes,

@@ -1,8 +1,9 @@
-"""Rewrite: a staircase on the ReLU after a residual ``Add``, taken by the ADD's own requantization.
+"""Rewrite: a staircase on the ReLU after an addition, taken by the ADD's own requantization.
 
 Matches a uniform staircase with levels ``0 .. n`` on a ReLU (a ReLU6 too when the top
 threshold lies below 6) whose only input is an ``Add`` that nothing else reads (the block
-output of a ResNet); it takes over both nodes. Emits the ADD with no range of its own, a
+output of a ResNet) or the addition of a constant (``x + 3.0`` in MobileNetV3's hard
+sigmoid ``relu6(x + 3) / 6``); it takes over both nodes. Emits the ADD with no range of its own, a
 fused ReLU and the output range ``[(n - 255) / beta, n / beta]`` (scale ``1 / beta``): TFLite's
 ADD rescales both int8 inputs at high precision and rounds once, to ``round(beta * sum)``,
 clipped at 0 by the ReLU and at ``n`` by int8 saturation: the staircase. A MUL by
@@ -21,7 +22,7 @@ from tf_qnets.export.activations import (
     saturating_range,
 )
 from tf_qnets.export.emit import staircase_scope
-from tf_qnets.export.layers import layer_class, relu_cap
+from tf_qnets.export.layers import layer_class, relu_cap, scalar_operation
 from tf_qnets.export.rewrites.layer_call import LayerCall, call_layer
 from tf_qnets.export.rewrites.staircase_source import cap_changes_no_code
 
@@ -44,7 +45,7 @@ class AddStaircase:
                     or not cap_changes_no_code(plan, node, cap)):
                 continue
             source = plan.source_node(node)
-            if (source is None or layer_class(source.layer) != "Add"
+            if (source is None or not _is_addition(source.layer)
                     or source.layer.name in plan.outputs
                     or plan.only_reader(source.flat_output_ids[0]) is not node):
                 continue
@@ -55,7 +56,7 @@ class AddStaircase:
         if not context.tracing:
             return LayerCall().emit(node, values, context)
         layer = node.layer
-        if layer_class(layer) == "Add":   # the sum, rounded only by the staircase
+        if _is_addition(layer):   # the sum, rounded only by the staircase
             return call_layer(node, values, context)
         alpha, beta, _, levels = context.plan.outputs[layer.name][1]
         top = int(levels.levels[-1])
@@ -66,3 +67,9 @@ class AddStaircase:
             y = codes if factor == 1.0 else fake_quant(codes * factor,
                                                        *saturating_range(alpha, levels))
         return context.staircase_output(y, 1, alpha, levels)
+
+
+def _is_addition(layer):
+    """An ``Add`` layer, or a tensor plus a constant."""
+    operation = scalar_operation(layer)
+    return layer_class(layer) == "Add" or (operation is not None and operation[0] == "Add")

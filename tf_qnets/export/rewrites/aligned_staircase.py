@@ -36,7 +36,7 @@ from tf_qnets.export.rewrites.layer_call import LayerCall
 from tf_qnets.export.rewrites.staircase_copies import emit_copies
 from tf_qnets.export.rewrites.staircase_source import Deferred, staircases_from_accumulators
 
-__all__ = ["AlignedStaircase", "MAX_FIRST_LAYER_COPIES"]
+__all__ = ["AlignedStaircase", "MAX_FIRST_LAYER_COPIES", "aligned_scaling", "pooled_alignment"]
 
 # A first layer (reading the model input) whose staircase no alignment fits is emitted once per
 # threshold up to this many thresholds (3-bit activations): 7 copies of a small layer. At 4 bits
@@ -110,14 +110,37 @@ class AlignedStaircase:
             # per-threshold copies (a first layer is small). Any other int8 tensor here was
             # rounded by a calibrated range already, so copies could not make it exact.
             return Deferred(layer, inputs)
-        # Channels without a solution keep the plain rounded bias (gain 1).
-        alpha, beta, _, levels = context.plan.outputs[staircase][1]
-        factor = 1.0
-        if has_saturating_lowering(levels):
-            factor = float(alpha) * float(beta)
-            context.prescaled[staircase] = layer.name
-        return emit_kernel(context, layer, inputs, gain=plan.gain * factor,
-                           bias_override=plan.bias * factor)
+        gain, bias = aligned_scaling(context, layer, staircase, plan)
+        return emit_kernel(context, layer, inputs, gain=gain, bias_override=bias)
+
+
+def aligned_scaling(context, layer, staircase, plan):
+    """``(gain, bias)`` per channel that make ``layer``'s requantization its staircase's, given
+    the alignment ``plan``; for levels ``0 .. n`` also scaled by ``alpha * beta`` (the
+    staircase is then marked prescaled). Channels without a solution keep the plainly
+    rounded bias (gain 1)."""
+    alpha, beta, _, levels = context.plan.outputs[staircase][1]
+    factor = 1.0
+    if has_saturating_lowering(levels):
+        factor = float(alpha) * float(beta)
+        context.prescaled[staircase] = layer.name
+    return plan.gain * factor, plan.bias * factor
+
+
+def pooled_alignment(context, layer, inputs, area):
+    """The ``(gain, bias)`` aligning a kernel layer emitted over a global average pooling
+    (:mod:`.pooled_dense`: weight steps ``s_w / area`` over the unpooled ``inputs``) to its
+    staircase, or None when it has none here or the scales are unknown."""
+    entry = context.plan.note(AlignedStaircase.name).get("by kernel", {}).get(layer.name)
+    if entry is None or not context.tracing:
+        return None
+    staircase = entry[0]
+    plan = _alignment(context, inputs, pinned_kernel(context, layer.name), staircase,
+                      divisor=area)
+    if plan is None:
+        return None
+    context.alignments[staircase] = plan
+    return aligned_scaling(context, layer, staircase, plan)
 
 
 def _prescaled_output(context, layer, x):
@@ -129,8 +152,9 @@ def _prescaled_output(context, layer, x):
     return context.staircase_output(y, 1, alpha, levels)
 
 
-def _alignment(context, inputs, pinned, staircase):
-    """:func:`align_channels` for a layer stored as ``pinned``; None if scales are unknown."""
+def _alignment(context, inputs, pinned, staircase, divisor=1.0):
+    """:func:`align_channels` for a layer stored as ``pinned`` (its accumulator unit divided by
+    ``divisor``); None if scales are unknown."""
     input_scale = context.input_scale(inputs)
     if input_scale is None:
         return None
@@ -138,7 +162,8 @@ def _alignment(context, inputs, pinned, staircase):
     codes = np.round(np.asarray(pinned.kernel, np.float64) / np.where(step > 0, step, 1.0))
     lattice = channel_lattice(codes, context.input_code_multiplier(inputs))
     _, beta, thresholds, levels = context.plan.outputs[staircase][1]
-    return align_channels(input_scale * step, pinned.bias, lattice, beta, thresholds, levels)
+    return align_channels(input_scale * step / divisor, pinned.bias, lattice, beta, thresholds,
+                          levels)
 
 
 def _score(plan):

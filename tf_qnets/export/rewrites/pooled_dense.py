@@ -21,6 +21,7 @@ from tf_qnets.export.rewrites.kernels import (
     emit_activation,
     pinned_kernel,
 )
+from tf_qnets.export.rewrites.aligned_staircase import pooled_alignment
 from tf_qnets.export.rewrites.layer_call import LayerCall
 
 __all__ = ["PooledDense", "MAX_TILED_POOLING_WEIGHTS"]
@@ -72,7 +73,14 @@ class PooledDense:
             return _Pooled(x) if context.quantize else LayerCall().emit(node, values, context)
         if not isinstance(x, _Pooled):                                   # float network
             return Kernels().emit(node, values, context)
-        y = emit_activation(context, layer, _pooled_dense(context, layer, x.inputs))
+        area = float(int(x.inputs.shape[1]) * int(x.inputs.shape[2]))
+        aligned = pooled_alignment(context, layer, x.inputs, area)
+        gain, bias = aligned if aligned is not None else (1.0, None)
+        y = emit_activation(context, layer, _pooled_dense(context, layer, x.inputs, gain, bias))
+        if aligned is not None and layer.name in context.prescaled.values():
+            # the staircase after it is this convolution's own requantization (squeeze-and-
+            # excitation's ReLU in MobileNetV3): no range in between
+            return y
         return context.output(layer, y, calibrate=calibrates_output(context.plan, layer.name))
 
 
@@ -102,15 +110,19 @@ def _pools_into(layer, keepdims):
             and config.get("data_format", "channels_last") == "channels_last")
 
 
-def _pooled_dense(context, layer, x):
+def _pooled_dense(context, layer, x, gain=1.0, bias=None):
+    """The pooled kernel layer over ``x``, computing ``gain * z`` per channel with ``bias``
+    (the pinned bias when None) as :func:`.kernels.emit_kernel` does."""
     pinned = pinned_kernel(context, layer.name)
     height, width = int(x.shape[1]), int(x.shape[2])
     area = float(height * width)
     dense = np.asarray(pinned.kernel, np.float64)
     dense = dense.reshape(dense.shape[-2], dense.shape[-1])     # a 1x1 Conv2D's too
-    kernel = np.tile(dense[None, None] / area, [height, width, 1, 1]).astype(np.float32)
-    lo = (np.asarray(pinned.range_min, np.float64) / area).astype(np.float32)
-    hi = (np.asarray(pinned.range_max, np.float64) / area).astype(np.float32)
+    gain = np.asarray(gain, np.float64)
+    kernel = np.tile(dense[None, None] * gain / area, [height, width, 1, 1]).astype(np.float32)
+    lo = (np.asarray(pinned.range_min, np.float64) * gain / area).astype(np.float32)
+    hi = (np.asarray(pinned.range_max, np.float64) * gain / area).astype(np.float32)
+    bias = np.asarray(pinned.bias if bias is None else bias, np.float32)
     kernel = tf.constant(kernel)
     name = f"{layer.name}/pinned_kernel"
     if np.ndim(lo) > 0:
@@ -120,7 +132,7 @@ def _pooled_dense(context, layer, x):
         kernel = tf.quantization.fake_quant_with_min_max_vars(
             kernel, lo, hi, num_bits=pinned.num_bits, narrow_range=True, name=name)
     y = tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
-    y = tf.nn.bias_add(y, tf.constant(pinned.bias))
+    y = tf.nn.bias_add(y, tf.constant(bias))
     if layer_class(layer) == "Conv2D":           # after a keepdims pooling: (N, 1, 1, C)
         return y
     return tf.reshape(y, [-1, kernel.shape[-1]])

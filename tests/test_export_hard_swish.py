@@ -1,0 +1,127 @@
+"""MobileNetV3's hard-swish and squeeze-and-excitation blocks export exactly.
+
+The block: ``x = BN(conv(.))``, ``h = x * relu6(x + 3) / 6`` (tf_keras writes ``x + 3`` and
+``* (1 / 6)`` as TFOpLambda layers), a depthwise convolution, squeeze-and-excitation
+(``GlobalAveragePooling2D(keepdims=True)``, a 1x1 convolution and ReLU, a 1x1 convolution,
+the same hard sigmoid, ``Multiply``) and a projection. What is pinned down: the Keras model
+rounds each product to int8 as the file does (``Multiply`` gets an int8 output quantizer);
+the staircase on ``relu6(x + 3)`` is the ADD's own requantization; ``* (1 / 6)`` keeps the
+staircase's codes; the squeeze-and-excitation ReLU is its pooled convolution's
+requantization; and every one of those staircases gives the Keras codes in the file.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import tf_qnets  # noqa: E402
+from tf_qnets.keras2.backend import keras  # noqa: E402
+from tf_qnets.keras2.describe_network import describe_network  # noqa: E402
+from tf_qnets.export import export_tflite  # noqa: E402
+from tf_qnets.export.describe import describe  # noqa: E402
+from tf_qnets.export.plan import make_plan  # noqa: E402
+from tf_qnets.keras2.int8 import Int8OutputQuantizer  # noqa: E402
+from tf_qnets.runtime import load_interpreter, predict  # noqa: E402
+
+
+def hard_sigmoid(x, name):
+    return keras.layers.ReLU(6.0, name=name)(x + 3.0) * (1.0 / 6.0)
+
+
+def mobilenet_v3_block():
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Multiply(name="stem_hswish")([x, hard_sigmoid(x, "stem_gate")])
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = keras.layers.BatchNormalization(name="dw_bn")(x)
+    x = keras.layers.ReLU(name="dw_relu")(x)
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name="se_pool")(x)
+    s = keras.layers.Conv2D(4, 1, name="se_reduce")(s)
+    s = keras.layers.ReLU(name="se_relu")(s)
+    s = keras.layers.Conv2D(8, 1, name="se_expand")(s)
+    x = keras.layers.Multiply(name="se_mul")([x, hard_sigmoid(s, "se_gate")])
+    x = keras.layers.Conv2D(6, 1, use_bias=False, name="project")(x)
+    x = keras.layers.BatchNormalization(name="project_bn")(x)
+    x = keras.layers.ReLU(name="project_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
+    rng = np.random.default_rng(1)
+    for layer in model.layers:   # BN statistics of both signs and several scales
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma * rng.uniform(0.5, 2.0, gamma.shape), beta + 0.2,
+                               mean + 0.05, var * 2.0])
+    return model
+
+
+@pytest.fixture(scope="module")
+def block():
+    x = (np.random.default_rng(0).integers(0, 256, (48, 12, 12, 3)) / 255.0).astype("float32")
+    qat = tf_qnets.quantize_model(mobilenet_v3_block(), w_bits=4, a_bits=4, calibration_data=x,
+                                  first_last="int8", verbose=0)
+    return qat, x
+
+
+def test_tf_op_lambda_arithmetic_is_described_as_an_operation_with_its_constant(block):
+    qat, _ = block
+    nodes = {node.layer.name: node.layer for node in describe_network(qat).nodes}
+    adds = [layer for layer in nodes.values() if layer.class_name == "op.Add"]
+    scales = [layer for layer in nodes.values() if layer.class_name == "op.Multiply"]
+    assert len(adds) == 2 and len(scales) == 2
+    assert all(layer.config["arguments"] == [["tensor", 0], ["constant", 3.0]] for layer in adds)
+    assert all(layer.config["arguments"][1][1] == pytest.approx(1.0 / 6.0) for layer in scales)
+
+
+def test_products_get_the_int8_output_the_file_stores(block):
+    qat, _ = block
+    for name in ("stem_hswish", "se_mul"):
+        layer = qat.get_layer(f"quant_{name}")
+        assert isinstance(layer.quantize_config.get_output_quantizers(layer.layer)[0],
+                          Int8OutputQuantizer), name
+
+
+def test_hard_sigmoid_staircases_are_the_add_requantization_and_keep_their_codes(block):
+    qat, _ = block
+    claims = {name: rewrite.name for name, rewrite in make_plan(describe(qat)[0]).claims.items()}
+    gates = [name for name in claims if name.startswith("quant_") and name.endswith("_gate")]
+    assert sorted(gates) == ["quant_se_gate", "quant_stem_gate"]
+    assert all(claims[name] == "add staircase" for name in gates)
+    assert sorted(name for name, rewrite in claims.items() if rewrite == "constant scale") == [
+        "tf.math.multiply", "tf.math.multiply_1"]
+    assert claims["quant_se_reduce"] == "pooled dense"
+
+
+def _cut_flips(qat, layer_name, calibration, images, path):
+    """Fraction of the values of ``qat`` cut after ``layer_name`` that the exported cut model
+    (XNNPACK, the default kernels) computes off the Keras value by a quarter level or more."""
+    cut = keras.Model(qat.inputs, qat.get_layer(layer_name).get_output_at(-1))
+    export_tflite(cut, path, calibration)
+    expected = np.asarray(cut(images, training=False), np.float64)
+    got = np.asarray(predict(load_interpreter(path), images), np.float64)
+    levels = np.unique(np.round(expected.ravel(), 6))
+    step = float(np.min(np.diff(levels)))
+    return float(np.mean(np.abs(expected - got) > step / 4))
+
+
+@pytest.mark.parametrize("layer_name", [
+    "quant_stem_gate", "tf.math.multiply", "quant_stem_hswish", "quant_dw_relu", "quant_se_relu",
+    "quant_se_gate", "quant_se_mul", "quant_project_relu"])
+def test_every_value_up_to_the_layer_is_the_keras_value_in_the_file(block, layer_name, tmp_path):
+    # the stem gate reads the int8 BN output that the Keras model rounds in float32 as the
+    # file does in integers; every later value is an exact integer result or one rounding
+    # that Keras makes too
+    qat, x = block
+    images = (np.random.default_rng(5).integers(0, 256, (128, 12, 12, 3)) / 255.0).astype("float32")
+    assert _cut_flips(qat, layer_name, x[:16], images, str(tmp_path / "cut.tflite")) == 0.0
+
+
+def test_the_report_counts_the_add_staircases_apart(block, tmp_path):
+    qat, x = block
+    report = export_tflite(qat, str(tmp_path / "block.tflite"), x[:16])
+    assert report.staircases["sum"] == ["quant_stem_gate", "quant_se_gate"]
+    assert "quant_dw_relu" in report.staircases["aligned"]
