@@ -15,7 +15,11 @@ is adding one module to this package: :func:`discover` finds its class. Today's 
 * :mod:`.kernels`: Conv1D/Conv2D/DepthwiseConv2D/Dense with pinned weight codes;
 * :mod:`.staircase_copies`: a non-uniform staircase from per-threshold copies of its kernel layer;
 * :mod:`.aligned_staircase`: a uniform staircase as its kernel layer's own requantization;
-* :mod:`.pooled_dense`: a global average pooling folded into the Dense layer after it.
+* :mod:`.pooled_dense`: a global average pooling folded into the Dense layer after it;
+* :mod:`.add_staircase`: a ReLU staircase after an addition (residual ``Add``, ``x + 3``);
+* :mod:`.constant_scale`: an int8 tensor times a positive constant keeps its codes;
+* :mod:`.batch_norm_depthwise`: an unfolded BN before a ReLU staircase as a 1x1 depthwise conv;
+* :mod:`.concatenation`: a Concatenate keeps its fixed-range inputs on their own grids.
 """
 
 import importlib
