@@ -1,10 +1,13 @@
 """MobileNetV3's hard-swish and squeeze-and-excitation blocks export exactly.
 
-The block: ``x = BN(conv(.))``, ``h = x * relu6(x + 3) / 6`` (tf_keras writes ``x + 3`` and
+The block: the network's own pixel scaling ``Rescaling(1 / 127.5, offset=-1)``,
+``x = BN(conv(.))``, ``h = x * relu6(x + 3) / 6`` (tf_keras writes ``x + 3`` and
 ``* (1 / 6)`` as TFOpLambda layers), a depthwise convolution, squeeze-and-excitation
 (``GlobalAveragePooling2D(keepdims=True)``, a 1x1 convolution and ReLU, a 1x1 convolution,
 the same hard sigmoid, ``Multiply``) and a projection. What is pinned down: the Keras model
-rounds each product to int8 as the file does (``Multiply`` gets an int8 output quantizer);
+rounds the scaled pixels and each product to int8 as the file does (``Rescaling`` and
+``Multiply`` get an int8 output quantizer; the scaled pixels' range keeps them off rounding
+ties);
 the staircase on ``relu6(x + 3)`` is the ADD's own requantization; ``* (1 / 6)`` keeps the
 staircase's codes; the squeeze-and-excitation ReLU is its pooled convolution's
 requantization; and every one of those staircases gives the Keras codes in the file.
@@ -34,7 +37,8 @@ def hard_sigmoid(x, name):
 def mobilenet_v3_block():
     keras.utils.set_random_seed(7)
     inputs = keras.Input((12, 12, 3))
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem")(x)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.Multiply(name="stem_hswish")([x, hard_sigmoid(x, "stem_gate")])
     x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
@@ -59,9 +63,14 @@ def mobilenet_v3_block():
     return model
 
 
+def pixels(n, seed):
+    """8-bit RGB pixel values, as MobileNetV3 takes them."""
+    return np.random.default_rng(seed).integers(0, 256, (n, 12, 12, 3)).astype("float32")
+
+
 @pytest.fixture(scope="module")
 def block():
-    x = (np.random.default_rng(0).integers(0, 256, (48, 12, 12, 3)) / 255.0).astype("float32")
+    x = pixels(48, seed=0)
     qat = tf_qnets.quantize_model(mobilenet_v3_block(), w_bits=4, a_bits=4, calibration_data=x,
                                   first_last="int8", verbose=0)
     return qat, x
@@ -79,7 +88,7 @@ def test_tf_op_lambda_arithmetic_is_described_as_an_operation_with_its_constant(
 
 def test_products_get_the_int8_output_the_file_stores(block):
     qat, _ = block
-    for name in ("stem_hswish", "se_mul"):
+    for name in ("rescaling", "stem_hswish", "se_mul"):
         layer = qat.get_layer(f"quant_{name}")
         assert isinstance(layer.quantize_config.get_output_quantizers(layer.layer)[0],
                           Int8OutputQuantizer), name
@@ -108,15 +117,25 @@ def _cut_flips(qat, layer_name, calibration, images, path):
     return float(np.mean(np.abs(expected - got) > step / 4))
 
 
+def test_scaled_pixels_get_a_range_that_keeps_them_off_rounding_ties(block):
+    qat, _ = block
+    layer = qat.get_layer("quant_rescaling")
+    lo, hi = (float(v.numpy()) for v in layer.weights if "output_m" in v.name)
+    codes = (np.arange(256) / 127.5 - 1.0) / ((hi - lo) / 255.0)
+    # [-1, 1] would put every scaled pixel exactly halfway between two codes
+    assert lo == -1.0 and hi > 1.0
+    assert np.min(np.abs(codes - np.floor(codes) - 0.5)) > 1e-3
+
+
 @pytest.mark.parametrize("layer_name", [
-    "quant_stem_gate", "tf.math.multiply", "quant_stem_hswish", "quant_dw_relu", "quant_se_relu",
+    "quant_rescaling", "quant_stem_bn", "quant_stem_gate", "tf.math.multiply", "quant_stem_hswish", "quant_dw_relu", "quant_se_relu",
     "quant_se_gate", "quant_se_mul", "quant_project_relu"])
 def test_every_value_up_to_the_layer_is_the_keras_value_in_the_file(block, layer_name, tmp_path):
     # the stem gate reads the int8 BN output that the Keras model rounds in float32 as the
     # file does in integers; every later value is an exact integer result or one rounding
     # that Keras makes too
     qat, x = block
-    images = (np.random.default_rng(5).integers(0, 256, (128, 12, 12, 3)) / 255.0).astype("float32")
+    images = pixels(128, seed=5)
     assert _cut_flips(qat, layer_name, x[:16], images, str(tmp_path / "cut.tflite")) == 0.0
 
 

@@ -55,7 +55,7 @@ def test_the_plan_names_the_rewrite_of_every_layer(qat):
     model, _ = qat
     plan = plan_module.make_plan(describe(model)[0])
     claims = {name: rewrite.name for name, rewrite in plan.claims.items()}
-    assert claims["scale"] == "affine"
+    assert claims["quant_scale"] == "affine"     # wrapped: its int8 output range (the file's)
     assert claims["bn1"] == "batch norm fold"
     assert claims["pool"] == claims["drop"] == "pass through"
     assert claims["gap"] == claims["quant_logits"] == "pooled dense"

@@ -82,6 +82,13 @@ INT8_KEEPING_LAYERS = ("MaxPooling1D", "MaxPooling2D", "ZeroPadding1D", "ZeroPad
                        "Flatten", "Dropout", "SpatialDropout1D", "SpatialDropout2D")
 
 
+# Layers whose int8 output range the model fixes and the export reproduces exactly, read by a
+# kernel layer that is not aligned to a staircase: the pixel scaling in front of MobileNetV3's
+# first convolution (:mod:`tf_qnets.export.rewrites.affine`) and the products before its
+# projections (squeeze-and-excitation, hard-swish).
+INT8_SCALED_INPUTS = ("Rescaling", "Multiply")
+
+
 @dataclasses.dataclass
 class BiasLattice:
     """One kernel layer's folded bias ``bias`` and the int32 unit ``unit`` the file rounds it
@@ -227,6 +234,9 @@ def _input_scale(network, producer, tensor_id, finer_inputs):
             tensor_id = node.flat_input_ids[0]
             continue
         quantizer = layer.output_quantizer
+        if (isinstance(quantizer, Int8Range) and layer.class_name in INT8_SCALED_INPUTS
+                and np.ndim(quantizer.lo) == 0):
+            return (float(quantizer.hi) - float(quantizer.lo)) / 255.0, False, 1
         if not isinstance(quantizer, Staircase):
             return None, False, 1
         levels = quantizer.levels

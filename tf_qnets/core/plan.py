@@ -208,7 +208,11 @@ def _weight_spec(info, settings, where, w_bits, weight_scheme, gradient, train):
 # Layers whose output an integer file requantizes to an int8 tensor of its own (TFLite's ADD,
 # MUL and CONCATENATION round their result to the output scale): Keras rounds it the same way
 # when nothing fuses it.
-INT8_TENSOR_KINDS = frozenset({"BatchNormalization", "Add", "Multiply", "Concatenate"})
+INT8_TENSOR_KINDS = frozenset({"BatchNormalization", "Add", "Multiply", "Concatenate",
+                               "Rescaling"})
+# ... of which these are rounded even before the first quantized layer: the pixel scaling a
+# network does itself (MobileNetV3, EfficientNet), an int8 op of the file on the int8 input.
+INT8_BEFORE_QUANTIZED_LAYERS = frozenset({"Rescaling"})
 
 
 def _fuses(producer, reader, a_bits):
@@ -228,8 +232,8 @@ def _fuses(producer, reader, a_bits):
 def _stored_in_int8(info, readers, infos_by_name, a_bits):
     """True for a layer whose output Keras keeps in float but an integer TFLite file stores
     as an int8 tensor: a BatchNormalization, an Add, a Multiply (MobileNetV3's hard-swish,
-    squeeze-and-excitation), a Concatenate, or a linear kernel layer whose output some reader
-    does not fuse."""
+    squeeze-and-excitation), a Concatenate, a Rescaling, or a linear kernel layer whose output
+    some reader does not fuse."""
     linear_kernel = info.kind in KERNEL_ATTRIBUTES and info.activation in (None, "linear")
     if info.kind not in INT8_TENSOR_KINDS and not linear_kernel:
         return False
@@ -320,7 +324,8 @@ def plan_layers(infos, w_bits=3, a_bits=None, *, weight_scheme="pow2", threshold
         # before it (an input BatchNormalization, say) are left as they are (the model input's own int8 rounding
         # is not simulated either: docs/export.md, "What stays approximate")
         if (output is None and readers is not None and a_bits is not None
-                and (specs or weight is not None) and not info.is_model_output and _stored_in_int8(info, readers, infos_by_name,
+                and (specs or weight is not None or info.kind in INT8_BEFORE_QUANTIZED_LAYERS)
+                and not info.is_model_output and _stored_in_int8(info, readers, infos_by_name,
                                                                   a_bits)):
             output = Int8Spec()
         if weight is None and output is None:

@@ -29,6 +29,7 @@ from keras import ops
 from tf_qnets.core.calibration import CALIBRATION_MEMORY_BYTES, leading_batches
 from tf_qnets.core.batch_norm import population_statistics
 from tf_qnets.core.init_math import activation_thresholds, initial_scales, weight_thresholds
+from tf_qnets.core.input_range import calibrated_input_range
 from tf_qnets.keras3.int8 import Int8OutputQuantizer
 from tf_qnets.keras3.propagation import live_bytes_per_sample, propagate
 from tf_qnets.keras3.quantizer import QNetsQuantizer
@@ -137,7 +138,10 @@ def calibrate(model, specs, batches, verbose=0):
             return compute()
         quantizer = layer.output_quantizer
         quantizer.bypass = True
-        sample_of = (_activation_range if isinstance(quantizer, Int8OutputQuantizer)
+        # pixels a Rescaling scales lie on a lattice: their range keeps them off rounding ties
+        rescaling = type(layer.layer).__name__ == "Rescaling"
+        sample_of = (_activation_range
+                     if isinstance(quantizer, Int8OutputQuantizer) and not rescaling
                      else _activation_sample)
         try:
             sample = sample_of(compute())
@@ -148,7 +152,8 @@ def calibrate(model, specs, batches, verbose=0):
                 f"Layer {layer.name!r}: calibration produced NaN/Inf activations; check the "
                 "calibration data and the model's weights.")
         if isinstance(quantizer, Int8OutputQuantizer):
-            quantizer.initialize_range(sample)
+            quantizer.initialize_range(
+                np.asarray(calibrated_input_range([sample])) if rescaling else sample)
             return compute()
         method = specs[layer.name].output_thresholds
         alpha, beta = initial_scales(sample, quantizer.levels, method)

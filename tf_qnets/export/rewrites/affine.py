@@ -1,13 +1,20 @@
 """Rewrite: an unfolded BatchNormalization, Rescaling or Normalization as ``x * scale + offset``.
 
-Matches those layers when not wrapped by tf_qnets (a BatchNormalization right after a linear
-kernel layer is folded instead: :mod:`.batch_norm_fold` takes it over). Emits a MUL and an
-ADD: TFLite has no int8 op for the pair, so the product gets a calibrated range too (a tensor
-without one would stay float); the sum then goes through the layer's output quantizer or a
-calibrated range.
+Matches those layers when not wrapped by tf_qnets, and a ``Rescaling`` the model gave an int8
+output (the pixel scaling of MobileNetV3 and EfficientNet; a BatchNormalization right after a
+linear kernel layer is folded instead: :mod:`.batch_norm_fold` takes it over). Emits a MUL and
+an ADD. TFLite has no int8 op for the pair, so the product needs an int8 range of its own:
+for one positive scale ``a`` on an int8 input of range ``[lo, hi]``, the range
+``[a lo, a hi]`` keeps every code (the MUL requantizes by exactly 1), and the ADD rounds the
+sum once, to the layer's int8 output range, as the Keras model's output quantizer does;
+otherwise (per-channel factors, a float input) the product gets a calibrated range.
 """
 
+import numpy as np
+
 from tf_qnets.keras2.backend import tf
+from tf_qnets.export.activations import fake_quant
+from tf_qnets.export.emit import SCALE_KEEPING_OPS
 from tf_qnets.export.layers import affine_factors
 
 __all__ = ["Affine"]
@@ -20,16 +27,33 @@ class Affine:
     def plan(self, plan):
         factors = plan.note(self.name)
         for node in plan.nodes:
-            if node.layer.quantized:
+            layer = node.layer
+            kind, _ = plan.outputs.get(layer.name, (None, None))
+            if layer.quantized and not (layer.class_name == "Rescaling" and kind == "int8"):
                 continue
-            found = affine_factors(node.layer)
+            found = affine_factors(layer)
             if found is not None:
-                factors[node.layer.name] = found
+                factors[layer.name] = found
                 plan.claim(node, self)
 
     def emit(self, node, values, context):
         layer = node.layer
         scale, offset = context.plan.note(self.name)[layer.name]
         x = values[node.flat_input_ids[0]]
-        y = context.calibrated(f"{layer.name}/scaled", x * tf.constant(scale, x.dtype))
+        y = _exact_product(context, x, scale)
+        if y is None:
+            y = context.calibrated(f"{layer.name}/scaled", x * tf.constant(scale, x.dtype))
         return context.output(layer, y + tf.constant(offset, x.dtype))
+
+
+def _exact_product(context, x, scale):
+    """``x * scale`` on the int8 grid of ``x`` scaled (codes unchanged) for one positive
+    ``scale`` and an int8 ``x`` while tracing; else None."""
+    if not context.tracing or np.size(scale) != 1 or float(np.ravel(scale)[0]) <= 0.0:
+        return None
+    op = getattr(context.source(x, SCALE_KEEPING_OPS), "op", None)
+    if op is None or op.type != "FakeQuantWithMinMaxArgs" or op.get_attr("num_bits") != 8:
+        return None
+    a = float(np.ravel(scale)[0])
+    return fake_quant(x * np.float32(a), float(op.get_attr("min")) * a,
+                      float(op.get_attr("max")) * a)
