@@ -82,11 +82,13 @@ INT8_KEEPING_LAYERS = ("MaxPooling1D", "MaxPooling2D", "ZeroPadding1D", "ZeroPad
                        "Flatten", "Dropout", "SpatialDropout1D", "SpatialDropout2D")
 
 
-# Layers whose int8 output range the model fixes and the export reproduces exactly, read by a
-# kernel layer that is not aligned to a staircase: the pixel scaling in front of MobileNetV3's
-# first convolution (:mod:`tf_qnets.export.rewrites.affine`) and the products before its
-# projections (squeeze-and-excitation, hard-swish).
-INT8_SCALED_INPUTS = ("Rescaling", "Multiply")
+# Layers whose int8 output range the model fixes (``quantize_model`` gives them an int8 output
+# quantizer) and the export reproduces, read by a kernel layer that is not aligned to a
+# staircase: the pixel scaling in front of MobileNetV3's first convolution
+# (:mod:`tf_qnets.export.rewrites.affine`), the products before its projections
+# (squeeze-and-excitation, hard-swish), residual sums and concatenations before a linear or
+# hard-swish convolution.
+INT8_SCALED_INPUTS = ("Rescaling", "Multiply", "Add", "Concatenate", "BatchNormalization")
 
 
 @dataclasses.dataclass

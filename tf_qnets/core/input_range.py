@@ -33,7 +33,12 @@ Example::
 
 import numpy as np
 
-__all__ = ["TIE_MARGIN", "TIE_SHARE", "calibrated_input_range", "tie_free_range", "tie_share"]
+__all__ = ["TIE_MARGIN", "TIE_SHARE", "TIE_PRONE_OUTPUTS", "calibrated_input_range",
+           "tie_free_output_range", "tie_free_range", "tie_share"]
+
+# Layers whose int8 output values lie on a lattice (pixels scaled by the model, products of
+# two int8 tensors): their int8 output range is chosen by :func:`tie_free_output_range`.
+TIE_PRONE_OUTPUTS = ("Rescaling", "Multiply")
 
 TIE_MARGIN = 1e-3      # steps: far above float32 rounding of x / s, far below a step
 TIE_SHARE = 1e-2       # 5x the share of continuous values in the band: more, and it widens
@@ -90,3 +95,18 @@ def calibrated_input_range(batches):
         if len(values) < _MAX_SAMPLE_VALUES:
             values.update(np.unique(batch).tolist())
     return tie_free_range(lo, hi, np.fromiter(values, np.float64))
+
+
+def tie_free_output_range(sample, max_values=_MAX_SAMPLE_VALUES * 16):
+    """``[min(x, 0), max(x, 0)]`` of an activation ``sample``, made :func:`tie_free_range` on
+    the distinct values among its first ``max_values`` (the lattice shows in any part of it).
+
+    >>> products = np.outer(np.arange(-128, 128), np.arange(16)).ravel() * (0.02 * 0.1)
+    >>> lo, hi = tie_free_output_range(products)
+    >>> tie_share(products, lo, hi) <= 2 * TIE_MARGIN
+    True
+    """
+    sample = np.asarray(sample)
+    lo, hi = min(float(np.min(sample)), 0.0), max(float(np.max(sample)), 0.0)
+    return tie_free_range(lo, hi, np.unique(sample.ravel()[:max_values]))
+

@@ -14,7 +14,7 @@ import numpy as np
 from tf_qnets.core.calibration import CALIBRATION_MEMORY_BYTES, leading_batches
 from tf_qnets.core.batch_norm import population_statistics
 from tf_qnets.core.init_math import activation_thresholds, initial_scales, weight_thresholds
-from tf_qnets.core.input_range import calibrated_input_range
+from tf_qnets.core.input_range import TIE_PRONE_OUTPUTS, tie_free_output_range
 from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras, tf
 from tf_qnets.tf.distribute import broadcast_from_first_replica
@@ -157,9 +157,9 @@ def _calibrate_output_quantizer(layer, quantizer, variables, plans, sample):
             f"Layer {layer.layer.name!r}: calibration produced NaN/Inf activations; "
             "check the calibration data and the model's weights.")
     if isinstance(quantizer, Int8OutputQuantizer):
-        if type(layer.layer).__name__ == "Rescaling":
-            # pixels scaled by the model itself lie on a lattice: keep them off rounding ties
-            sample = np.asarray(calibrated_input_range([sample]))
+        if type(layer.layer).__name__ in TIE_PRONE_OUTPUTS:
+            # scaled pixels and products lie on a lattice: keep them off rounding ties
+            sample = np.asarray(tie_free_output_range(sample))
         quantizer.initialize_range(variables, sample)
         return
     method = plans[layer.layer.name].output_thresholds

@@ -29,7 +29,7 @@ from keras import ops
 from tf_qnets.core.calibration import CALIBRATION_MEMORY_BYTES, leading_batches
 from tf_qnets.core.batch_norm import population_statistics
 from tf_qnets.core.init_math import activation_thresholds, initial_scales, weight_thresholds
-from tf_qnets.core.input_range import calibrated_input_range
+from tf_qnets.core.input_range import TIE_PRONE_OUTPUTS, tie_free_output_range
 from tf_qnets.keras3.int8 import Int8OutputQuantizer
 from tf_qnets.keras3.propagation import live_bytes_per_sample, propagate
 from tf_qnets.keras3.quantizer import QNetsQuantizer
@@ -138,10 +138,10 @@ def calibrate(model, specs, batches, verbose=0):
             return compute()
         quantizer = layer.output_quantizer
         quantizer.bypass = True
-        # pixels a Rescaling scales lie on a lattice: their range keeps them off rounding ties
-        rescaling = type(layer.layer).__name__ == "Rescaling"
+        # scaled pixels and products lie on a lattice: their range keeps them off rounding ties
+        on_lattice = type(layer.layer).__name__ in TIE_PRONE_OUTPUTS
         sample_of = (_activation_range
-                     if isinstance(quantizer, Int8OutputQuantizer) and not rescaling
+                     if isinstance(quantizer, Int8OutputQuantizer) and not on_lattice
                      else _activation_sample)
         try:
             sample = sample_of(compute())
@@ -153,7 +153,7 @@ def calibrate(model, specs, batches, verbose=0):
                 "calibration data and the model's weights.")
         if isinstance(quantizer, Int8OutputQuantizer):
             quantizer.initialize_range(
-                np.asarray(calibrated_input_range([sample])) if rescaling else sample)
+                np.asarray(tie_free_output_range(sample)) if on_lattice else sample)
             return compute()
         method = specs[layer.name].output_thresholds
         alpha, beta = initial_scales(sample, quantizer.levels, method)
