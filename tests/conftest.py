@@ -40,6 +40,22 @@ def build_sequential(seed=0, num_classes=4):
     ], name="small_sequential")
 
 
+def cut_export_offset(qat, layer_name, calibration, images, path):
+    """The model ``qat`` cut after ``layer_name``, exported to ``path`` and run on ``images``
+    with the default kernels (XNNPACK): ``(largest |file - Keras| / step, fraction of values
+    off by a quarter step or more)``, ``step`` the smallest gap between the Keras values."""
+    from tf_qnets.export import export_tflite
+    from tf_qnets.runtime import load_interpreter, predict
+
+    cut = keras.Model(qat.inputs, qat.get_layer(layer_name).get_output_at(-1))
+    export_tflite(cut, path, calibration)
+    expected = np.asarray(cut(images, training=False), np.float64)
+    got = np.asarray(predict(load_interpreter(path), images), np.float64)
+    step = float(np.min(np.diff(np.unique(np.round(expected.ravel(), 6)))))
+    off = np.abs(expected - got) / step
+    return float(np.max(off)), float(np.mean(off >= 0.25))
+
+
 def build_subclassed(features=4):
     """A built subclassed model (tf_qnets refuses these: it needs the layer graph)."""
 

@@ -27,7 +27,8 @@ from tf_qnets.export import export_tflite  # noqa: E402
 from tf_qnets.export.describe import describe  # noqa: E402
 from tf_qnets.export.plan import make_plan  # noqa: E402
 from tf_qnets.keras2.int8 import Int8OutputQuantizer  # noqa: E402
-from tf_qnets.runtime import load_interpreter, predict  # noqa: E402
+
+from conftest import cut_export_offset  # noqa: E402
 
 
 def hard_sigmoid(x, name):
@@ -105,28 +106,6 @@ def test_hard_sigmoid_staircases_are_the_add_requantization_and_keep_their_codes
     assert claims["quant_se_reduce"] == "pooled dense"
 
 
-def _cut_flips(qat, layer_name, calibration, images, path):
-    """Fraction of the values of ``qat`` cut after ``layer_name`` that the exported cut model
-    (XNNPACK, the default kernels) computes off the Keras value by a quarter level or more."""
-    cut = keras.Model(qat.inputs, qat.get_layer(layer_name).get_output_at(-1))
-    export_tflite(cut, path, calibration)
-    expected = np.asarray(cut(images, training=False), np.float64)
-    got = np.asarray(predict(load_interpreter(path), images), np.float64)
-    levels = np.unique(np.round(expected.ravel(), 6))
-    step = float(np.min(np.diff(levels)))
-    return float(np.mean(np.abs(expected - got) > step / 4))
-
-
-def test_scaled_pixels_get_a_range_that_keeps_them_off_rounding_ties(block):
-    qat, _ = block
-    layer = qat.get_layer("quant_rescaling")
-    lo, hi = (float(v.numpy()) for v in layer.weights if "output_m" in v.name)
-    codes = (np.arange(256) / 127.5 - 1.0) / ((hi - lo) / 255.0)
-    # [-1, 1] would put every scaled pixel exactly halfway between two codes
-    assert lo == -1.0 and hi > 1.0
-    assert np.min(np.abs(codes - np.floor(codes) - 0.5)) > 1e-3
-
-
 @pytest.mark.parametrize("layer_name", [
     "quant_rescaling", "quant_stem_bn", "quant_stem_gate", "tf.math.multiply", "quant_stem_hswish", "quant_dw_relu", "quant_se_relu",
     "quant_se_gate", "quant_se_mul", "quant_project_relu"])
@@ -136,7 +115,8 @@ def test_every_value_up_to_the_layer_is_the_keras_value_in_the_file(block, layer
     # that Keras makes too
     qat, x = block
     images = pixels(128, seed=5)
-    assert _cut_flips(qat, layer_name, x[:16], images, str(tmp_path / "cut.tflite")) == 0.0
+    _, off = cut_export_offset(qat, layer_name, x[:16], images, str(tmp_path / "cut.tflite"))
+    assert off == 0.0
 
 
 def test_the_report_counts_the_add_staircases_apart(block, tmp_path):
