@@ -7,7 +7,10 @@ reads nothing else and is not lowered to per-threshold copies, while the tiled k
 most :data:`MAX_TILED_POOLING_WEIGHTS` weights; it takes over those nodes. Emits one CONV_2D
 whose kernel ``W / (H W)`` is tiled over the ``H x W`` positions with its quantization range
 divided by ``H W`` too, so the stored codes are the Dense layer's own codes and the int32
-accumulator holds the exact sum: the mean is never rounded to int8.
+accumulator holds the exact sum: the mean is never rounded to int8. When a staircase follows
+the layer (squeeze-and-excitation's ReLU), that convolution is scaled and biased to be the
+staircase's own requantization, as :mod:`.aligned_staircase` does for any kernel layer, with
+the accumulator unit ``s_in s_w / (H W)``.
 """
 
 import numpy as np
