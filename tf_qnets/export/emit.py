@@ -146,13 +146,19 @@ class EmitContext:
             tensor = tensor.op.inputs[0]
         return tensor
 
-    def input_scale(self, x, keeping_ops=LATTICE_KEEPING_OPS):
-        """The int8 scale of ``x`` (its fake-quantization, looking through ``keeping_ops``),
-        or None when unknown (eager calibration, or no fake-quantization)."""
+    def int8_range(self, x, keeping_ops=LATTICE_KEEPING_OPS):
+        """``(lo, hi)`` of the 8-bit fake-quantization ``x`` copies its values from (looking
+        through ``keeping_ops``), or None (eager calibration, or no fake-quantization)."""
         op = getattr(self.source(x, keeping_ops), "op", None)
         if op is None or op.type != "FakeQuantWithMinMaxArgs" or op.get_attr("num_bits") != 8:
             return None
-        return (float(op.get_attr("max")) - float(op.get_attr("min"))) / 255.0
+        return float(op.get_attr("min")), float(op.get_attr("max"))
+
+    def input_scale(self, x, keeping_ops=LATTICE_KEEPING_OPS):
+        """The int8 scale of ``x`` (its fake-quantization, looking through ``keeping_ops``),
+        or None when unknown (eager calibration, or no fake-quantization)."""
+        found = self.int8_range(x, keeping_ops)
+        return None if found is None else (found[1] - found[0]) / 255.0
 
     def fixed_input_scale(self, x):
         """The int8 scale of ``x`` when the model fixes it (a lowered staircase's output, a

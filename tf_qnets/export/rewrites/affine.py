@@ -51,9 +51,8 @@ def _exact_product(context, x, scale):
     ``scale`` and an int8 ``x`` while tracing; else None."""
     if not context.tracing or np.size(scale) != 1 or float(np.ravel(scale)[0]) <= 0.0:
         return None
-    op = getattr(context.source(x, SCALE_KEEPING_OPS), "op", None)
-    if op is None or op.type != "FakeQuantWithMinMaxArgs" or op.get_attr("num_bits") != 8:
+    found = context.int8_range(x, SCALE_KEEPING_OPS)
+    if found is None:
         return None
     a = float(np.ravel(scale)[0])
-    return fake_quant(x * np.float32(a), float(op.get_attr("min")) * a,
-                      float(op.get_attr("max")) * a)
+    return fake_quant(x * np.float32(a), found[0] * a, found[1] * a)

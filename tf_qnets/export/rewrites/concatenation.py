@@ -51,10 +51,9 @@ class Concatenation:
         moved = dict(values)
         for tensor_id in node.flat_input_ids:
             x = values[tensor_id]
-            op = getattr(context.source(x), "op", None)
-            if (op is None or op.type != "FakeQuantWithMinMaxArgs"
-                    or not _fixed_range_origin(context.plan, tensor_id)
-                    or np.isclose(op.get_attr("min"), lo) and np.isclose(op.get_attr("max"), hi)):
+            found = context.int8_range(x)
+            if (found is None or not _fixed_range_origin(context.plan, tensor_id)
+                    or np.allclose(found, (lo, hi))):
                 continue
             # a real op that requantizes: a FakeQuant right after another is dropped
             moved[tensor_id] = fake_quant(x * FINER_INPUT_FACTOR, lo, hi)

@@ -45,13 +45,12 @@ class ConstantScale:
 
     def emit(self, node, values, context):
         x = values[node.flat_input_ids[0]]
-        source = context.source(x, SCALE_KEEPING_OPS) if context.tracing else None
-        op = getattr(source, "op", None)
-        if (not context.quantize or op is None or op.type != "FakeQuantWithMinMaxArgs"
-                or op.get_attr("num_bits") != 8):
+        found = (context.int8_range(x, SCALE_KEEPING_OPS) if context.quantize and context.tracing
+                 else None)
+        if found is None:
             return LayerCall().emit(node, values, context)
         factor = _factor(node.layer)
-        y = fake_quant(call_layer(node, values, context), float(op.get_attr("min")) * factor,
-                       float(op.get_attr("max")) * factor)
-        return context.staircase_output(y, context.input_code_multiplier(x)) \
-            if source.name in context.code_multipliers else y
+        y = fake_quant(call_layer(node, values, context), found[0] * factor, found[1] * factor)
+        if context.source(x, SCALE_KEEPING_OPS).name in context.code_multipliers:
+            return context.staircase_output(y, context.input_code_multiplier(x))
+        return y
