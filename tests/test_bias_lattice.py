@@ -203,3 +203,28 @@ def test_a_file_exported_with_other_options_says_which_lattice_snap_biases_uses(
     # without the finer input the projection's unit is 36 times coarser: off again
     assert report.off_lattice == ["quant_project"] and not report.default_lattice
     assert "export with int4_weights=False and finer_inputs=True" in str(report)
+
+
+def test_a_linear_conv_with_a_bias_before_an_add_gets_a_margin_from_its_output_range(monkeypatch):
+    """ResNetV2's last block convolution: a bias, no BN, an int8 output read by the ``Add``.
+    Its channels share one unit, so one gain on the int8 output range (not a BN scale) puts
+    every value it can compute MARGIN away from a rounding boundary."""
+    from test_export_preactivation import preactivation_net
+    from tf_qnets.core.rounding_margin import MARGIN, MAX_GAIN_CHANGE
+
+    monkeypatch.setattr("tf_qnets.keras2.api.snap_if_describable", lambda *args: None)
+    x = (np.random.default_rng(0).integers(0, 256, (48, 12, 12, 3)) / 255.0).astype("float32")
+    qat = tf_qnets.quantize_model(preactivation_net(), w_bits=3, a_bits=3, calibration_data=x,
+                                  first_last="int8", verbose=0)
+    row = {row.layer: row for row in bias_lattices(qat)}["quant_conv2"]
+    assert (row.owner, row.attribute, row.range_owner, row.scale_owner) == (
+        "quant_conv2", "bias", "quant_conv2", None)
+    assert np.min(_distance_to_rounding(row)) < MARGIN      # as calibrated: values near a tie
+    step = row.output_step
+    report = tf_qnets.snap_biases(qat)
+    assert report.margins == ["quant_conv2"]
+    row = {row.layer: row for row in bias_lattices(qat)}["quant_conv2"]
+    assert 0 < abs(row.output_step / step - 1) <= MAX_GAIN_CHANGE and row.on_lattice
+    assert np.min(_distance_to_rounding(row)) >= 0.9 * MARGIN
+    again = tf_qnets.snap_biases(qat)
+    assert again.moved == [] and again.margins == []        # a second call changes nothing

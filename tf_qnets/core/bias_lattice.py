@@ -43,6 +43,9 @@ A layer whose output the file stores at a fixed int8 range behind a folded Batch
 with a scale gets more than the snap: its BN scale per channel on an odd grid and the int32
 bias that keep every value it can compute away from an int8 rounding boundary
 (:mod:`tf_qnets.core.rounding_margin`), so that Keras' float32 rounds it as the file does.
+A layer without a BN whose channels share one unit (a tf_qnets kernel: one weight scale; the
+last convolution of a ResNetV2 block, its shortcut projection) gets the same margin from one
+gain on its int8 output range instead of the BN scale.
 
 The exporter records the units it really used while tracing, and ``tests/test_bias_lattice.py``
 checks the two agree.
@@ -97,9 +100,10 @@ class BiasLattice:
     with (one per output channel). ``owner`` / ``attribute``: the layer and variable that set
     the bias (the folded BatchNormalization's ``"beta"``, or the layer's ``"bias"``; None
     when it has neither: the bias is 0, on the lattice). For an output stored at a fixed
-    int8 range behind a folded BN with a scale, ``lattice``, ``output_step`` and
-    ``scale_owner`` let :func:`snap_biases` keep its roundings decidable
-    (:mod:`tf_qnets.core.rounding_margin`)."""
+    int8 range, ``lattice``, ``output_step`` and ``scale_owner`` (behind a folded BN with a
+    scale: the gain goes into ``gamma``) or ``range_owner`` (no BN, one unit for every
+    channel: the gain goes into the output range) let :func:`snap_biases` keep its roundings
+    decidable (:mod:`tf_qnets.core.rounding_margin`)."""
 
     layer: str
     unit: np.ndarray
@@ -109,6 +113,7 @@ class BiasLattice:
     lattice: np.ndarray = None       # L_c: the accumulator's lattice, in units
     output_step: float = None        # the fixed int8 step of the output, if the model fixes it
     scale_owner: str = None          # the folded BatchNormalization with a ``gamma``
+    range_owner: str = None          # no BN: the layer whose int8 output range gets the gain
 
     @property
     def offset(self):
@@ -147,7 +152,7 @@ class SnapReport:
         if self.margins:
             parts.append(f"gave {len(self.margins)} kernel layers with a fixed int8 output the "
                          "scales and int32 biases that keep their roundings decidable in float32 "
-                         "(BN scales changed by at most "
+                         "(BN scales or int8 output ranges changed by at most "
                          f"{100 * MAX_GAIN_CHANGE:.1f}%, tf_qnets.core.rounding_margin)")
         return "; ".join(parts)
 
@@ -285,11 +290,15 @@ def bias_lattices(network, finer_inputs=True):
         row = BiasLattice(layer.name, scale * np.asarray(weight_steps(pinned), np.float64),
                           np.asarray(pinned.bias, np.float64), *bias_owner(layer, bn))
         output_quantizer = (bn if bn is not None else layer).output_quantizer
-        if (not in_kernel and pinned.codes is not None and bn is not None and "gamma" in bn.weights
-                and isinstance(output_quantizer, Int8Range) and np.ndim(output_quantizer.lo) == 0):
-            row.lattice = channel_lattice(pinned.codes, multiplier * code_factor)
-            row.output_step = (float(output_quantizer.hi) - float(output_quantizer.lo)) / 255.0
-            row.scale_owner = bn.name
+        if (not in_kernel and pinned.codes is not None and isinstance(output_quantizer, Int8Range)
+                and np.ndim(output_quantizer.lo) == 0):
+            if bn is not None and "gamma" in bn.weights:
+                row.scale_owner = bn.name
+            elif bn is None and np.ptp(row.unit) <= 1e-9 * np.max(row.unit):
+                row.range_owner = layer.name
+            if row.scale_owner is not None or row.range_owner is not None:
+                row.lattice = channel_lattice(pinned.codes, multiplier * code_factor)
+                row.output_step = (float(output_quantizer.hi) - float(output_quantizer.lo)) / 255.0
         result.append(row)
     return result
 
@@ -302,6 +311,11 @@ def snap_biases(model, network):
     lattices = bias_lattices(network)
     moved, largest, margins = [], 0.0, []
     for lattice in lattices:
+        if lattice.range_owner is not None:
+            if _keep_range_roundings_decidable(model, lattice):
+                margins.append(lattice.layer)
+                moved.append(lattice.layer)
+            continue
         if lattice.owner is None:
             continue
         if lattice.scale_owner is not None:     # its owner is that BN's beta
@@ -347,6 +361,55 @@ def _keep_roundings_decidable(model, lattice):
         changed = True
     if np.any(np.abs(new_beta - beta) > OFF_LATTICE_TOLERANCE * unit):
         beta_variable.assign(new_beta.astype(np.float32))
+        changed = True
+    return changed
+
+
+def _output_range_variables(model, name):
+    """``(min_var, max_var)`` of the int8 output quantizer of the wrapped layer ``name``: a
+    Keras 3 wrapper's ``output_quantizer``, or a tf_keras wrapper's tfmot output variables."""
+    layer = model.get_layer(name)
+    quantizer = getattr(layer, "output_quantizer", None)
+    if hasattr(quantizer, "min_var"):
+        return quantizer.min_var, quantizer.max_var
+    for role, _, _, variables in layer.quantizer_states():
+        if role == "output":
+            return variables["min_var"], variables["max_var"]
+    raise ValueError(f"Layer {name!r} has no int8 output quantizer.")
+
+
+def _keep_range_roundings_decidable(model, lattice):
+    """The same margin as :func:`_keep_roundings_decidable` for a kernel layer without a BN
+    whose channels share one unit ``u`` (a per-tensor weight scale): with ``L_c = g_c L``
+    (``L`` the gcd of the lattices), ``x_c = g_c u L / s``, so one gain on the output step
+    ``s`` puts ``u L / s`` on ``p / q`` and every ``x_c`` on ``g_c p / q`` (odd ``q``). The
+    range ``[lo, hi]`` is divided by the gain (the zero point stays), the bias (if the layer
+    has one) moves to the int32 value that keeps the margin. True when a variable changed."""
+    live = lattice.lattice < 2 ** 31
+    if not np.any(live):
+        return False
+    lattices = np.round(lattice.lattice[live]).astype(np.int64)
+    base = int(np.gcd.reduce(lattices))
+    unit = np.asarray(lattice.unit, np.float64)
+    gains, ps, qs = margin_gains([unit.flat[0] * base / lattice.output_step])
+    if not qs[0]:
+        return False
+    gain = 1.0 if abs(gains[0] - 1.0) < _SETTLED_GAIN else float(gains[0])
+    channel_ps = np.zeros(np.shape(lattice.lattice), np.int64)
+    channel_ps[live] = ps[0] * (lattices // base)
+    channel_qs = np.where(live, qs[0], 0)
+    bias = np.asarray(lattice.bias, np.float64)
+    units = margin_biases(bias, unit, channel_ps, channel_qs, lattice.lattice)
+    units = np.where(np.isnan(units), np.round(bias / unit), units)
+    changed = False
+    if gain != 1.0:
+        low, high = _output_range_variables(model, lattice.range_owner)
+        low.assign(np.float32(float(np.asarray(low)) / gain))
+        high.assign(np.float32(float(np.asarray(high)) / gain))
+        changed = True
+    if lattice.owner is not None and np.any(np.abs(units * unit - bias) > OFF_LATTICE_TOLERANCE * unit):
+        variable = _variable(model, lattice.owner, lattice.attribute)
+        variable.assign((units * unit).astype(np.float32))
         changed = True
     return changed
 

@@ -18,6 +18,8 @@ keeps every ``v`` at least ``MARGIN`` int8 steps from a rounding boundary, far b
 error. The gain ``p / (q x_c)`` (the best odd-denominator fraction: a relative change of
 about ``1 / (q^2 x_c)``, ``MAX_GAIN_CHANGE`` at most) goes into the channel's BatchNormalization
 scale, ``B_c`` (the integer nearest the gained bias that keeps the margin) into its offset.
+Without a BN, where every channel has the same unit ``u`` and ``L_c = g_c L``, one gain on the
+output step ``s`` does it for all channels: ``u L / s = p / q`` makes ``x_c = g_c p / q``.
 A channel without such a fraction (a lattice much finer than the int8 step) is left as it is.
 
 Example::
