@@ -94,3 +94,30 @@ def test_fit_with_the_scheduler_ends_on_the_lattice_unless_told_not_to(snap, mon
 def test_a_float_model_is_refused():
     with pytest.raises(ValueError, match="quantize_model"):
         tf_qnets.snap_biases(_block())
+
+
+def test_a_conv_with_a_bias_before_an_add_gets_its_margin_from_the_output_range(monkeypatch):
+    """ResNetV2's last block convolution (bias, no BN, int8 output read by the ``Add``): one gain
+    on the Keras 3 output quantizer's range keeps its roundings decidable."""
+    monkeypatch.setattr("tf_qnets.keras3.api.snap_if_describable", lambda *args: None)
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    r = keras.layers.BatchNormalization(name="pre_bn")(x)
+    r = keras.layers.ReLU(name="pre_relu")(r)
+    r = keras.layers.Conv2D(8, 3, padding="same", name="last")(r)
+    x = keras.layers.Add(name="add")([x, r])
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
+    data = np.random.default_rng(0).uniform(0, 1, (48, 12, 12, 3)).astype(np.float32)
+    qat = tf_qnets.quantize_model(model, w_bits=3, a_bits=3, calibration_data=data, verbose=0)
+    row = {row.layer: row for row in bias_lattices(describe_network(qat))}["last"]
+    assert (row.owner, row.attribute, row.range_owner) == ("last", "bias", "last")
+    quantizer = qat.get_layer("last").output_quantizer
+    before = float(keras.ops.convert_to_numpy(quantizer.max_var))
+    report = tf_qnets.snap_biases(qat)
+    assert "last" in report.margins
+    after = float(keras.ops.convert_to_numpy(quantizer.max_var))
+    assert after != before and abs(after / before - 1) <= 5e-3
+    row = {row.layer: row for row in bias_lattices(describe_network(qat))}["last"]
+    assert row.on_lattice
+    assert tf_qnets.snap_biases(qat).margins == []          # a second call changes nothing
