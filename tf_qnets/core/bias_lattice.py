@@ -91,7 +91,8 @@ INT8_KEEPING_LAYERS = ("MaxPooling1D", "MaxPooling2D", "ZeroPadding1D", "ZeroPad
 # (:mod:`tf_qnets.export.rewrites.affine`), the products before its projections
 # (squeeze-and-excitation, hard-swish), residual sums and concatenations before a linear or
 # hard-swish convolution.
-INT8_SCALED_INPUTS = ("Rescaling", "Multiply", "Add", "Concatenate", "BatchNormalization")
+INT8_SCALED_INPUTS = ("Rescaling", "Multiply", "Add", "Concatenate", "BatchNormalization",
+                      "AveragePooling2D")
 
 
 @dataclasses.dataclass

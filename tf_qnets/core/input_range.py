@@ -36,9 +36,12 @@ import numpy as np
 __all__ = ["TIE_MARGIN", "TIE_SHARE", "TIE_PRONE_OUTPUTS", "calibrated_input_range",
            "tie_free_output_range", "tie_free_range", "tie_share"]
 
-# Layers whose int8 output values lie on a lattice (pixels scaled by the model, products of
-# two int8 tensors): their int8 output range is chosen by :func:`tie_free_output_range`.
-TIE_PRONE_OUTPUTS = ("Rescaling", "Multiply")
+# Layers whose int8 output values lie on a lattice (pixels scaled by the model, products,
+# sums and concatenations of int8 tensors, means of int8 windows): their int8 output range is
+# chosen by :func:`tie_free_output_range`. A range calibrated to the sample's extremes puts
+# them on the lattice too, and then ``s`` is a simple fraction of the lattice step: on a
+# DenseNet-like block 1% of a concatenation's values sat on a tie.
+TIE_PRONE_OUTPUTS = ("Rescaling", "Multiply", "Add", "Concatenate", "AveragePooling2D")
 
 TIE_MARGIN = 1e-3      # steps: far above float32 rounding of x / s, far below a step
 TIE_SHARE = 1e-2       # 5x the share of continuous values in the band: more, and it widens

@@ -73,3 +73,32 @@ def output_kind(kind, activation=None, negative_slope=0.0):
     if kind in SIGNED_ACTIVATION_LAYERS:
         return "signed"
     return None
+
+
+def pooling_pads_border(config, input_shape):
+    """True when a 2-D pooling (``config``: its Keras config; ``input_shape``: with the batch
+    axis, channels last) averages windows that reach past the input border (``padding="same"``
+    with padding needed, or an unknown spatial size): such a window is divided by the number
+    of its elements inside the input, which no convolution reproduces.
+
+    >>> pooling_pads_border({"pool_size": (2, 2), "strides": (2, 2), "padding": "same"}, (None, 8, 8, 3))
+    False
+    >>> pooling_pads_border({"pool_size": (3, 3), "strides": (1, 1), "padding": "same"}, (None, 8, 8, 3))
+    True
+    """
+    if str(config.get("padding", "valid")).lower() == "valid":
+        return False
+    pool = config.get("pool_size", (2, 2))
+    pool = tuple(pool) if isinstance(pool, (list, tuple)) else (pool, pool)
+    strides = config.get("strides") or pool
+    strides = tuple(strides) if isinstance(strides, (list, tuple)) else (strides, strides)
+    sizes = tuple(input_shape)[1:3]
+    for size, window, stride in zip(sizes, pool, strides):
+        if size is None:
+            return True
+        size, window, stride = int(size), int(window), int(stride)
+        out = -(-size // stride)
+        if (out - 1) * stride + window - size > 0:
+            return True
+    return False
+

@@ -3,6 +3,9 @@
 Matches the scale-keeping layers of ``tf_qnets.core.layer_kinds``: Flatten, Reshape, dropout
 and noise layers (identities at inference), max pooling, Permute, cropping and zero padding,
 and average pooling (TFLite's int8 average pooling keeps its input's scale). Emits the layer's call with no range of its own.
+An average pooling that carries an int8 output range of its own (``quantize_model`` gives one
+where the file stores the pooled tensor) is left to :mod:`.layer_call` (its call, then that
+range) or, with ``padding="valid"``, to :mod:`.average_pooling`.
 """
 
 from tf_qnets.core.layer_kinds import SCALE_KEEPING
@@ -11,13 +14,17 @@ from tf_qnets.export.layers import layer_class
 __all__ = ["PassThrough"]
 
 
+def _has_own_range(layer):
+    return layer.class_name.startswith("AveragePooling") and layer.output_quantizer is not None
+
+
 class PassThrough:
     name = "pass through"
     order = 10
 
     def plan(self, plan):
         for node in plan.nodes:
-            if layer_class(node.layer) in SCALE_KEEPING:
+            if layer_class(node.layer) in SCALE_KEEPING and not _has_own_range(node.layer):
                 plan.claim(node, self)
 
     def emit(self, node, values, context):
