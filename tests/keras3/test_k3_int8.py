@@ -213,3 +213,37 @@ def test_one_jit_compiled_step_applies_exactly_one_moving_average_update():
     expected = 0.999 * before + 0.001 * np.array([min(z.min(), 0.0), max(z.max(), 0.0)])
     np.testing.assert_allclose(after, expected, rtol=1e-5)
     assert not np.allclose(after, before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pool, padding, rounded", [(2, "valid", True), (2, "same", True),
+                                                     (3, "same", False)])
+def test_a_transition_pooling_gets_an_int8_output_unless_its_windows_pass_the_border(
+        pool, padding, rounded):
+    """DenseNet's transition pooling, read by a BN and a Concatenate: the file stores it in
+    int8, so Keras rounds the mean too; a ``same`` window past the border (3x3, stride 1) has
+    no depthwise form and keeps TFLite's own op, unrounded in Keras."""
+    import tf_qnets
+    from tf_qnets.keras3.wrapper import QNetsWrapper
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="bn0")(x)
+    x = keras.layers.ReLU(name="relu0")(x)
+    x = keras.layers.Conv2D(8, 1, use_bias=False, name="transition")(x)
+    x = keras.layers.AveragePooling2D(pool, strides=1 if pool == 3 else 2, padding=padding,
+                                      name="pool")(x)
+    y = keras.layers.BatchNormalization(name="bn1")(x)
+    y = keras.layers.ReLU(name="relu1")(y)
+    y = keras.layers.Conv2D(4, 3, padding="same", name="grow")(y)
+    x = keras.layers.Concatenate(name="concat")([x, y])
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+    data = np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 3)).astype(np.float32)
+    qat = tf_qnets.quantize_model(model, w_bits=4, a_bits=4, calibration_data=data,
+                                  first_last="int8", verbose=0)
+    layer = qat.get_layer("pool")
+    if rounded:
+        assert isinstance(layer, QNetsWrapper)
+        assert isinstance(layer.output_quantizer, Int8OutputQuantizer)
+    else:
+        assert not isinstance(layer, QNetsWrapper)
