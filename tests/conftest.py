@@ -56,6 +56,20 @@ def cut_export_offset(qat, layer_name, calibration, images, path):
     return float(np.max(off)), float(np.mean(off >= 0.25))
 
 
+def vary_batch_norms(model, seed=2, signs=False):
+    """Give every BatchNormalization of ``model`` per-channel factors of various sizes (and
+    of both signs with ``signs``), an offset, and moving statistics away from 0 and 1."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            gamma = gamma * rng.uniform(0.5, 2.0, gamma.shape)
+            if signs:
+                gamma = gamma * np.sign(rng.normal(size=gamma.shape))
+            layer.set_weights([gamma, beta + 0.2, mean + 0.05, var * 2.0])
+    return model
+
+
 def build_subclassed(features=4):
     """A built subclassed model (tf_qnets refuses these: it needs the layer graph)."""
 

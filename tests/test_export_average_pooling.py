@@ -22,7 +22,7 @@ from tf_qnets.export.plan import make_plan  # noqa: E402
 from tf_qnets.keras2.backend import keras  # noqa: E402
 from tf_qnets.runtime import load_interpreter  # noqa: E402
 
-from conftest import cut_export_offset  # noqa: E402
+from conftest import cut_export_offset, vary_batch_norms  # noqa: E402
 
 
 def densenet_like(padding="valid", pool=2):
@@ -52,13 +52,7 @@ def densenet_like(padding="valid", pool=2):
     x = keras.layers.ReLU(name="post_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     model = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
-    rng = np.random.default_rng(2)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([gamma * rng.uniform(0.5, 2.0, gamma.shape), beta + 0.2,
-                               mean + 0.05, var * 2.0])
-    return model
+    return vary_batch_norms(model)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from tf_qnets.export import export_tflite  # noqa: E402
 from tf_qnets.export.describe import describe  # noqa: E402
 from tf_qnets.export.plan import make_plan  # noqa: E402
 
-from conftest import cut_export_offset  # noqa: E402
+from conftest import cut_export_offset, vary_batch_norms  # noqa: E402
 
 
 def preactivation_net():
@@ -41,13 +41,7 @@ def preactivation_net():
     x = keras.layers.ReLU(name="post_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     model = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
-    rng = np.random.default_rng(2)
-    for layer in model.layers:   # per-channel factors of both signs
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            gamma = gamma * rng.uniform(0.5, 2.0, gamma.shape) * np.sign(rng.normal(size=gamma.shape))
-            layer.set_weights([gamma, beta + 0.2, mean + 0.05, var * 2.0])
-    return model
+    return vary_batch_norms(model, signs=True)   # per-channel factors of both signs
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ both paths, the summary and the exporter read the same answer.
 """
 
 __all__ = [
+    "pads_border_of",
+    "pooling_pads_border",
     "FLOAT_LAYERS_WITH_WEIGHTS",
     "INFERENCE_IDENTITIES",
     "KERNEL_ATTRIBUTES",
@@ -101,4 +103,16 @@ def pooling_pads_border(config, input_shape):
         if (out - 1) * stride + window - size > 0:
             return True
     return False
+
+
+def pads_border_of(layer):
+    """:func:`pooling_pads_border` of a built Keras layer (either Keras: its class name,
+    ``get_config()`` and ``input.shape``); False for a layer that is not an average pooling."""
+    if not type(layer).__name__.startswith("AveragePooling"):
+        return False
+    try:
+        shape = layer.input.shape
+    except (AttributeError, ValueError):
+        return True
+    return pooling_pads_border(layer.get_config(), tuple(shape))
 

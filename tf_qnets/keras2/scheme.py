@@ -14,7 +14,7 @@ so ``quantize_apply`` adds nothing else we did not annotate.
 
 import dataclasses
 
-from tf_qnets.core.layer_kinds import pooling_pads_border
+from tf_qnets.core.layer_kinds import pads_border_of
 from tf_qnets.core.plan import FIRST_LAST, THRESHOLD_INITS, Int8Spec, LayerInfo, plan_layers
 from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.keras2 import tfmot
@@ -99,7 +99,7 @@ def layer_infos(model):
             negative_slope=float(getattr(layer, "negative_slope", 0.0) or 0.0),
             has_weights=bool(layer.weights),
             is_model=isinstance(layer, keras.Model),
-            pads_border=_pads_border(layer),
+            pads_border=pads_border_of(layer),
             is_model_output=any(tensor.name in output_names for tensor in _layer_outputs(layer)),
         )
         for layer in model.layers
@@ -151,14 +151,3 @@ def plan_quantization(model, w_bits=3, a_bits=None, *, weight_scheme="pow2",
             output_thresholds=spec.output_thresholds)
         for name, spec in specs.items()
     }
-
-
-def _pads_border(layer):
-    if not type(layer).__name__.startswith("AveragePooling"):
-        return False
-    try:
-        shape = layer.input.shape
-    except (AttributeError, ValueError):
-        return True
-    return pooling_pads_border(layer.get_config(), tuple(shape))
-

@@ -15,7 +15,7 @@ Example::
 
 import keras
 
-from tf_qnets.core.layer_kinds import pooling_pads_border
+from tf_qnets.core.layer_kinds import pads_border_of
 from tf_qnets.core.plan import LayerInfo
 
 __all__ = ["activation_name", "check_model", "layer_infos"]
@@ -98,18 +98,7 @@ def layer_infos(model):
             negative_slope=float(getattr(layer, "negative_slope", 0.0) or 0.0),
             has_weights=bool(layer.weights),
             is_model=isinstance(layer, keras.Model),
-            pads_border=_pads_border(layer),
+            pads_border=pads_border_of(layer),
             is_model_output=bool(_output_ids(layer) & model_outputs),
         ))
     return infos
-
-
-def _pads_border(layer):
-    if not type(layer).__name__.startswith("AveragePooling"):
-        return False
-    try:
-        shape = layer.input.shape
-    except (AttributeError, ValueError):
-        return True
-    return pooling_pads_border(layer.get_config(), tuple(shape))
-
