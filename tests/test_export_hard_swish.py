@@ -9,8 +9,9 @@ rounds the scaled pixels and each product to int8 as the file does (``Rescaling`
 ``Multiply`` get an int8 output quantizer; the scaled pixels' range keeps them off rounding
 ties);
 the staircase on ``relu6(x + 3)`` is the ADD's own requantization; ``* (1 / 6)`` keeps the
-staircase's codes; the squeeze-and-excitation ReLU is its pooled convolution's
-requantization; and every one of those staircases gives the Keras codes in the file.
+staircase's codes; the squeeze-and-excitation pooling is an int8 tensor (MEAN) that Keras
+rounds too, and the ReLU after its convolution is that convolution's requantization; and
+every one of those staircases gives the Keras codes in the file.
 """
 
 import os
@@ -103,7 +104,10 @@ def test_hard_sigmoid_staircases_are_the_add_requantization_and_keep_their_codes
     assert all(claims[name] == "add staircase" for name in gates)
     assert sorted(name for name, rewrite in claims.items() if rewrite == "constant scale") == [
         "tf.math.multiply", "tf.math.multiply_1"]
-    assert claims["quant_se_reduce"] == "pooled dense"
+    # the squeeze-and-excitation pooling is an int8 MEAN (Keras rounds it too): its 1x1
+    # convolution's ReLU staircase is aligned on that convolution's own accumulator
+    assert claims["quant_se_reduce"] == "aligned staircase"
+    assert make_plan(describe(qat)[0]).outputs["quant_se_pool"][0] == "int8"
 
 
 @pytest.mark.parametrize("layer_name", [

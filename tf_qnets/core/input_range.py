@@ -41,7 +41,8 @@ __all__ = ["TIE_MARGIN", "TIE_SHARE", "TIE_PRONE_OUTPUTS", "calibrated_input_ran
 # chosen by :func:`tie_free_output_range`. A range calibrated to the sample's extremes puts
 # them on the lattice too, and then ``s`` is a simple fraction of the lattice step: on a
 # DenseNet-like block 1% of a concatenation's values sat on a tie.
-TIE_PRONE_OUTPUTS = ("Rescaling", "Multiply", "Add", "Concatenate", "AveragePooling2D")
+TIE_PRONE_OUTPUTS = ("Rescaling", "Multiply", "Add", "Concatenate", "AveragePooling2D",
+                     "GlobalAveragePooling2D")
 
 TIE_MARGIN = 1e-3      # steps: far above float32 rounding of x / s, far below a step
 TIE_SHARE = 1e-2       # 5x the share of continuous values in the band: more, and it widens

@@ -249,6 +249,21 @@ def _stored_in_int8(info, readers, infos_by_name, a_bits):
         r in infos_by_name and _fuses(info, infos_by_name[r], a_bits) for r in found)
 
 
+def _pooled_into_convolutions(info, readers, infos_by_name, last_kernel):
+    """True for a global average pooling read only by convolutions inside the network
+    (squeeze-and-excitation, MobileNetV3's head; not a classifier): the file stores its mean
+    in int8 (MEAN) and the convolution after it computes from that tensor, so its staircase is
+    aligned on the convolution's own accumulator. Folded into the convolution instead
+    (``pooled_dense``), the accumulator unit is ``H W`` times finer and its staircase often
+    has no alignment."""
+    if info.kind != "GlobalAveragePooling2D":
+        return False
+    found = readers.get(info.name, ())
+    return bool(found) and all(
+        r in infos_by_name and infos_by_name[r].kind == "Conv2D" and r != last_kernel
+        for r in found)
+
+
 def plan_layers(infos, w_bits=3, a_bits=None, *, weight_scheme="pow2", thresholds="auto",
                 first_last="float", per_layer=None, exclude=(), gradient=None,
                 activation_gradient=DEFAULT_ACTIVATION_GRADIENT, train_thresholds=False,
@@ -330,8 +345,9 @@ def plan_layers(infos, w_bits=3, a_bits=None, *, weight_scheme="pow2", threshold
         # is not simulated either: docs/export.md, "What stays approximate")
         if (output is None and readers is not None and a_bits is not None
                 and (specs or weight is not None or info.kind in INT8_BEFORE_QUANTIZED_LAYERS)
-                and not info.is_model_output and _stored_in_int8(info, readers, infos_by_name,
-                                                                  a_bits)):
+                and not info.is_model_output
+                and (_stored_in_int8(info, readers, infos_by_name, a_bits)
+                     or _pooled_into_convolutions(info, readers, infos_by_name, last_kernel))):
             output = Int8Spec()
         if weight is None and output is None:
             continue
