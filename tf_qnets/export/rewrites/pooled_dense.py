@@ -10,7 +10,9 @@ divided by ``H W`` too, so the stored codes are the Dense layer's own codes and 
 accumulator holds the exact sum: the mean is never rounded to int8. When a staircase follows
 the layer (squeeze-and-excitation's ReLU), that convolution is scaled and biased to be the
 staircase's own requantization, as :mod:`.aligned_staircase` does for any kernel layer, with
-the accumulator unit ``s_in s_w / (H W)``.
+the accumulator unit ``s_in s_w / (H W)``. ``quantize_model`` gives a pooling read only by
+convolutions inside the network (squeeze-and-excitation) an int8 output range, which this
+rewrite leaves to TFLite's MEAN: with that unit many of those staircases have no alignment.
 """
 
 import numpy as np
