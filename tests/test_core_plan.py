@@ -169,3 +169,28 @@ def test_a_batch_norm_before_every_quantized_layer_keeps_its_float_output():
     specs = plan_layers(infos, w_bits=3, a_bits=3, readers=readers)
     assert "input_bn" not in specs
     assert isinstance(specs["bn2"].output, Int8Spec)
+
+
+def test_poolings_the_file_stores_in_int8_get_int8_outputs():
+    """Squeeze-and-excitation's global pooling (read by a 1x1 convolution inside the network)
+    and a transition's average pooling are int8 tensors in the file; the classifier's pooling
+    (folded into the last layer) and a pooling whose windows pass the border are not."""
+    infos = [LayerInfo("c1", "Conv2D", "relu", has_weights=True),
+             LayerInfo("se_pool", "GlobalAveragePooling2D"),
+             LayerInfo("se_reduce", "Conv2D", "relu", has_weights=True),
+             LayerInfo("se_expand", "Conv2D", "sigmoid", has_weights=True),
+             LayerInfo("se_mul", "Multiply"),
+             LayerInfo("t_conv", "Conv2D", "linear", has_weights=True),
+             LayerInfo("t_pool", "AveragePooling2D"),
+             LayerInfo("bn", "BatchNormalization", has_weights=True), LayerInfo("relu", "ReLU"),
+             LayerInfo("same_pool", "AveragePooling2D", pads_border=True),
+             LayerInfo("c2", "Conv2D", "relu", has_weights=True),
+             LayerInfo("pool", "GlobalAveragePooling2D"),
+             LayerInfo("fc", "Conv2D", "linear", has_weights=True, is_model_output=True)]
+    readers = {"c1": ["se_pool", "se_mul"], "se_pool": ["se_reduce"], "se_reduce": ["se_expand"],
+               "se_expand": ["se_mul"], "se_mul": ["t_conv"], "t_conv": ["t_pool"],
+               "t_pool": ["bn", "same_pool"], "bn": ["relu"], "relu": ["c2"],
+               "same_pool": ["c2"], "c2": ["pool"], "pool": ["fc"], "fc": []}
+    specs = plan_layers(infos, w_bits=3, a_bits=3, readers=readers)
+    int8 = sorted(name for name, spec in specs.items() if isinstance(spec.output, Int8Spec))
+    assert int8 == ["se_mul", "se_pool", "t_conv", "t_pool"]
