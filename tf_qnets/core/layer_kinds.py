@@ -20,6 +20,7 @@ both paths, the summary and the exporter read the same answer.
 __all__ = [
     "pads_border_of",
     "pooling_pads_border",
+    "pooling_window",
     "FLOAT_LAYERS_WITH_WEIGHTS",
     "INFERENCE_IDENTITIES",
     "KERNEL_ATTRIBUTES",
@@ -77,6 +78,17 @@ def output_kind(kind, activation=None, negative_slope=0.0):
     return None
 
 
+def _pair(value):
+    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),) * 2
+
+
+def pooling_window(config):
+    """``(pool_size, strides)`` of a 2-D pooling's Keras ``config`` as integer pairs (strides
+    default to the pool size)."""
+    pool = _pair(config.get("pool_size", (2, 2)))
+    return pool, _pair(config.get("strides") or pool)
+
+
 def pooling_pads_border(config, input_shape):
     """True when a 2-D pooling (``config``: its Keras config; ``input_shape``: with the batch
     axis, channels last) averages windows that reach past the input border (``padding="same"``
@@ -90,17 +102,12 @@ def pooling_pads_border(config, input_shape):
     """
     if str(config.get("padding", "valid")).lower() == "valid":
         return False
-    pool = config.get("pool_size", (2, 2))
-    pool = tuple(pool) if isinstance(pool, (list, tuple)) else (pool, pool)
-    strides = config.get("strides") or pool
-    strides = tuple(strides) if isinstance(strides, (list, tuple)) else (strides, strides)
-    sizes = tuple(input_shape)[1:3]
-    for size, window, stride in zip(sizes, pool, strides):
+    pool, strides = pooling_window(config)
+    for size, window, stride in zip(tuple(input_shape)[1:3], pool, strides):
         if size is None:
             return True
-        size, window, stride = int(size), int(window), int(stride)
-        out = -(-size // stride)
-        if (out - 1) * stride + window - size > 0:
+        out = -(-int(size) // stride)
+        if (out - 1) * stride + window - int(size) > 0:
             return True
     return False
 
@@ -115,4 +122,3 @@ def pads_border_of(layer):
     except (AttributeError, ValueError):
         return True
     return pooling_pads_border(layer.get_config(), tuple(shape))
-

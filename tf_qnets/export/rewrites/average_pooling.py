@@ -26,24 +26,19 @@ import dataclasses
 
 import numpy as np
 
-from tf_qnets.core.layer_kinds import pooling_pads_border
+from tf_qnets.core.layer_kinds import pooling_pads_border, pooling_window
 from tf_qnets.core.network import Int8Range
 
 __all__ = ["AveragePoolingDepthwise", "as_depthwise_pooling"]
 
 
-def _pair(value):
-    return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * 2
-
-
 def as_depthwise_pooling(layer):
     """The description of a linear ``DepthwiseConv2D`` computing the ``AveragePooling2D``
     ``layer`` (same name, input and output quantizer; no window past the border)."""
-    pool = _pair(layer.config.get("pool_size", (2, 2)))
-    strides = layer.config.get("strides") or pool
+    pool, strides = pooling_window(layer.config)
     channels = int(layer.input_shape[-1])
     kernel = np.full(pool + (channels, 1), 1.0 / (pool[0] * pool[1]), np.float32)
-    config = {"name": layer.name, "kernel_size": pool, "strides": _pair(strides),
+    config = {"name": layer.name, "kernel_size": pool, "strides": strides,
               "padding": "valid", "depth_multiplier": 1, "data_format": "channels_last",
               "dilation_rate": (1, 1), "activation": "linear", "use_bias": False}
     return dataclasses.replace(layer, class_name="DepthwiseConv2D", config=config,
