@@ -11,6 +11,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # itself uses tf_keras either way; tests/test_architecture.py runs the Keras 2 path with the
 # variable unset (the default) in subprocesses.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# Subprocesses (distribution workers, scripts) import the tf_qnets under test, not whichever
+# checkout an editable install points at.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _ROOT])
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

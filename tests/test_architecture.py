@@ -102,6 +102,18 @@ def _run(code, **env):
     return result.stdout.strip().splitlines()[-1]
 
 
+def test_subprocesses_of_the_suite_import_the_tf_qnets_under_test(tmp_path):
+    """tests/conftest.py puts this checkout first on PYTHONPATH: a worker script run by path
+    (the distribution tests' workers) tests this code even where an editable install points
+    at another checkout."""
+    script = tmp_path / "worker.py"
+    script.write_text("import tf_qnets\nprint(tf_qnets.__file__)\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(PACKAGE / "__init__.py")
+
+
 def test_import_tf_qnets_loads_no_framework_and_sets_no_environment():
     code = (
         "import os, sys\n"
