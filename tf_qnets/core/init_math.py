@@ -33,6 +33,8 @@ Example::
 
 import numpy as np
 
+from tf_qnets.core.activation_sample import as_sample
+
 __all__ = [
     "activation_thresholds",
     "initial_scales",
@@ -98,14 +100,18 @@ def mse_scales(values, levels, candidates=64, seed=0):
     ``x / s``; the step ``s = alpha = 1 / beta`` is searched over
     ``s = r * max|x| / p`` for ``r`` in (0, 1.25]. Used for ``thresholds="uniform"``,
     where the paper's max-based scale would send most of a long-tailed tensor (ReLU
-    outputs, weights) to the zero level at 2 bits.
+    outputs, weights) to the zero level at 2 bits. ``values``: an array or an
+    :class:`tf_qnets.core.activation_sample.ActivationSample`.
     """
-    data = np.asarray(values).ravel()
-    if data.size > MAX_KMEANS_SAMPLES:
+    sample = as_sample(values)
+    if sample.size > MAX_KMEANS_SAMPLES:
         # Sample first, widen after: the sampled indices depend on the size alone, so this is
-        # the same sample as from the float64 copy, without widening every element (an
-        # activation sample at 224x224 holds ~10^8 values).
-        data = np.random.default_rng(seed).choice(data, MAX_KMEANS_SAMPLES, replace=False)
+        # the same sample as from the float64 copy, without widening (or, for the batches
+        # of an ActivationSample, concatenating) every element (an activation sample at
+        # 224x224 holds ~10^8 values).
+        data = sample.random_subset(MAX_KMEANS_SAMPLES, seed)
+    else:
+        data = sample.concatenated()
     data = np.asarray(data, dtype=np.float64)
     top = float(np.max(np.abs(data))) if data.size else 0.0
     if not np.isfinite(top) or top <= 0.0:
@@ -200,7 +206,8 @@ def activation_thresholds(scaled_activations, levels, method="kmeans"):
 
 def initial_scales(values, levels, method):
     """``(alpha, beta)`` for a tensor: the MSE scale for uniform thresholds on uniform
-    levels (:func:`mse_scales`), else the paper's max rule (:func:`scales_for`)."""
+    levels (:func:`mse_scales`), else the paper's max rule (:func:`scales_for`). ``values``:
+    an array or an :class:`tf_qnets.core.activation_sample.ActivationSample`."""
     if method == "uniform" and levels.is_uniform:
         return mse_scales(values, levels)
-    return scales_for(levels, np.max(np.abs(values)))
+    return scales_for(levels, as_sample(values).max_abs())

@@ -33,6 +33,8 @@ Example::
 
 import numpy as np
 
+from tf_qnets.core.activation_sample import as_sample
+
 __all__ = ["TIE_MARGIN", "TIE_SHARE", "TIE_PRONE_OUTPUTS", "calibrated_input_range",
            "tie_free_output_range", "tie_free_range", "tie_share"]
 
@@ -102,7 +104,8 @@ def calibrated_input_range(batches):
 
 
 def tie_free_output_range(sample, max_values=_MAX_SAMPLE_VALUES * 16):
-    """``[min(x, 0), max(x, 0)]`` of an activation ``sample``, made :func:`tie_free_range` on
+    """``[min(x, 0), max(x, 0)]`` of an activation ``sample`` (an array or an
+    :class:`tf_qnets.core.activation_sample.ActivationSample`), made :func:`tie_free_range` on
     the distinct values among its first ``max_values`` (the lattice shows in any part of it).
 
     >>> products = np.outer(np.arange(-128, 128), np.arange(16)).ravel() * (0.02 * 0.1)
@@ -110,7 +113,7 @@ def tie_free_output_range(sample, max_values=_MAX_SAMPLE_VALUES * 16):
     >>> tie_share(products, lo, hi) <= 2 * TIE_MARGIN
     True
     """
-    sample = np.asarray(sample)
-    lo, hi = min(float(np.min(sample)), 0.0), max(float(np.max(sample)), 0.0)
-    return tie_free_range(lo, hi, np.unique(sample.ravel()[:max_values]))
+    sample = as_sample(sample)
+    lo, hi = min(sample.min(), 0.0), max(sample.max(), 0.0)
+    return tie_free_range(lo, hi, np.unique(sample.head(max_values)))
 

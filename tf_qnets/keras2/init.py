@@ -11,6 +11,7 @@ import contextlib
 
 import numpy as np
 
+from tf_qnets.core.activation_sample import ActivationSample
 from tf_qnets.core.calibration import CALIBRATION_MEMORY_BYTES, leading_batches
 from tf_qnets.core.batch_norm import population_statistics
 from tf_qnets.core.init_math import activation_thresholds, initial_scales, weight_thresholds
@@ -151,21 +152,24 @@ def reestimate_batch_norm_in(model, layer, batches):
 
 
 def _calibrate_output_quantizer(layer, quantizer, variables, plans, sample):
-    """Scales and thresholds of one activation quantizer from the activations it sees."""
-    if not np.all(np.isfinite(sample)):
+    """Scales and thresholds of one activation quantizer from the activations it sees
+    (``sample``: an :class:`ActivationSample` of its output batches)."""
+    if not sample.all_finite():
         raise ValueError(
             f"Layer {layer.layer.name!r}: calibration produced NaN/Inf activations; "
             "check the calibration data and the model's weights.")
     if isinstance(quantizer, Int8OutputQuantizer):
         if type(layer.layer).__name__ in TIE_PRONE_OUTPUTS:
             # scaled pixels and products lie on a lattice: keep them off rounding ties
-            sample = np.asarray(tie_free_output_range(sample))
-        quantizer.initialize_range(variables, sample)
+            extremes = np.asarray(tie_free_output_range(sample))
+        else:
+            extremes = np.array([sample.min(), sample.max()])
+        quantizer.initialize_range(variables, extremes)
         return
     method = plans[layer.layer.name].output_thresholds
     alpha, beta = initial_scales(sample, quantizer.levels, method)
-    # uniform thresholds do not read the sample: skip scaling all of it
-    scaled = sample if method == "uniform" else beta * sample
+    # uniform thresholds do not read the sample: skip scaling (and copying) all of it
+    scaled = None if method == "uniform" else beta * sample.concatenated()
     _assign(variables, alpha, beta, activation_thresholds(scaled, quantizer.levels, method))
 
 
@@ -230,7 +234,7 @@ def calibrate_activation_quantizers(model, plans, batches, verbose=0):
         if quantizer is not None:
             # this quantizer (and every later one) is bypassed: it sees what it will quantize
             raw = compute()
-            sample = np.concatenate([np.asarray(out).ravel() for out in raw])
+            sample = ActivationSample(np.asarray(out) for out in raw)
             _calibrate_output_quantizer(layer, quantizer, variables, plans, sample)
             quantizer.bypass = False
             outputs = _output_quantized(quantizer, variables, raw)
