@@ -110,3 +110,18 @@ def test_finer_inputs_must_be_a_bool(setting, tmp_path):
     with pytest.raises(TypeError, match="`finer_inputs` must be a bool"):
         tf_qnets.export_tflite(qat, str(tmp_path / "m.tflite"), x, finer_inputs="yes")
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_snap_biases_can_use_the_finer_lattice_of_a_finer_file(tmp_path, monkeypatch):
+    monkeypatch.setattr("tf_qnets.keras2.api.snap_if_describable", lambda *args: None)
+    x = np.random.default_rng(0).uniform(0, 1, (64, 16, 16, 3)).astype(np.float32)
+    qat = tf_qnets.quantize_model(_model(), w_bits=3, a_bits=3, calibration_data=x,
+                                  first_last="int8", verbose=0)
+    with pytest.raises(TypeError, match="`finer_inputs` must be a bool"):
+        tf_qnets.snap_biases(qat, finer_inputs=1)
+    assert "quant_project" in tf_qnets.snap_biases(qat, finer_inputs=True).moved
+    finer = tf_qnets.export_tflite(qat, str(tmp_path / "finer.tflite"), x, finer_inputs=True)
+    plain = tf_qnets.export_tflite(qat, str(tmp_path / "plain.tflite"), x)
+    # on the finer lattice only: the default file's unit is 36 times coarser
+    assert finer.off_lattice == [] and plain.off_lattice == ["quant_project"]
+    assert _projection_off_rate(qat, x, str(tmp_path / "f.tflite"), finer_inputs=True) <= 1e-4

@@ -107,7 +107,7 @@ def recalibrate_batch_norm(model, data, max_batches=None, verbose=0):
         model, data, max_batches=max_batches, verbose=verbose)
 
 
-def snap_biases(model):
+def snap_biases(model, finer_inputs=False):
     """Move the folded biases that the integer file rounds onto its int32 lattice.
 
     A kernel layer exported as a plain kernel op stores its folded bias ``b_c`` as the int32
@@ -124,6 +124,12 @@ def snap_biases(model):
     changing weights (``set_weights``, ``EarlyStopping(restore_best_weights=True)`` after the
     scheduler). ``export_tflite``'s report lists layers still off their lattice.
 
+    ``finer_inputs``: the lattice of ``export_tflite(..., finer_inputs=finer_inputs)``.
+    ``True`` gives the linear layers that read a staircase a unit ``m`` times finer
+    (17 at 4 bits, 36 at 3 bits), so their biases move less, at the cost of one MUL per such
+    layer in the file (figures: docs/export.md); the default lattice is the one
+    ``quantize_model`` and ``TemperatureScheduler`` use, and it is on the finer one too.
+
     Returns:
       :class:`tf_qnets.core.bias_lattice.SnapReport` (``print`` it).
 
@@ -133,12 +139,15 @@ def snap_biases(model):
         print(tf_qnets.snap_biases(qat))
         tf_qnets.export_tflite(qat, "model.tflite", x[:256])
     """
+    if not isinstance(finer_inputs, bool):
+        raise TypeError(f"`finer_inputs` must be a bool, got {finer_inputs!r}.")
     path = path_of(model)
     if not is_quantized_model(model):
         raise ValueError(
             "snap_biases: `model` has no tf_qnets quantizers; pass the model returned by "
             "tf_qnets.quantize_model().")
-    return snap_to_lattice(model, _module(path, "describe_network").describe_network(model))
+    return snap_to_lattice(model, _module(path, "describe_network").describe_network(model),
+                           finer_inputs=finer_inputs)
 
 
 def keras_major_version_of_file(path):

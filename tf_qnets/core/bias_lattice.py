@@ -306,12 +306,13 @@ def bias_lattices(network, finer_inputs=False):
     return result
 
 
-def snap_biases(model, network):
+def snap_biases(model, network, finer_inputs=False):
     """Move each bias of ``model`` (described by ``network``) onto its lattice (module
-    docstring) and return a :class:`SnapReport`. ``model.get_layer(owner)`` (looking inside a
+    docstring; ``finer_inputs``: that of ``export_tflite(..., finer_inputs=True)``) and return a
+    :class:`SnapReport`. ``model.get_layer(owner)`` (looking inside a
     wrapper's ``.layer``) gives the variable; it is read with ``np.asarray`` and written with
     ``assign``, which both Kerases' variables support on every backend."""
-    lattices = bias_lattices(network)
+    lattices = bias_lattices(network, finer_inputs)
     moved, largest, margins = [], 0.0, []
     for lattice in lattices:
         if lattice.range_owner is not None:
