@@ -240,9 +240,9 @@ def train_float(name, args, x, y):
     return model, time.perf_counter() - start
 
 
-def fine_tune(model, bits, args, x, y):
+def fine_tune(model, bits, args, x, y, snap_biases=True):
     """``quantize_model`` at ``bits`` (``"W4A4"``) with ``first_last="int8"``, then ``--epochs``
-    of ``fit`` with ``TemperatureScheduler()``."""
+    of ``fit`` with ``TemperatureScheduler(snap_biases=snap_biases)``."""
     w_bits, a_bits = (int(part) for part in bits[1:].split("A"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -251,7 +251,7 @@ def fine_tune(model, bits, args, x, y):
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     qat.compile(keras.optimizers.Adam(1e-4), loss, metrics=["accuracy"])
     qat.fit(x, y, batch_size=64, epochs=args.epochs, verbose=0,
-            callbacks=[tf_qnets.TemperatureScheduler(verbose=0)])
+            callbacks=[tf_qnets.TemperatureScheduler(verbose=0, snap_biases=snap_biases)])
     return qat
 
 
