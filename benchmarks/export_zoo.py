@@ -9,8 +9,8 @@ aligned / an addition's requantization / reading a rounded tensor: docs/export.m
 aligned channels exact under TFLite's reference kernels too, file size against the float32
 TFLite file of the same Keras model, and single-thread XNNPACK latency of the file, the float32
 file and TFLite's own post-training int8 file of the float model (median of ``--runs``
-invocations on one input); the latency of the file exported with ``finer_inputs=True``
-(with the MULs that re-store a staircase finer before a linear kernel layer); then the
+invocations on one input); the latency of the file exported with ``finer_inputs=False``
+(without the MULs that re-store a staircase finer before a linear kernel layer); then the
 size and latency of the same model exported with
 ``int4_weights="auto"``. (Top-1 agreement means nothing on random weights: a randomly
 initialised deep network amplifies any rounding, and its near-equal logits swap places.)
@@ -23,7 +23,7 @@ that float model, fine-tuned ``--epochs`` with ``TemperatureScheduler()``, evalu
 verified on ``--test-images`` test images: Keras and TFLite accuracy, top-1 agreement with
 the file under XNNPACK and under TFLite's reference kernels, the agreement of those two runs of
 the same file with each other (how finely agreement can be read at all), the agreement of the
-file exported with ``finer_inputs=True`` (XNNPACK), how the staircases
+file exported with ``finer_inputs=False`` (XNNPACK), how the staircases
 were lowered, file size (block ``export-zoo-trained``).
 
     python benchmarks/export_zoo.py --size 224 --models MobileNet MobileNetV2 ResNet50
@@ -117,8 +117,8 @@ def run(name, bits, args, folder):
     start = time.perf_counter()
     report = export_tflite(qat, path, images[:32])
     export_s = time.perf_counter() - start
-    finer_path = os.path.join(folder, f"{name}_{bits}_finer.tflite")
-    finer_report = export_tflite(qat, finer_path, images[:32], finer_inputs=True)
+    plain_path = os.path.join(folder, f"{name}_{bits}_plain.tflite")
+    plain_report = export_tflite(qat, plain_path, images[:32], finer_inputs=False)
     int4_path = os.path.join(folder, f"{name}_{bits}_int4.tflite")
     int4_report = export_tflite(qat, int4_path, images[:32], int4_weights="auto")
     float_path = os.path.join(folder, f"{name}_float.tflite")
@@ -134,8 +134,8 @@ def run(name, bits, args, folder):
         "reference_exact": report.reference_exact,
         "bytes": report.size_bytes, "float_bytes": os.path.getsize(float_path),
         "ms": latency_ms(path, shape, args.runs), "float_ms": latency_ms(float_path, shape, args.runs),
-        "muls": _op_count(finer_report, "MUL") - _op_count(report, "MUL"),
-        "finer_ms": latency_ms(finer_path, shape, args.runs),
+        "muls": _op_count(report, "MUL") - _op_count(plain_report, "MUL"),
+        "plain_ms": latency_ms(plain_path, shape, args.runs),
         "ptq_ms": latency_ms(ptq_path, shape, args.runs),
         "int4_bytes": int4_report.size_bytes, "int4_ms": latency_ms(int4_path, shape, args.runs),
     }
@@ -143,8 +143,8 @@ def run(name, bits, args, folder):
           f"{row['lowering']}, reference-exact {_percent(row['reference_exact'])}, "
           f"{row['bytes'] / 1e6:.2f} MB ({row['bytes'] / row['float_bytes']:.3f} "
           f"of float), {row['ms']:.1f} ms vs float {row['float_ms']:.1f} ms, TFLite int8 PTQ "
-          f"{row['ptq_ms']:.1f} ms; finer_inputs=True: {row['muls']} MUL more, "
-          f"{row['finer_ms']:.1f} ms; INT4: {row['int4_bytes'] / 1e6:.2f} MB, {row['int4_ms']:.1f} ms",
+          f"{row['ptq_ms']:.1f} ms; finer_inputs=False: {row['muls']} MUL fewer, "
+          f"{row['plain_ms']:.1f} ms; INT4: {row['int4_bytes'] / 1e6:.2f} MB, {row['int4_ms']:.1f} ms",
           flush=True)
     return row
 
@@ -192,7 +192,7 @@ def markdown(rows, args, wall):
         "| model | W/A | quantize_model | export_tflite | staircases: aligned / copies / partly / "
         "sum / rounded "
         "| reference-exact channels | size (of float32) | latency: file / float32 / "
-        "TFLite int8 PTQ | `finer_inputs=True`: MULs more, latency "
+        "TFLite int8 PTQ | `finer_inputs=False`: MULs fewer, latency "
         "| `int4_weights=\"auto\"`: size, latency |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -204,7 +204,7 @@ def markdown(rows, args, wall):
             f"{low.get('partial', 0)} / {low.get('sum', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
             f"| {row['bytes'] / 1e6:.2f} MB "
             f"({row['bytes'] / row['float_bytes']:.2f}) | {row['ms']:.1f} / {row['float_ms']:.1f} / "
-            f"{row['ptq_ms']:.1f} ms | {row['muls']}, {row['finer_ms']:.1f} ms "
+            f"{row['ptq_ms']:.1f} ms | {row['muls']}, {row['plain_ms']:.1f} ms "
             f"| {row['int4_bytes'] / 1e6:.2f} MB, {row['int4_ms']:.1f} ms |")
     lines.append("<!-- export-zoo:end -->")
     return "\n".join(lines)
@@ -276,22 +276,22 @@ def run_trained(name, args, data, folder):
         path = os.path.join(folder, f"{name}_{bits}.tflite")
         report = export_tflite(qat, path, x[:64])
         check = tf_qnets.verify_tflite(qat, path, (x_test, y_test), kernels="both")
-        finer_path = os.path.join(folder, f"{name}_{bits}_finer.tflite")
-        export_tflite(qat, finer_path, x[:64], finer_inputs=True)
-        finer = tf_qnets.verify_tflite(qat, finer_path, (x_test, y_test))
+        plain_path = os.path.join(folder, f"{name}_{bits}_plain.tflite")
+        export_tflite(qat, plain_path, x[:64], finer_inputs=False)
+        plain = tf_qnets.verify_tflite(qat, plain_path, (x_test, y_test))
         row = {"model": name, "bits": bits, "float_acc": float_acc, "keras_acc": check.keras_accuracy,
                "tflite_acc": check.tflite_accuracy, "agreement": check.agreement,
                "agreement_reference": check.reference.agreement,
                "kernels_agreement": check.kernels_agreement,
-               "finer_agreement": finer.agreement,
+               "plain_agreement": plain.agreement,
                "lowering": {kind: len(names) for kind, names in report.staircases.items()},
                "reference_exact": report.reference_exact, "bytes": report.size_bytes,
                "float_bytes": report.float_size_bytes, "train_s": float_s + train_s}
         print(f"[{name} {bits}] Keras {100 * row['keras_acc']:.2f}%, TFLite "
               f"{100 * row['tflite_acc']:.2f}%, agreement {100 * row['agreement']:.2f}% "
               f"(reference kernels {100 * row['agreement_reference']:.2f}%; the file's two kernel "
-              f"sets agree on {100 * row['kernels_agreement']:.2f}%; finer_inputs=True "
-              f"{100 * row['finer_agreement']:.2f}%), "
+              f"sets agree on {100 * row['kernels_agreement']:.2f}%; finer_inputs=False "
+              f"{100 * row['plain_agreement']:.2f}%), "
               f"{row['lowering']}", flush=True)
         rows.append(row)
     keras.backend.clear_session()
@@ -309,7 +309,7 @@ def markdown_trained(rows, args, wall):
         f"Whole run: {wall / 60:.1f} min.",
         "",
         "| model | W/A | float | Keras | TFLite | agreement: XNNPACK / reference kernels "
-        "| the file's XNNPACK vs reference kernels | agreement, `finer_inputs=True` "
+        "| the file's XNNPACK vs reference kernels | agreement, `finer_inputs=False` "
         "| staircases: aligned / copies / partly / "
         "sum / rounded | reference-exact channels | size (of float32) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -320,7 +320,7 @@ def markdown_trained(rows, args, wall):
             f"| {row['model']} | {row['bits'][1:].replace('A', '/')} | {100 * row['float_acc']:.2f}% "
             f"| {100 * row['keras_acc']:.2f}% | {100 * row['tflite_acc']:.2f}% "
             f"| {100 * row['agreement']:.2f}% / {100 * row['agreement_reference']:.2f}% "
-            f"| {100 * row['kernels_agreement']:.2f}% | {100 * row['finer_agreement']:.2f}% "
+            f"| {100 * row['kernels_agreement']:.2f}% | {100 * row['plain_agreement']:.2f}% "
             f"| {low.get('aligned', 0)} / {low.get('copies', 0)} / "
             f"{low.get('partial', 0)} / {low.get('sum', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
             f"| {row['bytes'] / 1e6:.2f} MB ({row['bytes'] / row['float_bytes']:.2f}) |")

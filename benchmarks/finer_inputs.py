@@ -1,12 +1,13 @@
 """What ``finer_inputs`` trades: Keras accuracy after the bias snap and agreement, against latency.
 
 A linear kernel layer that reads a staircase (a MobileNetV2 projection) rounds its int32 bias
-to a unit; ``quantize_model`` and ``TemperatureScheduler`` move the Keras biases onto the unit
-of the default file, ``export_tflite(..., finer_inputs=True)`` adds one requantizing MUL per
-such layer for a unit ``m`` times finer (docs/export.md). For one trained model per setting
-this prints the Keras test accuracy with the biases as trained, snapped on the default
-lattice and snapped on the finer one, and the top-1 agreement of the files (XNNPACK and
-TFLite's reference kernels) exported with and without finer inputs.
+to a unit; the default file (``finer_inputs=True``) re-stores that input ``m`` times finer with
+one requantizing MUL per such layer, ``finer_inputs=False`` leaves the MULs out for a unit ``m``
+times coarser (docs/export.md). ``quantize_model`` and ``TemperatureScheduler`` move the Keras
+biases onto the finer unit; ``snap_biases(model, finer_inputs=False)`` onto the plain one. For
+one trained model per setting this prints the Keras test accuracy with the biases as trained,
+snapped on the plain lattice and snapped on the finer one, and the top-1 agreement of the
+files (XNNPACK and TFLite's reference kernels) exported with and without finer inputs.
 
 Recipe (as ``benchmarks/export_zoo.py --train``): the float ``--model`` (``--size`` 32, 10
 classes) trained ``--float-epochs`` on ``--train-images`` Fashion-MNIST images, quantized at each
@@ -71,7 +72,7 @@ def main(argv=None):
         qat = export_zoo.fine_tune(model, bits, args, x, y, snap_biases=False)
         trained = qat.get_weights()
         row = {"bits": bits, "as_trained": qat.evaluate(*test, verbose=0)[1]}
-        for lattice in ("default", "finer"):
+        for lattice in ("plain", "finer"):
             qat.set_weights(trained)
             tf_qnets.snap_biases(qat, finer_inputs=lattice == "finer")
             row[lattice] = qat.evaluate(*test, verbose=0)[1]
@@ -80,9 +81,9 @@ def main(argv=None):
                 row[lattice, finer_file] = agreement(qat, path, x, test, finer_file)
         rows.append(row)
         print(f"[{args.model} {bits}] Keras as trained {100 * row['as_trained']:.2f}%, snapped "
-              f"on the default lattice {100 * row['default']:.2f}%, on the finer one "
+              f"on the plain lattice {100 * row['plain']:.2f}%, on the finer one (the default) "
               f"{100 * row['finer']:.2f}%", flush=True)
-        for lattice in ("default", "finer"):
+        for lattice in ("plain", "finer"):
             for finer_file in (False, True):
                 xnnpack, reference = row[lattice, finer_file]
                 print(f"    snapped on the {lattice} lattice, file finer_inputs={finer_file}: "

@@ -61,7 +61,7 @@ def without_margins():
     """Make ``snap_biases`` (in this process) treat every layer as a plain bias snap."""
     plain = bias_lattice.bias_lattices
 
-    def lattices(network, finer_inputs=False):
+    def lattices(network, finer_inputs=True):
         rows = plain(network, finer_inputs)
         for row in rows:
             row.output_step = None

@@ -395,7 +395,7 @@ def test_export_zoo_runs_a_tiny_model_and_writes_its_table(tmp_path):
     # 34 of the 35 staircases aligned (the first layer's at least partly), no copies at A4,
     # none after an addition (no ReLU after MobileNetV2's Adds)
     assert re.search(r"\| 3[45] / 0 / [01] / 0 / [01] \|", row), row
-    # latency: file / float / PTQ; finer_inputs=True: 17 MULs more (one per projection); INT4
+    # latency: file / float / PTQ; finer_inputs=False: 17 MULs fewer (one per projection); INT4
     assert re.search(r"\| [\d.]+ / [\d.]+ / [\d.]+ ms \| 17, [\d.]+ ms \| [\d.]+ MB, [\d.]+ ms \|$",
                      row), row
 

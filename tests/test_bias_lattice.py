@@ -199,12 +199,10 @@ def test_the_units_read_from_the_description_are_the_ones_the_export_uses():
 def test_a_file_exported_with_other_options_says_which_lattice_snap_biases_uses(tmp_path):
     qat, x = _setting()
     tf_qnets.snap_biases(qat)
-    report = tf_qnets.export_tflite(qat, str(tmp_path / "int4.tflite"), x, int4_weights=True)
-    # INT4 codes are not stored k times finer: the projection's unit is 31 times coarser
+    report = tf_qnets.export_tflite(qat, str(tmp_path / "plain.tflite"), x, finer_inputs=False)
+    # without the finer input the projection's unit is 36 times coarser: off again
     assert report.off_lattice == ["quant_project"] and not report.default_lattice
-    assert "export with int4_weights=False, the lattice that" in str(report)
-    finer = tf_qnets.export_tflite(qat, str(tmp_path / "finer.tflite"), x, finer_inputs=True)
-    assert finer.off_lattice == [] and finer.default_lattice     # a finer unit: still on it
+    assert "export with int4_weights=False and finer_inputs=True" in str(report)
 
 
 def test_a_linear_conv_with_a_bias_before_an_add_gets_a_margin_from_its_output_range(monkeypatch):

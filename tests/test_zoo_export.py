@@ -37,11 +37,13 @@ def test_mobilenet_v2_exports_with_folded_depthwise_bn(images, tmp_path):
     assert all(name == "quant_Conv1_relu"
                for name in staircases["partial"] + staircases["rounded"])
     assert report.reference_exact > 0.8
-    # no op between a kernel layer and its staircase, nor before the 17 linear projection
-    # convs (their int32 bias unit is fine enough with the weight codes stored 18 times
-    # finer): kernels, the bottleneck Adds, the head
+    # no op between a kernel layer and its staircase: kernels, the bottleneck Adds, the head
     kernels = sum(type(layer).__name__ in ("Conv2D", "Dense") for layer in model.layers)
-    assert counts["CONV_2D"] == kernels and "MINIMUM" not in counts and "MUL" not in counts
+    assert counts["CONV_2D"] == kernels and "MINIMUM" not in counts
+    # and one requantizing MUL before each of the 17 linear projection convs, which re-stores
+    # the ReLU6 staircase it reads 17 times finer (4-bit levels v as 17 v - 128) so that the
+    # projection's int32 bias unit is 17 times finer (EmitContext.finer_input)
+    assert counts["MUL"] == 17
     assert report.size_bytes < 0.45 * report.float_size_bytes   # int8 weights, small-model overhead
     # the file rounds the int32 biases of those 17 projections, and of the first layer's
     # channels that no alignment fits; quantize_model left exactly those on the file's

@@ -107,7 +107,7 @@ def recalibrate_batch_norm(model, data, max_batches=None, verbose=0):
         model, data, max_batches=max_batches, verbose=verbose)
 
 
-def snap_biases(model, finer_inputs=False):
+def snap_biases(model, finer_inputs=True):
     """Move the folded biases that the integer file rounds onto its int32 lattice.
 
     A kernel layer exported as a plain kernel op stores its folded bias ``b_c`` as the int32
@@ -124,11 +124,12 @@ def snap_biases(model, finer_inputs=False):
     changing weights (``set_weights``, ``EarlyStopping(restore_best_weights=True)`` after the
     scheduler). ``export_tflite``'s report lists layers still off their lattice.
 
-    ``finer_inputs``: the lattice of ``export_tflite(..., finer_inputs=finer_inputs)``.
-    ``True`` gives the linear layers that read a staircase a unit ``m`` times finer
-    (17 at 4 bits, 36 at 3 bits), so their biases move less, at the cost of one MUL per such
-    layer in the file (figures: docs/export.md); the default lattice is the one
-    ``quantize_model`` and ``TemperatureScheduler`` use, and it is on the finer one too.
+    ``finer_inputs``: the lattice of ``export_tflite(..., finer_inputs=finer_inputs)``, the
+    one ``quantize_model`` and ``TemperatureScheduler`` use by default (``True``). For a file
+    exported with ``finer_inputs=False`` (no requantizing MUL before the linear layers that
+    read a staircase: faster, figures in docs/export.md) train with
+    ``TemperatureScheduler(snap_biases=False)`` and call ``snap_biases(qat,
+    finer_inputs=False)``: that unit is ``m`` times coarser, so the biases move further.
 
     Returns:
       :class:`tf_qnets.core.bias_lattice.SnapReport` (``print`` it).

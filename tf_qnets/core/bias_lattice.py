@@ -14,9 +14,8 @@ the difference grows through the layers after it. Moving ``b_c`` onto the lattic
     b_c  ->  u_c round(b_c / u_c),
 
 through the variable that sets it (the folded BatchNormalization's ``beta``, else the
-layer's own ``bias``) changes the Keras model by at most half a unit (with the low-bit
-weight codes stored ``k`` times finer, below, ``u_c`` is a few hundredths of the layer's int8
-output step or less) and makes the
+layer's own ``bias``) changes the Keras model by at most half a unit (with finer inputs and
+codes ``u_c`` is a few thousandths of the layer's int8 output step or less) and makes the
 file's int32 bias exact. ``quantize_model`` does it before it returns (a model exported
 straight away is exact too), ``TemperatureScheduler`` at the end of ``fit``;
 ``tf_qnets.snap_biases(model)`` does it on demand; ``export_tflite`` lists the layers its
@@ -28,13 +27,12 @@ fixes, as ``export_tflite`` with its default options lowers them:
 
 * the layer reads, through layers that keep int8 values (max pooling, zero padding,
   reshapes, dropout), a saturating staircase (levels ``0 .. n``, uniform thresholds, scale
-  ``alpha``): ``s_in = alpha`` (with ``finer_inputs=True``: ``alpha * F / m``, the finer
-  input's ``m = 255 // n`` and ``F = 1 + 2**-20``,
-  :data:`tf_qnets.core.lowering.FINER_INPUT_FACTOR`, or ``alpha`` when ``m < 2``); or the
-  model input behind its input quantizer ``[lo, hi]``: ``s_in = (hi - lo) / 255``;
+  ``alpha``): ``s_in = alpha * F / m`` with the finer input's ``m = 255 // n`` and
+  ``F = 1 + 2**-20`` (:data:`tf_qnets.core.lowering.FINER_INPUT_FACTOR`), or ``alpha`` when
+  ``m < 2``; or the model input behind its input quantizer ``[lo, hi]``:
+  ``s_in = (hi - lo) / 255``;
 * ``s_w,c`` is the pinned kernel's weight scale (:mod:`tf_qnets.core.weight_codes`, low-bit
-  codes stored as ``k * code``, ``k = 127 // max |level|``: 18 at 4 bits, 31 for the 3-bit
-  levels ``{0, +-1, +-2, +-4}``);
+  codes stored as ``k * code``);
 * the layer's output (after a folded BN) is not read only by a ReLU whose staircase the
   exporter computes inside the kernel layer (aligned to it, :mod:`tf_qnets.core.alignment`,
   exact for any bias, or copied per threshold); except for a first layer reading the model
@@ -260,7 +258,7 @@ def _input_scale(network, producer, tensor_id, finer_inputs):
         return alpha * float(FINER_INPUT_FACTOR) / m, False, m
 
 
-def bias_lattices(network, finer_inputs=False):
+def bias_lattices(network, finer_inputs=True):
     """The :class:`BiasLattice` of every kernel layer whose int32 bias unit the model fixes
     (module docstring), for ``export_tflite(..., finer_inputs=finer_inputs)`` with INT8
     kernels (``int4_weights=False``, the default)."""
@@ -306,9 +304,9 @@ def bias_lattices(network, finer_inputs=False):
     return result
 
 
-def snap_biases(model, network, finer_inputs=False):
+def snap_biases(model, network, finer_inputs=True):
     """Move each bias of ``model`` (described by ``network``) onto its lattice (module
-    docstring; ``finer_inputs``: that of ``export_tflite(..., finer_inputs=True)``) and return a
+    docstring; that of ``export_tflite(..., finer_inputs=finer_inputs)``) and return a
     :class:`SnapReport`. ``model.get_layer(owner)`` (looking inside a
     wrapper's ``.layer``) gives the variable; it is read with ``np.asarray`` and written with
     ``assign``, which both Kerases' variables support on every backend."""

@@ -43,7 +43,7 @@ class ExportPlan:
       int4_weights, exact_uniform, finer_inputs: the export options (see ``export_tflite``).
     """
 
-    def __init__(self, network, int4_weights=False, exact_uniform=False, finer_inputs=False,
+    def __init__(self, network, int4_weights=False, exact_uniform=False, finer_inputs=True,
                  native=None):
         self.network = network
         self.native = dict(native or {})
@@ -110,7 +110,7 @@ class ExportPlan:
         return self.producer.get(node.flat_input_ids[0]) if node.flat_input_ids else None
 
 
-def make_plan(network, int4_weights=False, exact_uniform=False, finer_inputs=False,
+def make_plan(network, int4_weights=False, exact_uniform=False, finer_inputs=True,
               native=None):
     """Build the :class:`ExportPlan` of a described network: every rewrite plans, in order.
     ``native``: layer name -> a TensorFlow layer to call for a class export cannot rebuild
