@@ -8,7 +8,8 @@ The initialisation needs only
 * the extremes ``min x``, ``max x`` and ``max |x|`` (the max rule, the 8-bit ranges) and
   whether every value is finite (``min`` and ``max`` are finite iff all values are: NaN
   propagates through both);
-* a leading slice (the rounding-tie check of :func:`tf_qnets.core.input_range.tie_free_output_range`);
+* a leading slice (the rounding-tie check of
+  :func:`tf_qnets.core.input_range.tie_free_output_range`);
 * a random subset (the MSE scale of :func:`tf_qnets.core.init_math.mse_scales`):
   ``random_subset(k, seed)`` returns exactly ``np.random.default_rng(seed).choice(x, k,
   replace=False)`` of the concatenation ``x``, drawn as indices into the batches.
