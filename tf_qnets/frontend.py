@@ -21,6 +21,7 @@ import zipfile
 
 from tf_qnets.core.bias_lattice import snap_biases as snap_to_lattice
 from tf_qnets.core.keras_version import is_keras3_object
+from tf_qnets.core.lowering import DEFAULT_FINER_INPUTS
 
 __all__ = [
     "count_quantizers",
@@ -107,7 +108,7 @@ def recalibrate_batch_norm(model, data, max_batches=None, verbose=0):
         model, data, max_batches=max_batches, verbose=verbose)
 
 
-def snap_biases(model, finer_inputs=True):
+def snap_biases(model, finer_inputs=DEFAULT_FINER_INPUTS):
     """Move the folded biases that the integer file rounds onto its int32 lattice.
 
     A kernel layer exported as a plain kernel op stores its folded bias ``b_c`` as the int32

@@ -34,8 +34,7 @@ class ActivationSample:
     """The values of ``parts`` (arrays of any shapes), in order, as one flat sample."""
 
     def __init__(self, parts):
-        self.parts = [np.asarray(part).ravel() for part in parts]
-        self.parts = [part for part in self.parts if part.size]
+        self.parts = [flat for flat in (np.asarray(part).ravel() for part in parts) if flat.size]
         self.size = int(sum(part.size for part in self.parts))
         self._extremes = None
 

@@ -62,6 +62,7 @@ import numpy as np
 
 from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
 from tf_qnets.core.lowering import (
+    DEFAULT_FINER_INPUTS,
     FINER_INPUT_FACTOR,
     finer_input_multiplier,
     has_saturating_lowering,
@@ -258,7 +259,7 @@ def _input_scale(network, producer, tensor_id, finer_inputs):
         return alpha * float(FINER_INPUT_FACTOR) / m, False, m
 
 
-def bias_lattices(network, finer_inputs=True):
+def bias_lattices(network, finer_inputs=DEFAULT_FINER_INPUTS):
     """The :class:`BiasLattice` of every kernel layer whose int32 bias unit the model fixes
     (module docstring), for ``export_tflite(..., finer_inputs=finer_inputs)`` with INT8
     kernels (``int4_weights=False``, the default)."""
@@ -304,7 +305,7 @@ def bias_lattices(network, finer_inputs=True):
     return result
 
 
-def snap_biases(model, network, finer_inputs=True):
+def snap_biases(model, network, finer_inputs=DEFAULT_FINER_INPUTS):
     """Move each bias of ``model`` (described by ``network``) onto its lattice (module
     docstring; that of ``export_tflite(..., finer_inputs=finer_inputs)``) and return a
     :class:`SnapReport`. ``model.get_layer(owner)`` (looking inside a

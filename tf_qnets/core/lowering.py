@@ -22,7 +22,7 @@ Example::
 
 import numpy as np
 
-__all__ = ["FINER_INPUT_FACTOR", "UNIFORM_TOLERANCE", "check_scales", "finer_input_multiplier", "code_multiplier", "code_range", "decision_step",
+__all__ = ["DEFAULT_FINER_INPUTS", "FINER_INPUT_FACTOR", "UNIFORM_TOLERANCE", "check_scales", "finer_input_multiplier", "code_multiplier", "code_range", "decision_step",
            "has_saturating_lowering", "is_uniform_staircase", "output_code_multiplier",
            "output_range", "saturating_range"]
 
@@ -30,6 +30,10 @@ UNIFORM_TOLERANCE = 1e-5
 # A finer input (levels 0..n re-stored at scale alpha / m) is one MUL by this factor, 2**-20
 # above 1: a FakeQuant right after another one is dropped by the TFLite converter, a MUL is kept.
 FINER_INPUT_FACTOR = np.float32(1.0 + 2.0 ** -20)
+# Whether export_tflite re-stores a staircase finer before a linear kernel layer by default;
+# the bias lattice that quantize_model and TemperatureScheduler snap to follows it
+# (measured both ways: docs/export.md, "A linear layer reading a staircase").
+DEFAULT_FINER_INPUTS = True
 
 
 def code_range(levels):

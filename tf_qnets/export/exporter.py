@@ -22,6 +22,7 @@ import dataclasses
 import numpy as np
 
 from tf_qnets.core.calibration_data import input_batches
+from tf_qnets.core.lowering import DEFAULT_FINER_INPUTS
 from tf_qnets.export.convert import ExportError, check_writable, convert_function, write_atomic
 from tf_qnets.export.bias_lattice import traced_bias_lattices
 from tf_qnets.export.describe import describe
@@ -123,7 +124,8 @@ def _representative_batches(data, network):
 
 
 def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_weights=False,
-                  verify_data=None, exact_uniform=False, finer_inputs=True):
+                  verify_data=None, exact_uniform=False,
+                  finer_inputs=DEFAULT_FINER_INPUTS):
     """Export a :func:`tf_qnets.quantize_model` result to an integer TFLite file.
 
     Args:

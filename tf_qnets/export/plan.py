@@ -19,6 +19,7 @@ Example::
 
 import numpy as np
 
+from tf_qnets.core.lowering import DEFAULT_FINER_INPUTS
 from tf_qnets.core.network import Int8Range, Staircase
 from tf_qnets.export.tf_layers import build_layer
 
@@ -43,7 +44,7 @@ class ExportPlan:
       int4_weights, exact_uniform, finer_inputs: the export options (see ``export_tflite``).
     """
 
-    def __init__(self, network, int4_weights=False, exact_uniform=False, finer_inputs=True,
+    def __init__(self, network, int4_weights=False, exact_uniform=False, finer_inputs=DEFAULT_FINER_INPUTS,
                  native=None):
         self.network = network
         self.native = dict(native or {})
@@ -110,7 +111,7 @@ class ExportPlan:
         return self.producer.get(node.flat_input_ids[0]) if node.flat_input_ids else None
 
 
-def make_plan(network, int4_weights=False, exact_uniform=False, finer_inputs=True,
+def make_plan(network, int4_weights=False, exact_uniform=False, finer_inputs=DEFAULT_FINER_INPUTS,
               native=None):
     """Build the :class:`ExportPlan` of a described network: every rewrite plans, in order.
     ``native``: layer name -> a TensorFlow layer to call for a class export cannot rebuild
