@@ -190,7 +190,7 @@ def markdown(rows, args, wall):
         f"Whole run: {wall / 60:.1f} min.",
         "",
         "| model | W/A | quantize_model | export_tflite | staircases: aligned / copies / partly / "
-        "sum / rounded "
+        "sum / table / rounded "
         "| reference-exact channels | size (of float32) | latency: file / float32 / "
         "TFLite int8 PTQ | `finer_inputs=False`: MULs fewer, latency "
         "| `int4_weights=\"auto\"`: size, latency |",
@@ -201,7 +201,7 @@ def markdown(rows, args, wall):
         lines.append(
             f"| {row['model']} | {row['bits'][1:].replace('A', '/')} | {row['quantize_s']:.0f} s "
             f"| {row['export_s']:.0f} s | {low.get('aligned', 0)} / {low.get('copies', 0)} / "
-            f"{low.get('partial', 0)} / {low.get('sum', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
+            f"{low.get('partial', 0)} / {low.get('sum', 0)} / {low.get('table', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
             f"| {row['bytes'] / 1e6:.2f} MB "
             f"({row['bytes'] / row['float_bytes']:.2f}) | {row['ms']:.1f} / {row['float_ms']:.1f} / "
             f"{row['ptq_ms']:.1f} ms | {row['muls']}, {row['plain_ms']:.1f} ms "
@@ -311,7 +311,7 @@ def markdown_trained(rows, args, wall):
         "| model | W/A | float | Keras | TFLite | agreement: XNNPACK / reference kernels "
         "| the file's XNNPACK vs reference kernels | agreement, `finer_inputs=False` "
         "| staircases: aligned / copies / partly / "
-        "sum / rounded | reference-exact channels | size (of float32) |",
+        "sum / table / rounded | reference-exact channels | size (of float32) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -322,7 +322,7 @@ def markdown_trained(rows, args, wall):
             f"| {100 * row['agreement']:.2f}% / {100 * row['agreement_reference']:.2f}% "
             f"| {100 * row['kernels_agreement']:.2f}% | {100 * row['plain_agreement']:.2f}% "
             f"| {low.get('aligned', 0)} / {low.get('copies', 0)} / "
-            f"{low.get('partial', 0)} / {low.get('sum', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
+            f"{low.get('partial', 0)} / {low.get('sum', 0)} / {low.get('table', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
             f"| {row['bytes'] / 1e6:.2f} MB ({row['bytes'] / row['float_bytes']:.2f}) |")
     lines.append("<!-- export-zoo-trained:end -->")
     return "\n".join(lines)

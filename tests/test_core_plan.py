@@ -194,3 +194,18 @@ def test_poolings_the_file_stores_in_int8_get_int8_outputs():
     specs = plan_layers(infos, w_bits=3, a_bits=3, readers=readers)
     int8 = sorted(name for name, spec in specs.items() if isinstance(spec.output, Int8Spec))
     assert int8 == ["se_mul", "se_pool", "t_conv", "t_pool"]
+
+
+def test_a_pooling_reshaped_for_squeeze_and_excitation_is_an_int8_tensor():
+    """EfficientNet pools without keepdims and reshapes to 1x1 before its 1x1 convolution; the
+    file stores the mean in int8 (MEAN), so Keras rounds it too."""
+    infos = [LayerInfo("c", "Conv2D", "relu", has_weights=True),
+             LayerInfo("pool", "GlobalAveragePooling2D"), LayerInfo("reshape", "Reshape"),
+             LayerInfo("se", "Conv2D", "relu", has_weights=True),
+             LayerInfo("head_pool", "GlobalAveragePooling2D"),
+             LayerInfo("out", "Dense", "linear", has_weights=True, is_model_output=True)]
+    readers = {"c": ["pool", "head_pool"], "pool": ["reshape"], "reshape": ["se"],
+               "head_pool": ["out"]}
+    specs = plan_layers(infos, w_bits=4, a_bits=4, first_last="low_bit", readers=readers)
+    assert isinstance(specs["pool"].output, Int8Spec)
+    assert "head_pool" not in specs          # the classifier's pooling folds into the Dense

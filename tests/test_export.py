@@ -443,7 +443,7 @@ def test_inspect_lists_ops_dtypes_and_codes(exported):
 def test_report_says_how_each_staircase_was_lowered(uniform_model, kmeans_model, tmp_path):
     report = export_tflite(uniform_model, str(tmp_path / "u.tflite"), images(32))
     assert report.staircases == {"aligned": ["quant_r2", "quant_c3"], "copies": ["quant_r1"],
-                                 "partial": [], "sum": [], "rounded": []}
+                                 "partial": [], "sum": [], "table": [], "rounded": []}
     assert re.search(r"2 aligned \(exact, one layer; [\d.]+% of their channels exact in the "
                      r"reference kernels too\), 1 per-threshold copies \(exact\)", str(report))
     assert report.reference_exact > 0.9

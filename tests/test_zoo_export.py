@@ -13,6 +13,8 @@ from tf_qnets.core.bias_lattice import bias_lattices
 from tf_qnets.export import export_tflite
 from tf_qnets.keras2.describe_network import describe_network
 
+from conftest import cut_export_offset
+
 
 @pytest.fixture(scope="module")
 def images():
@@ -53,3 +55,34 @@ def test_mobilenet_v2_exports_with_folded_depthwise_bn(images, tmp_path):
         ["quant_Conv1"] + [f"quant_block_{i}_project" for i in range(1, 17)]
         + ["quant_expanded_conv_project"])
     assert report.off_lattice == [] and tf_qnets.snap_biases(qat).moved == []
+
+
+def test_efficientnet_b0_decides_every_swish_and_sigmoid_on_int8_codes(images, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.applications.EfficientNetB0(input_shape=(32, 32, 3), weights=None, classes=10)
+    qat = tf_qnets.quantize_model(model, w_bits=4, a_bits=4, calibration_data=images,
+                                  first_last="int8", verbose=0)
+    # the squeeze-and-excitation convolutions' swish and sigmoid moved onto layers of their own
+    assert qat.get_layer("quant_block2a_se_reduce").layer.activation.__name__ == "linear"
+    assert qat.get_layer("quant_block2a_se_expand_activation").layer.activation.__name__ == \
+        "sigmoid"
+    path = str(tmp_path / "efficientnet_b0.tflite")
+    report = export_tflite(qat, path, images[:16])
+    # all 65 staircases (33 swish activations, 16 + 16 in squeeze-and-excitation) are tables of
+    # their int8 input's codes; no LOGISTIC op is left, and every bias is on its lattice
+    assert len(report.staircases["table"]) == 65
+    assert sum(len(names) for names in report.staircases.values()) == 65
+    counts = {name: count for name, _, count in report.ops}
+    assert "LOGISTIC" not in counts and report.off_lattice == []
+    # the squeeze-and-excitation Reshape is one RESHAPE to a constant shape (no SHAPE, PACK:
+    # a dynamic tensor that XNNPACK would not take), and the identity Normalization (weights=None)
+    # is no op, so the stem convolution's bias unit is fixed by the pixel scaling before it
+    assert "SHAPE" not in counts and "PACK" not in counts
+    assert "quant_stem_conv" in [row.layer for row in bias_lattices(describe_network(qat))]
+    # the file computes the Keras model's values through the first blocks (random weights
+    # amplify the rare int8 rounding ties of a residual Add further on; the trained network's
+    # agreement is measured by benchmarks/export_zoo.py --train, docs/export.md)
+    fresh = np.random.default_rng(9).integers(0, 256, (8, 32, 32, 3)).astype("float32")
+    _, off = cut_export_offset(qat, "quant_block2a_project_bn", images[:16], fresh,
+                               str(tmp_path / "cut.tflite"))
+    assert off == 0.0

@@ -26,11 +26,13 @@ alone (no framework: both Keras paths, any backend), for the layers whose ``s_in
 fixes, as ``export_tflite`` with its default options lowers them:
 
 * the layer reads, through layers that keep int8 values (max pooling, zero padding,
-  reshapes, dropout), a saturating staircase (levels ``0 .. n``, uniform thresholds, scale
+  reshapes, dropout, an identity ``Normalization``), a saturating staircase (levels ``0 .. n``, uniform thresholds, scale
   ``alpha``): ``s_in = alpha * F / m`` with the finer input's ``m = 255 // n`` and
   ``F = 1 + 2**-20`` (:data:`tf_qnets.core.lowering.FINER_INPUT_FACTOR`), or ``alpha`` when
   ``m < 2``; or the model input behind its input quantizer ``[lo, hi]``:
-  ``s_in = (hi - lo) / 255``;
+  ``s_in = (hi - lo) / 255``; or a staircase on swish, sigmoid, ... lowered as a table of
+  its int8 input's codes (:func:`tf_qnets.core.lowering.is_table_staircase`):
+  ``s_in = alpha / m``, level ``v`` stored as ``m v``;
 * ``s_w,c`` is the pinned kernel's weight scale (:mod:`tf_qnets.core.weight_codes`, low-bit
   codes stored as ``k * code``);
 * the layer's output (after a folded BN) is not read only by a ReLU whose staircase the
@@ -64,8 +66,10 @@ from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
 from tf_qnets.core.lowering import (
     DEFAULT_FINER_INPUTS,
     FINER_INPUT_FACTOR,
+    code_multiplier,
     finer_input_multiplier,
     has_saturating_lowering,
+    is_table_staircase,
     is_uniform_staircase,
 )
 from tf_qnets.core.alignment import channel_lattice
@@ -74,7 +78,7 @@ from tf_qnets.core.rounding_margin import MAX_GAIN_CHANGE, margin_biases, margin
 from tf_qnets.core.weight_codes import finer_code_factor, finer_codes, pin_layer_kernel, weight_steps
 
 __all__ = ["BiasLattice", "OFF_LATTICE_TOLERANCE", "SnapReport", "bias_lattices", "bias_owner",
-           "folded_batch_norms", "snap_biases"]
+           "folded_batch_norms", "is_identity_normalization", "snap_biases"]
 
 # A bias within this many units of its lattice point is on it (float32 products and the
 # float32 Keras variables leave a few thousandths of a unit).
@@ -227,6 +231,19 @@ def bias_owner(layer, bn):
     return None, None
 
 
+def is_identity_normalization(layer):
+    """True for a described ``Normalization`` that computes ``x`` itself (mean 0, variance 1:
+    a ``keras.applications`` network built with ``weights=None``); the export emits it as
+    nothing (:mod:`tf_qnets.export.rewrites.affine`), so it keeps its input's int8 values."""
+    if layer.class_name != "Normalization" or layer.config.get("invert", False):
+        return False
+    mean = layer.weights.get("mean", layer.config.get("mean"))
+    variance = layer.weights.get("variance", layer.config.get("variance"))
+    if mean is None or variance is None:
+        return False
+    return bool(np.all(np.asarray(mean) == 0.0) and np.all(np.asarray(variance) == 1.0))
+
+
 def _input_scale(network, producer, tensor_id, finer_inputs):
     """``(scale, reads the model input, m)``: the int8 scale the model fixes for ``tensor_id``
     (None when a calibrated range sets it) and the code multiplier ``m`` of its values (a
@@ -239,7 +256,8 @@ def _input_scale(network, producer, tensor_id, finer_inputs):
             fixed = network.input_ranges[network.input_ids.index(tensor_id)]
             return (None if fixed is None else (float(fixed[1]) - float(fixed[0])) / 255.0), True, 1
         layer = node.layer
-        if layer.class_name in INT8_KEEPING_LAYERS and layer.output_quantizer is None:
+        if layer.output_quantizer is None and (layer.class_name in INT8_KEEPING_LAYERS
+                                               or is_identity_normalization(layer)):
             tensor_id = node.flat_input_ids[0]
             continue
         quantizer = layer.output_quantizer
@@ -249,6 +267,10 @@ def _input_scale(network, producer, tensor_id, finer_inputs):
         if not isinstance(quantizer, Staircase):
             return None, False, 1
         levels = quantizer.levels
+        if len(node.flat_input_ids) == 1 and is_table_staircase(
+                layer, getattr(producer.get(node.flat_input_ids[0]), "layer", None)):
+            m = code_multiplier(levels)         # a table of its input's codes
+            return float(quantizer.alpha) / m, False, m
         if not (has_saturating_lowering(levels)
                 and is_uniform_staircase(quantizer.thresholds, levels)):
             return None, False, 1

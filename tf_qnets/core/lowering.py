@@ -24,7 +24,7 @@ import numpy as np
 
 __all__ = ["DEFAULT_FINER_INPUTS", "FINER_INPUT_FACTOR", "UNIFORM_TOLERANCE", "check_scales", "finer_input_multiplier", "code_multiplier", "code_range", "decision_step",
            "has_saturating_lowering", "is_uniform_staircase", "output_code_multiplier",
-           "output_range", "saturating_range"]
+           "output_range", "saturating_range", "TABLE_ACTIVATION_LAYERS", "is_table_staircase"]
 
 UNIFORM_TOLERANCE = 1e-5
 # A finer input (levels 0..n re-stored at scale alpha / m) is one MUL by this factor, 2**-20
@@ -112,3 +112,23 @@ def finer_input_multiplier(top_level):
     ``m v - 128`` (scale ``alpha / m``) for a kernel layer that reads them (a finer input;
     ``m < 2``: none)."""
     return 255 // max(int(top_level), 1)
+
+
+# Layers computing one elementwise function of one tensor: a staircase on one of them that
+# reads a fixed int8 tensor is lowered as a table of that tensor's 256 codes.
+TABLE_ACTIVATION_LAYERS = frozenset({"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU",
+                                     "Softplus"})
+
+
+def is_table_staircase(layer, source):
+    """True when export lowers the staircase of the described ``layer`` as a table of its
+    input's int8 codes (:mod:`tf_qnets.export.rewrites.code_staircase`): an elementwise
+    activation that is not a ReLU (swish, sigmoid, ...) with a staircase, whose one input
+    comes from ``source``, a layer with an 8-bit output range (``None``: a model input).
+    Its output then has the scale ``alpha / m`` (:func:`output_range`), level ``v`` stored as
+    ``m v`` (:func:`code_multiplier`)."""
+    from tf_qnets.core.network import Int8Range, Staircase, relu_cap
+
+    return (source is not None and layer.class_name in TABLE_ACTIVATION_LAYERS
+            and isinstance(layer.output_quantizer, Staircase) and not relu_cap(layer)[0]
+            and isinstance(source.output_quantizer, Int8Range))

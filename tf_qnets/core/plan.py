@@ -37,7 +37,9 @@ from tf_qnets.core.levels import LevelSet, resolve_levels
 from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT, GRADIENTS
 
 __all__ = [
+    "ACTIVATION_KEYS",
     "FIRST_LAST",
+    "FUSED_ACTIVATIONS",
     "ROLES",
     "check_quantizer_options",
     "Int8Spec",
@@ -47,6 +49,8 @@ __all__ = [
     "QuantizerSpec",
     "THRESHOLD_INITS",
     "plan_layers",
+    "split_activations",
+    "split_per_layer",
 ]
 
 THRESHOLD_INITS = ("auto", "kmeans", "uniform")
@@ -220,15 +224,29 @@ INT8_BEFORE_QUANTIZED_LAYERS = frozenset({"Rescaling"})
 def _fuses(producer, reader, a_bits):
     """True when TFLite computes ``reader`` inside the op that computes ``producer``'s output,
     so that output is never stored: a BatchNormalization folded into the kernel layer before
-    it, a quantized ReLU fused into the kernel layer, BN or Add before it. A Concatenate
+    it, a quantized ReLU fused into the kernel layer, BN or Add before it (a quantized swish,
+    sigmoid, ... is not: its staircase is a table of the int8 tensor before it). A Concatenate
     counts too: the converter gives a tensor that only a concatenation reads the
     concatenation's own scale, so the producer rounds once, to the concatenation's range."""
     if producer.kind in KERNEL_ATTRIBUTES and reader.kind == "BatchNormalization":
         return True
     if reader.kind == "Concatenate":
         return True
-    return (reader.kind in ("ReLU", "Activation") and a_bits is not None
+    return (a_bits is not None and _is_relu(reader)
             and output_kind(reader.kind, reader.activation, reader.negative_slope) is not None)
+
+
+# Activations whose staircase the file computes inside the op before it (the requantization
+# and a fused ReLU). Any other activation with a staircase (swish, sigmoid, tanh, GELU, a
+# leaky ReLU) is decided on its int8 input's 256 codes
+# (tf_qnets.export.rewrites.code_staircase), so that input is an int8 tensor of its own.
+FUSED_ACTIVATIONS = ("relu", "relu6")
+
+
+def _is_relu(info):
+    if info.kind == "ReLU":
+        return not info.negative_slope
+    return info.kind == "Activation" and info.activation in FUSED_ACTIVATIONS
 
 
 def _stored_in_int8(info, readers, infos_by_name, a_bits):
@@ -258,7 +276,13 @@ def _pooled_into_convolutions(info, readers, infos_by_name, last_kernel):
     has no alignment."""
     if info.kind != "GlobalAveragePooling2D":
         return False
-    found = readers.get(info.name, ())
+    found = []
+    for name in readers.get(info.name, ()):
+        # EfficientNet pools without keepdims and reshapes to 1x1 (a Reshape keeps int8 codes)
+        if name in infos_by_name and infos_by_name[name].kind == "Reshape":
+            found.extend(readers.get(name, ()) or [None])
+        else:
+            found.append(name)
     return bool(found) and all(
         r in infos_by_name and infos_by_name[r].kind == "Conv2D" and r != last_kernel
         for r in found)
@@ -363,3 +387,64 @@ def plan_layers(infos, w_bits=3, a_bits=None, *, weight_scheme="pow2", threshold
             f"{', '.join(sorted(KERNEL_ATTRIBUTES))}; the first and last of them stay float "
             "unless first_last='int8' or 'low_bit').")
     return specs
+
+
+# per_layer settings that concern a layer's activation staircase (they follow it when
+# split_activations moves the staircase onto a layer of its own)
+ACTIVATION_KEYS = ("a_bits", "activation_gradient", "thresholds", "train_thresholds")
+
+
+def split_activations(infos, a_bits, per_layer=None, exclude=()):
+    """``{kernel layer name: name of its new Activation layer}`` for the kernel layers whose
+    activation ``quantize_model`` moves onto a layer of its own.
+
+    A kernel layer with a quantized activation that is not a ReLU (``Conv2D(...,
+    activation="swish")``, EfficientNet's squeeze-and-excitation convolutions) computes
+    ``f(z)`` inside the layer, so ``z`` is never an int8 tensor that the Keras model rounds
+    as the integer file does. Split into the kernel layer (linear) and ``Activation(f)``,
+    the same network gets an 8-bit output quantizer on ``z`` and its staircase becomes a
+    table of ``z``'s 256 codes in the file (:mod:`tf_qnets.export.rewrites.code_staircase`),
+    exact. The new layer is called ``<kernel name>_activation`` (with a number appended if
+    that name is taken).
+
+    >>> infos = [LayerInfo("se", "Conv2D", "swish", has_weights=True),
+    ...          LayerInfo("c", "Conv2D", "relu", has_weights=True)]
+    >>> split_activations(infos, a_bits=4)
+    {'se': 'se_activation'}
+    """
+    per_layer = per_layer if isinstance(per_layer, dict) else {}   # plan_layers checks it
+    exclude = () if isinstance(exclude, str) else exclude
+    taken = {info.name for info in infos}
+    found = {}
+    for info in infos:
+        settings = per_layer.get(info.name, {})
+        if settings is not None and not isinstance(settings, dict):
+            continue
+        if (info.kind not in KERNEL_ATTRIBUTES or info.is_model_output
+                or info.activation in (None, "linear") + FUSED_ACTIVATIONS
+                or output_kind(info.kind, info.activation) is None
+                or info.name in exclude or settings is None
+                or settings.get("a_bits", a_bits) is None):
+            continue
+        name, number = f"{info.name}_activation", 0
+        while name in taken:
+            number += 1
+            name = f"{info.name}_activation_{number}"
+        taken.add(name)
+        found[info.name] = name
+    return found
+
+
+def split_per_layer(per_layer, splits):
+    """``per_layer`` with each split kernel layer's activation settings (``ACTIVATION_KEYS``)
+    copied to its new Activation layer (:func:`split_activations`)."""
+    if not isinstance(per_layer, dict) or not splits:
+        return per_layer
+    result = dict(per_layer)
+    for kernel, activation in splits.items():
+        settings = per_layer.get(kernel)
+        if isinstance(settings, dict):
+            moved = {key: value for key, value in settings.items() if key in ACTIVATION_KEYS}
+            if moved:
+                result[activation] = moved
+    return result

@@ -55,12 +55,21 @@ def _staircase_layers(model):
     return layers
 
 
-def _output_tensor(interpreter, scope):
+def _op_outputs(interpreter):
+    """``[(tensor index, tensor name)]`` of every op output, in execution order (read once: the
+    interpreter rebuilds its whole tensor list on each ``get_tensor_details`` call)."""
+    names = {detail["index"]: detail["name"] for detail in interpreter.get_tensor_details()}
+    return [(tensor, names.get(tensor, ""))
+            for op in interpreter._get_ops_details()  # noqa: SLF001 - the only op-order API
+            for tensor in op["outputs"] if tensor >= 0]
+
+
+def _output_tensor(interpreter, scope, outputs=None):
+    """The last op output whose name lies in the name scope ``scope``, or None."""
     index = None
-    for op in interpreter._get_ops_details():  # noqa: SLF001 - the only op-order API
-        for tensor in op["outputs"]:
-            if tensor >= 0 and scope + "/" in interpreter.get_tensor_details()[tensor]["name"]:
-                index = tensor
+    for tensor, name in (outputs if outputs is not None else _op_outputs(interpreter)):
+        if scope + "/" in name:
+            index = tensor
     return index
 
 
@@ -95,8 +104,9 @@ def staircase_flips(qat_model, tflite_path, x, kernels="reference"):
     interpreter.set_tensor(detail["index"], feed)
     interpreter.invoke()
     rows = []
+    outputs = _op_outputs(interpreter)
     for (layer, alpha), reference in zip(layers, keras_out):
-        index = _output_tensor(interpreter, staircase_scope(layer.name))
+        index = _output_tensor(interpreter, staircase_scope(layer.name), outputs)
         if index is None:
             raise ValueError(
                 f"No staircase output for layer {layer.name!r} in {tflite_path!r}; was the file "

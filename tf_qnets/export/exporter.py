@@ -47,7 +47,7 @@ class ExportReport:
     float_size_bytes: int
     inspection: object          # InspectReport of the written file
     verification: object = None  # VerificationReport when verify_data was given
-    staircases: dict = None      # {"aligned"|"copies"|"partial"|"sum"|"rounded": [layer names]}
+    staircases: dict = None      # {"aligned"|"copies"|"partial"|"sum"|"table"|"rounded": [layer names]}
     reference_exact: float = None  # aligned channels exact under TFLite's reference kernels too
     off_lattice: list = dataclasses.field(default_factory=list)  # kernel layers whose bias the file rounds
     default_lattice: bool = True   # exported with the options whose lattice snap_biases uses
@@ -89,6 +89,7 @@ class ExportReport:
                 f"{len(self.staircases['copies'])} per-threshold copies (exact), "
                 f"{len(self.staircases.get('partial', []))} partly aligned, "
                 f"{len(self.staircases.get('sum', []))} the requantization of an addition, "
+                f"{len(self.staircases.get('table', []))} a table of their int8 input's codes (exact), "
                 f"{len(self.staircases['rounded'])} read a rounded int8 tensor"
                 + (f" ({', '.join(self.staircases['rounded'])})" if self.staircases["rounded"] else ""))
         if self.off_lattice:

@@ -8,6 +8,7 @@ from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras, require_keras2_model, tf
 from tf_qnets.core.bias_lattice import snap_if_describable
 from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_message
+from tf_qnets.core.plan import split_activations, split_per_layer
 from tf_qnets.keras2.describe_network import describe_network
 from tf_qnets.keras2.batch_norm import freezable, frozen_copy
 from tf_qnets.tf.distribute import broadcast_from_first_replica
@@ -19,8 +20,9 @@ from tf_qnets.keras2.init import (
     initialize_weight_quantizers,
 )
 from tf_qnets.keras2.quantizer import QNetsQuantizer
-from tf_qnets.keras2.scheme import QNetsScheme, plan_quantization
+from tf_qnets.keras2.scheme import QNetsScheme, layer_infos, plan_quantization
 from tf_qnets.keras2.scope import quantize_scope
+from tf_qnets.keras2.split_activation import split_kernel_activations
 from tf_qnets.tf.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.keras2.wrapper import QNetsWrapper
 
@@ -160,6 +162,11 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
     """
     _check_model_structure(model)
     check_batch_norm_mode(batch_norm)
+    # A kernel layer's swish/sigmoid/... activation with a staircase goes onto a layer of its
+    # own, so that the int8 rounding of its input is in the model as in the file.
+    splits = split_activations(layer_infos(model), a_bits, per_layer, exclude)
+    model = split_kernel_activations(model, splits)
+    per_layer = split_per_layer(per_layer, splits)
     plans = plan_quantization(
         model, w_bits, a_bits, weight_scheme=weight_scheme, thresholds=thresholds,
         first_last=first_last, per_layer=per_layer, exclude=exclude, gradient=gradient,

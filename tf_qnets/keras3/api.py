@@ -12,7 +12,7 @@ from keras import ops
 
 from tf_qnets.core.bias_lattice import snap_if_describable
 from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_message
-from tf_qnets.core.plan import plan_layers
+from tf_qnets.core.plan import plan_layers, split_activations, split_per_layer
 from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.keras3.calibration import calibration_batches
 from tf_qnets.keras3.describe_network import describe_network
@@ -26,6 +26,7 @@ from tf_qnets.keras3.init import (
 )
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 from tf_qnets.keras3.rewrite import wrap_layers
+from tf_qnets.keras3.split_activation import split_kernel_activations
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
 __all__ = ["count_quantizers", "is_quantized_model", "quantize_model", "quantizers"]
@@ -140,6 +141,11 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
     _check_backend()
     check_model(model)
     check_batch_norm_mode(batch_norm)
+    # A kernel layer's swish/sigmoid/... activation with a staircase goes onto a layer of its
+    # own, so that the int8 rounding of its input is in the model as in the file.
+    splits = split_activations(layer_infos(model), a_bits, per_layer, exclude)
+    model = split_kernel_activations(model, splits)
+    per_layer = split_per_layer(per_layer, splits)
     specs = plan_layers(
         layer_infos(model), w_bits, a_bits, weight_scheme=weight_scheme, thresholds=thresholds,
         first_last=first_last, per_layer=per_layer, exclude=exclude, gradient=gradient,

@@ -2,7 +2,11 @@
 
 Matches the scale-keeping layers of ``tf_qnets.core.layer_kinds``: Flatten, Reshape, dropout
 and noise layers (identities at inference), max pooling, Permute, cropping and zero padding,
-and average pooling (TFLite's int8 average pooling keeps its input's scale). Emits the layer's call with no range of its own.
+and average pooling (TFLite's int8 average pooling keeps its input's scale). Emits the layer's
+call with no range of its own; a Reshape as one RESHAPE to a constant shape (Keras computes
+the batch size at run time, which the converter writes as SHAPE, STRIDED_SLICE and PACK ops
+and a reshaped tensor of dynamic shape that XNNPACK does not take: the layers reading it then
+run in TFLite's own int8 kernels, which round differently).
 An average pooling that carries an int8 output range of its own (``quantize_model`` gives one
 where the file stores the pooled tensor) is left to :mod:`.layer_call` (its call, then that
 range) or, with ``padding="valid"``, to :mod:`.average_pooling`.
@@ -10,6 +14,7 @@ range) or, with ``padding="valid"``, to :mod:`.average_pooling`.
 
 from tf_qnets.core.layer_kinds import SCALE_KEEPING
 from tf_qnets.export.layers import layer_class
+from tf_qnets.keras2.backend import tf
 
 __all__ = ["PassThrough"]
 
@@ -28,4 +33,9 @@ class PassThrough:
                 plan.claim(node, self)
 
     def emit(self, node, values, context):
-        return context.plan.tf_layer(node.layer)(values[node.flat_input_ids[0]], training=False)
+        x = values[node.flat_input_ids[0]]
+        target = node.layer.config.get("target_shape")
+        if layer_class(node.layer) == "Reshape" and target and all(
+                isinstance(size, int) and size > 0 for size in target):
+            return tf.reshape(x, [-1] + [int(size) for size in target])
+        return context.plan.tf_layer(node.layer)(x, training=False)
