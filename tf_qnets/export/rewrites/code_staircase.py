@@ -26,9 +26,9 @@ or ``R`` whatever its rounding; the count ``c`` holds ``j R`` on a grid of step 
 (``q = 255 // #steps``), so every sum is exact, and the MUL rounds ``j alpha`` once onto the
 output grid. Exact in every kernel set; it costs one SUB and one ADD per level the table
 passes through (a 4-bit staircase on swish about 17 of each), one MUL and at most one ADD.
-Without a fixed int8 input (an activation the model keeps in float before it) the layer is
-called as it is (:mod:`.layer_call`: its codes are then rounded twice and can differ from
-Keras').
+Without a fixed int8 input (an activation the model keeps in float before it), or with more
+than :data:`MAX_TABLE_STEPS` steps (8-bit activations), the layer is called as it is
+(:mod:`.layer_call`: its codes are then rounded twice and can differ from Keras').
 
 Example (what a plan holds after this rewrite planned)::
 
@@ -44,7 +44,12 @@ from tf_qnets.export.rewrites.layer_call import LayerCall
 from tf_qnets.keras2.backend import tf
 from tf_qnets.tf.staircase import hard_staircase
 
-__all__ = ["CodeStaircase", "code_table", "table_jumps"]
+__all__ = ["CodeStaircase", "MAX_TABLE_STEPS", "code_table", "table_jumps"]
+
+# The most unit steps a table is emitted with (two int8 passes each): a 4-bit staircase on swish
+# has about 10, an 8-bit one up to 255; beyond this the layer is called as it is (its codes
+# rounded twice, listed as "rounded" in the export report).
+MAX_TABLE_STEPS = 64
 
 def code_table(layer, grid, alpha, beta, thresholds, levels, tf_layer):
     """``L[k]``: the staircase level Keras computes for the input value ``grid[k]`` (``tf_layer``:
@@ -101,7 +106,10 @@ class CodeStaircase:
             table = code_table(layer, grid, alpha, beta, thresholds, levels,
                                context.plan.tf_layer(layer))
         jumps = table_jumps(table)
-        if not jumps:       # one level for every input code
+        steps = sum(abs(delta) for _, delta in jumps)
+        if len(grid) < 2 or not 0 < steps <= MAX_TABLE_STEPS:
+            # one level for every code, or a staircase of more levels than the emitted passes
+            # are worth (8-bit activations): called as it is, reported as rounded
             return LayerCall().emit(node, values, context)
         with tf.name_scope(staircase_scope(layer.name)):
             y = _steps(x, grid, table[0], jumps, float(alpha), levels)
