@@ -64,10 +64,11 @@ def _op_outputs(interpreter):
             for tensor in op["outputs"] if tensor >= 0]
 
 
-def _output_tensor(interpreter, scope, outputs=None):
-    """The last op output whose name lies in the name scope ``scope``, or None."""
+def _output_tensor(outputs, scope):
+    """The last of ``outputs`` (:func:`_op_outputs`) whose name lies in the name scope
+    ``scope``, or None."""
     index = None
-    for tensor, name in (outputs if outputs is not None else _op_outputs(interpreter)):
+    for tensor, name in outputs:
         if scope + "/" in name:
             index = tensor
     return index
@@ -106,7 +107,7 @@ def staircase_flips(qat_model, tflite_path, x, kernels="reference"):
     rows = []
     outputs = _op_outputs(interpreter)
     for (layer, alpha), reference in zip(layers, keras_out):
-        index = _output_tensor(interpreter, staircase_scope(layer.name), outputs)
+        index = _output_tensor(outputs, staircase_scope(layer.name))
         if index is None:
             raise ValueError(
                 f"No staircase output for layer {layer.name!r} in {tflite_path!r}; was the file "

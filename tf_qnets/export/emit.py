@@ -62,7 +62,7 @@ class EmitContext:
         self.alignments = {}        # kernel layer name -> ChannelAlignment
         self.prescaled = {}         # staircase name -> kernel layer that computes it
         self.copied = {}            # staircase name -> kernel layer copied per threshold
-        self.code_tables = {}       # staircase name -> jumps of its table on the input codes
+        self.code_tables = set()    # staircases emitted as a table of their input's codes
         self.pinned_overrides = {}  # kernel layer name -> PinnedKernel re-stored while emitting
         self.code_multipliers = {}  # traced tensor name -> code multiplier of a staircase output
         self.saturating = {}        # traced tensor name -> (alpha, top level) of a 0..n staircase
@@ -206,16 +206,16 @@ class EmitContext:
         aligned = {name for name, plan in plans.items() if np.all(plan.solved)}
         partial = {name for name, plan in plans.items() if np.any(plan.solved) and name not in aligned}
         copies = set(self.copied)
-        tables = set(self.code_tables)
         names = [name for name, (kind, _) in self.plan.outputs.items() if kind == "staircase"]
         sums = {n for n in names if self.plan.claimed_by(n, "add staircase")} - aligned - copies
         return {"aligned": [n for n in names if n in aligned],
                 "copies": [n for n in names if n in copies],
                 "partial": [n for n in names if n in partial],
                 "sum": [n for n in names if n in sums],
-                "table": [n for n in names if n in tables],
+                "table": [n for n in names if n in self.code_tables],
                 "rounded": [n for n in names if n not in aligned and n not in copies
-                            and n not in partial and n not in sums and n not in tables]}
+                            and n not in partial and n not in sums
+                            and n not in self.code_tables]}
 
     def reference_exact_fraction(self):
         """Fraction of the aligned staircases' output channels whose alignment also holds under

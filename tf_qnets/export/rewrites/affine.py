@@ -7,12 +7,15 @@ an ADD. TFLite has no int8 op for the pair, so the product needs an int8 range o
 for one positive scale ``a`` on an int8 input of range ``[lo, hi]``, the range
 ``[a lo, a hi]`` keeps every code (the MUL requantizes by exactly 1), and the ADD rounds the
 sum once, to the layer's int8 output range, as the Keras model's output quantizer does;
-otherwise (per-channel factors, a float input) the product gets a calibrated range. An
-unquantized layer that is exactly the identity emits nothing.
+otherwise (per-channel factors, a float input) the product gets a calibrated range. A
+``Normalization`` with mean 0 and variance 1 emits nothing
+(:func:`tf_qnets.core.bias_lattice.is_identity_normalization`, which the bias lattices
+look through too).
 """
 
 import numpy as np
 
+from tf_qnets.core.bias_lattice import is_identity_normalization
 from tf_qnets.keras2.backend import tf
 from tf_qnets.export.activations import fake_quant
 from tf_qnets.export.emit import SCALE_KEEPING_OPS
@@ -41,21 +44,12 @@ class Affine:
         layer = node.layer
         scale, offset = context.plan.note(self.name)[layer.name]
         x = values[node.flat_input_ids[0]]
-        if is_identity(layer, scale, offset):
-            return x          # a Normalization with mean 0 and variance 1 (no weights loaded)
+        if is_identity_normalization(layer):
+            return x          # mean 0 and variance 1 (no weights loaded): no op
         y = _exact_product(context, x, scale)
         if y is None:
             y = context.calibrated(f"{layer.name}/scaled", x * tf.constant(scale, x.dtype))
         return context.output(layer, y + tf.constant(offset, x.dtype))
-
-
-def is_identity(layer, scale, offset):
-    """True for an unquantized layer whose affine map is exactly ``x * 1 + 0`` (a
-    ``Normalization`` of a ``keras.applications`` network built with ``weights=None``):
-    emitted as nothing, so the next layer reads its input's int8 values
-    (:func:`tf_qnets.core.bias_lattice.is_identity_normalization` says the same)."""
-    return (not layer.quantized and np.all(np.asarray(scale) == 1.0)
-            and np.all(np.asarray(offset) == 0.0))
 
 
 def _exact_product(context, x, scale):

@@ -51,6 +51,7 @@ __all__ = ["CodeStaircase", "MAX_TABLE_STEPS", "code_table", "table_jumps"]
 # rounded twice, listed as "rounded" in the export report).
 MAX_TABLE_STEPS = 64
 
+
 def code_table(layer, grid, alpha, beta, thresholds, levels, tf_layer):
     """``L[k]``: the staircase level Keras computes for the input value ``grid[k]`` (``tf_layer``:
     the activation layer in TensorFlow, float32 as in the Keras model)."""
@@ -83,14 +84,11 @@ class CodeStaircase:
     order = 85
 
     def plan(self, plan):
-        found = plan.note(self.name)      # staircase name -> (lo, hi) of its int8 input
         for node in plan.nodes:
             source = plan.source_node(node)
-            if len(node.flat_input_ids) != 1 or not is_table_staircase(
+            if len(node.flat_input_ids) == 1 and is_table_staircase(
                     node.layer, None if source is None else source.layer):
-                continue
-            found[node.layer.name] = plan.outputs[source.layer.name][1]
-            plan.claim(node, self)
+                plan.claim(node, self)
 
     def emit(self, node, values, context):
         if not context.tracing:
@@ -113,7 +111,7 @@ class CodeStaircase:
             return LayerCall().emit(node, values, context)
         with tf.name_scope(staircase_scope(layer.name)):
             y = _steps(x, grid, table[0], jumps, float(alpha), levels)
-        context.code_tables[layer.name] = len(jumps)
+        context.code_tables.add(layer.name)
         return context.staircase_output(y, code_multiplier(levels))
 
 
