@@ -412,7 +412,11 @@ def _uniform_sums(u, thresholds, levels, temperature, slope_temperature, need_co
     ``sigmoid(clip(z, -10, 10)) = 1 / (1 + clip(E, e^-10, e^10))``. ``E_f r^k`` stays within
     ``e^+-41`` wherever a term is not clamped (``W T g <= 10 + T g / 2``, ``T g <= 20`` for
     ``W >= 1``); 16-bit inputs are evaluated in float32. The slope term is
-    ``s (1 - s)`` where ``|T (u - b_i)| <= 10`` (computed as the reference does), else 0.
+    ``s (1 - s)`` where ``|z_k| <= 10``, else 0, with ``z_k = T (u - b_f) - k T g`` (the
+    reference's ``T (u - b_{f+k})`` up to float32 rounding: a subtraction per term instead
+    of five operations). ``(u - b_0) / g`` is a product with ``1 / g`` (a division per
+    element is slower; the window's margin covers the difference in rounding): together
+    about a tenth off a forward and backward pass (2, 3 and 8 bits, interleaved timings).
     """
     n = levels.num_steps
     size = _window_size(width, n)
@@ -428,7 +432,7 @@ def _uniform_sums(u, thresholds, levels, temperature, slope_temperature, need_co
     gap = (thresholds[n - 1] - b0) / float(n - 1)
     # f = clip(round((u - b_0) / g) - width, 0, n - m): +-inf land on the ends, NaN stays
     # NaN (XLA's clamp propagates it) and so do the terms and the codes; its slope is 0.
-    first = tf.clip_by_value(tf.math.floor((u - b0) / gap + (0.5 - width)), 0.0,
+    first = tf.clip_by_value(tf.math.floor((u - b0) * (1.0 / gap) + (0.5 - width)), 0.0,
                              float(n - size))
     b_first = b0 + first * gap
     offset = u - b_first
@@ -448,8 +452,10 @@ def _uniform_sums(u, thresholds, levels, temperature, slope_temperature, need_co
         codes = step * (total + first * _SIG_HI + above * _SIG_LO)
     if need_slope:
         terms = []
+        z_first = slope_temperature * offset
+        z_step = slope_temperature * gap
         for k, e in enumerate(exponentials(slope_temperature)):
-            z = slope_temperature * (u - (b0 + (first + float(k)) * gap))
+            z = z_first - float(k) * z_step if k else z_first
             sigma = 1.0 / (1.0 + e)
             terms.append(tf.where(tf.abs(z) <= CLAMP, sigma - sigma * sigma, tf.zeros_like(u)))
         slope = step * tf.add_n(terms)
