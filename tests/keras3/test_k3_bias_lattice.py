@@ -121,3 +121,45 @@ def test_a_conv_with_a_bias_before_an_add_gets_its_margin_from_the_output_range(
     row = {row.layer: row for row in bias_lattices(describe_network(qat))}["last"]
     assert row.on_lattice
     assert tf_qnets.snap_biases(qat).margins == []          # a second call changes nothing
+
+
+def test_snap_biases_keeps_an_aligned_staircase_transition_off_the_accumulator_lattice(monkeypatch):
+    from tf_qnets.core.bias_lattice import aligned_transitions
+    from tf_qnets.core.transition_margin import RELATIVE_MARGINS, transition_margins
+
+    monkeypatch.setattr("tf_qnets.keras3.api.snap_if_describable", lambda *args: None)
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = keras.layers.Conv2D(8, 1, use_bias=False, name="expand")(x)
+    x = keras.layers.BatchNormalization(name="expand_bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)            # computed by expand's requantization
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
+    data = np.random.default_rng(0).uniform(0, 1, (32, 12, 12, 3)).astype(np.float32)
+    qat = tf_qnets.quantize_model(model, w_bits=3, a_bits=3, calibration_data=data, verbose=0)
+
+    def expand_row():
+        rows = {row.layer: row for row in aligned_transitions(describe_network(qat))}
+        return rows["expand"]
+
+    row = expand_row()
+    assert (row.owner, row.attribute) == ("expand_bn", "beta")
+    # move channel 0's first transition onto a lattice point
+    p = row.transitions[0, 0]
+    on_point = row.lattice[0] * np.round(p / row.lattice[0])
+    beta_variable = qat.get_layer("expand_bn")
+    beta_variable = getattr(beta_variable, "layer", beta_variable).beta
+    beta = keras.ops.convert_to_numpy(beta_variable).astype(np.float64)
+    beta[0] += (p - on_point) * row.units[0]
+    beta_variable.assign(beta.astype(np.float32))
+    assert abs(expand_row().transitions[0, 0] - on_point) < 1e-3
+    report = tf_qnets.snap_biases(qat)
+    assert report.transitions == ["expand"]
+    row = expand_row()
+    margin = transition_margins(row.transitions, row.bias / row.units, RELATIVE_MARGINS[0])
+    distance = np.abs(row.transitions - row.lattice[:, None]
+                      * np.round(row.transitions / row.lattice[:, None]))
+    assert np.all(distance >= 0.9 * margin)
+    assert tf_qnets.snap_biases(qat).transitions == []

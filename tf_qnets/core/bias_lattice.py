@@ -49,6 +49,11 @@ A layer without a BN whose channels share one unit (a tf_qnets kernel: one weigh
 last convolution of a ResNetV2 block, its shortcut projection) gets the same margin from one
 gain on its int8 output range instead of the BN scale.
 
+A layer aligned to its staircase (exact for any bias) needs no snap, but its Keras
+transitions must not sit within float32's error of a value its accumulator can take:
+:func:`aligned_transitions` lists those layers and :func:`snap_biases` moves their biases by
+the few millionths that keep every transition clear (:mod:`tf_qnets.core.transition_margin`).
+
 The exporter records the units it really used while tracing, and ``tests/test_bias_lattice.py``
 checks the two agree.
 
@@ -75,9 +80,11 @@ from tf_qnets.core.lowering import (
 from tf_qnets.core.alignment import channel_lattice
 from tf_qnets.core.network import Int8Range, Staircase, channel_axis, is_linear, relu_cap
 from tf_qnets.core.rounding_margin import MAX_GAIN_CHANGE, margin_biases, margin_gains
+from tf_qnets.core.transition_margin import transition_shifts
 from tf_qnets.core.weight_codes import finer_code_factor, finer_codes, pin_layer_kernel, weight_steps
 
-__all__ = ["BiasLattice", "OFF_LATTICE_TOLERANCE", "SnapReport", "bias_lattices", "bias_owner",
+__all__ = ["AlignedTransitions", "BiasLattice", "OFF_LATTICE_TOLERANCE", "SnapReport",
+           "aligned_transitions", "bias_lattices", "bias_owner",
            "folded_batch_norms", "is_identity_normalization", "snap_biases"]
 
 # A bias within this many units of its lattice point is on it (float32 products and the
@@ -138,6 +145,35 @@ class BiasLattice:
 
 
 @dataclasses.dataclass
+class AlignedTransitions:
+    """A kernel layer whose staircase the file computes in its own requantization (aligned,
+    :mod:`tf_qnets.core.alignment`), with the scale of its input fixed by the model: its
+    accumulator unit ``unit`` and lattice ``lattice`` per channel, folded bias ``bias``, the
+    staircase's transitions ``levels`` (``b_i / beta``, in the pre-activation's own units)
+    and the variable that sets the bias (``owner`` / ``attribute``, as in :class:`BiasLattice`).
+    :func:`snap_biases` keeps the transitions decidable in float32
+    (:mod:`tf_qnets.core.transition_margin`)."""
+
+    layer: str
+    unit: np.ndarray
+    bias: np.ndarray
+    lattice: np.ndarray
+    levels: np.ndarray
+    owner: str = None
+    attribute: str = None
+
+    @property
+    def units(self):
+        """``u_c``, 1 for a channel whose weight step is 0 (its accumulator is always 0)."""
+        return np.where(self.unit > 0, self.unit, 1.0)
+
+    @property
+    def transitions(self):
+        """``[C, n]``: ``p_i = (b_i / beta - b_c) / u_c`` in accumulator units."""
+        return (self.levels[None, :] - self.bias[:, None]) / self.units[:, None]
+
+
+@dataclasses.dataclass
 class SnapReport:
     """What :func:`snap_biases` did: the layers whose bias moved (of ``checked``), the largest
     move in units of those that only snapped, and ``margins``: the layers (also in ``moved``)
@@ -147,11 +183,12 @@ class SnapReport:
     checked: int
     largest_move: float
     margins: list = dataclasses.field(default_factory=list)
+    transitions: list = dataclasses.field(default_factory=list)
 
     def __str__(self):
         plain = [name for name in self.moved if name not in self.margins]
         parts = []
-        if plain or not self.margins:
+        if plain or not (self.margins or self.transitions):
             parts.append(f"moved the folded biases of {len(plain)} of {self.checked} kernel layers "
                          f"onto the integer file's int32 lattice (at most {self.largest_move:.2f} "
                          "units)")
@@ -160,6 +197,11 @@ class SnapReport:
                          "scales and int32 biases that keep their roundings decidable in float32 "
                          "(BN scales or int8 output ranges changed by at most "
                          f"{100 * MAX_GAIN_CHANGE:.1f}%, tf_qnets.core.rounding_margin)")
+        if self.transitions:
+            parts.append(f"moved the folded biases of {len(self.transitions)} kernel layers whose "
+                         "staircase the file computes by a few millionths of their values, so "
+                         "that float32 decides every transition as the file does "
+                         "(tf_qnets.core.transition_margin)")
         return "; ".join(parts)
 
 
@@ -281,13 +323,12 @@ def _input_scale(network, producer, tensor_id, finer_inputs):
         return alpha * float(FINER_INPUT_FACTOR) / m, False, m
 
 
-def bias_lattices(network, finer_inputs=DEFAULT_FINER_INPUTS):
-    """The :class:`BiasLattice` of every kernel layer whose int32 bias unit the model fixes
-    (module docstring), for ``export_tflite(..., finer_inputs=finer_inputs)`` with INT8
-    kernels (``int4_weights=False``, the default)."""
+def _fixed_scale_kernels(network, finer_inputs):
+    """``(layer, bn, scale, reads_input, m, staircase)`` for every kernel layer whose input
+    scale the model fixes (:func:`_input_scale`): its folded BN (or None) and the staircase the
+    exporter computes inside it (:func:`_staircase_in_kernel`, or None)."""
     producer, consumers, readers = _graph(network)
     folds = folded_batch_norms(network)
-    result = []
     for node in network.nodes:
         layer = node.layer
         if layer.class_name not in KERNEL_ATTRIBUTES:
@@ -302,8 +343,47 @@ def bias_lattices(network, finer_inputs=DEFAULT_FINER_INPUTS):
             continue
         staircase = _staircase_in_kernel(layer, readers.get(output_id, []),
                                          consumers.get(output_id, 0))
-        if staircase is not None and not (
-                reads_input and is_uniform_staircase(staircase.thresholds, staircase.levels)):
+        yield layer, bn, scale, reads_input, multiplier, staircase
+
+
+def _is_aligned(staircase, reads_input):
+    """Whether the exporter computes ``staircase`` in its kernel layer's requantization (or
+    per-threshold copies): all but a first layer's uniform staircase, which keeps the plain
+    bias lattice for its channels without an alignment."""
+    return staircase is not None and not (
+        reads_input and is_uniform_staircase(staircase.thresholds, staircase.levels))
+
+
+def aligned_transitions(network):
+    """The :class:`AlignedTransitions` of every kernel layer aligned to its staircase whose
+    input scale the model fixes, as ``export_tflite`` lowers them (with or without finer
+    inputs: those go to the layers that are not aligned)."""
+    result = []
+    # An aligned layer reads its input as stored (a staircase at scale alpha, one code per
+    # level): only the plain kernels get finer inputs. Its codes may be stored k times finer,
+    # which leaves the lattice of real accumulator values as it is.
+    for layer, bn, scale, reads_input, multiplier, staircase in _fixed_scale_kernels(
+            network, finer_inputs=False):
+        if not _is_aligned(staircase, reads_input):
+            continue
+        pinned, _ = pin_layer_kernel(layer, bn)
+        steps = np.asarray(weight_steps(pinned), np.float64)
+        codes = np.round(np.asarray(pinned.kernel, np.float64) / np.where(steps > 0, steps, 1.0))
+        levels = np.asarray(staircase.thresholds, np.float64) / float(staircase.beta)
+        result.append(AlignedTransitions(
+            layer.name, scale * steps, np.asarray(pinned.bias, np.float64),
+            channel_lattice(codes, multiplier), levels, *bias_owner(layer, bn)))
+    return result
+
+
+def bias_lattices(network, finer_inputs=DEFAULT_FINER_INPUTS):
+    """The :class:`BiasLattice` of every kernel layer whose int32 bias unit the model fixes
+    (module docstring), for ``export_tflite(..., finer_inputs=finer_inputs)`` with INT8
+    kernels (``int4_weights=False``, the default)."""
+    result = []
+    for layer, bn, scale, reads_input, multiplier, staircase in _fixed_scale_kernels(
+            network, finer_inputs):
+        if _is_aligned(staircase, reads_input):
             continue      # aligned to its staircase (exact for any bias) or copied per threshold
         in_kernel = staircase is not None
         pinned, _ = pin_layer_kernel(layer, bn)
@@ -355,7 +435,25 @@ def snap_biases(model, network, finer_inputs=DEFAULT_FINER_INPUTS):
         variable.assign((value + lattice.snapped_bias - lattice.bias).astype(np.float32))
         moved.append(lattice.layer)
         largest = max(largest, float(np.max(np.abs(lattice.offset))))
-    return SnapReport(moved, len(lattices), largest, margins)
+    transitions = []
+    for aligned in aligned_transitions(network):
+        if aligned.owner is not None and _keep_transitions_decidable(model, aligned):
+            transitions.append(aligned.layer)
+    return SnapReport(moved, len(lattices), largest, margins, transitions)
+
+
+def _keep_transitions_decidable(model, aligned):
+    """Move the folded bias of an aligned kernel layer by ``-delta_c u_c`` per channel
+    (:func:`tf_qnets.core.transition_margin.transition_shifts`). True when it moved."""
+    variable = _variable(model, aligned.owner, aligned.attribute)
+    value = np.asarray(variable, np.float64)
+    magnitudes = (np.abs(aligned.bias) + np.abs(value)) / aligned.units
+    shifts, _ = transition_shifts(aligned.transitions, aligned.lattice, magnitudes)
+    shifts = np.where(aligned.unit > 0, shifts, 0.0)
+    if not np.any(shifts != 0.0):
+        return False
+    variable.assign((value - shifts * aligned.units).astype(np.float32))
+    return True
 
 
 def _variable(model, owner, attribute):
@@ -454,6 +552,6 @@ def snap_if_describable(model, describe, announce=None):
                      f"({error})")
         return None
     report = snap_biases(model, network)
-    if announce is not None and (report.moved or report.margins):
+    if announce is not None and (report.moved or report.margins or report.transitions):
         announce(str(report))
     return report
