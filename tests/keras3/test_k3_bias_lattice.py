@@ -12,26 +12,31 @@ from tf_qnets.core.bias_lattice import OFF_LATTICE_TOLERANCE, bias_lattices
 from tf_qnets.keras3.describe_network import describe_network
 
 
-def _block(project_scale=True):
+def _block(project_scale=True, expand=False):
     """Expand to a ReLU staircase, then a linear projection + BN (as in MobileNetV2;
-    ``project_scale``: that BN has a ``gamma``)."""
+    ``project_scale``: that BN has a ``gamma``; ``expand``: a 1x1 convolution + BN + ReLU
+    between them, whose staircase the file computes in its requantization)."""
     inputs = keras.Input((12, 12, 3), name="image")
     x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
+    if expand:
+        x = keras.layers.Conv2D(8, 1, use_bias=False, name="expand")(x)
+        x = keras.layers.BatchNormalization(name="expand_bn")(x)
+        x = keras.layers.ReLU(name="relu")(x)
     x = keras.layers.Conv2D(8, 1, use_bias=False, name="project")(x)
     x = keras.layers.BatchNormalization(scale=project_scale, name="project_bn")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
 
 
-def _setting(monkeypatch=None, project_scale=True):
+def _setting(monkeypatch=None, project_scale=True, expand=False):
     """The block quantized; with ``monkeypatch``, as quantize_model left it before its own snap."""
     if monkeypatch is not None:
         monkeypatch.setattr("tf_qnets.keras3.api.snap_if_describable", lambda *args: None)
     x = np.random.default_rng(0).uniform(0, 1, (64, 12, 12, 3)).astype(np.float32)
-    qat = tf_qnets.quantize_model(_block(project_scale), w_bits=3, a_bits=3, calibration_data=x,
-                                  verbose=0)
+    qat = tf_qnets.quantize_model(_block(project_scale, expand), w_bits=3, a_bits=3,
+                                  calibration_data=x, verbose=0)
     return qat, x
 
 
@@ -127,18 +132,7 @@ def test_snap_biases_keeps_an_aligned_staircase_transition_off_the_accumulator_l
     from tf_qnets.core.bias_lattice import aligned_transitions
     from tf_qnets.core.transition_margin import RELATIVE_MARGINS, transition_margins
 
-    monkeypatch.setattr("tf_qnets.keras3.api.snap_if_describable", lambda *args: None)
-    inputs = keras.Input((12, 12, 3), name="image")
-    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
-    x = keras.layers.ReLU(name="stem_relu")(x)
-    x = keras.layers.Conv2D(8, 1, use_bias=False, name="expand")(x)
-    x = keras.layers.BatchNormalization(name="expand_bn")(x)
-    x = keras.layers.ReLU(name="relu")(x)            # computed by expand's requantization
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    model = keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
-    data = np.random.default_rng(0).uniform(0, 1, (32, 12, 12, 3)).astype(np.float32)
-    qat = tf_qnets.quantize_model(model, w_bits=3, a_bits=3, calibration_data=data, verbose=0)
+    qat, _ = _setting(monkeypatch, expand=True)
 
     def expand_row():
         rows = {row.layer: row for row in aligned_transitions(describe_network(qat))}
