@@ -94,6 +94,8 @@ def transition_shifts(transitions, lattice, magnitudes):
         found = stay | roomy | tight
         solved |= found
         pending &= ~found
+        if not pending.any():
+            break
         # No such delta (transitions pressed against both ends of their gaps): the smallest
         # one that clears them all across a lattice point (the file's codes change there).
         nearest = lattice[:, None] * np.round(p / lattice[:, None])
