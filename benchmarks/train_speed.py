@@ -29,12 +29,21 @@ the load of a shared machine hits all of them alike); the table gives the median
 step and its ratio to the median float step (no jit) of the same run.
 
 Memory (``--memory-configs``): one fresh subprocess per configuration with
-TensorFlow's BFC allocator on the CPU (``TF_CPU_ALLOCATOR_USE_BFC=true``), so that
-``tf.config.experimental.get_memory_info("CPU:0")`` reports the peak bytes of live
-TensorFlow buffers; the peak is reset after two warm-up steps and read after three
-more (weights, optimizer state, batch and every activation/gradient kept for the
-backward pass). The process peak RSS (``VmHWM``, whole process incl. the TensorFlow
-runtime and XLA compiler) is printed too.
+TensorFlow's BFC allocator on the CPU (``TF_CPU_ALLOCATOR_USE_BFC=true``), two figures:
+
+* **peak live tensors**: what a step needs. Five steps, each under the TensorFlow
+  profiler, whose allocation events ``benchmarks/live_tensors.py`` replays: the bytes in
+  use when the step began (weights, optimizer state, input buffers) plus the largest sum
+  of the sizes of the tensors the step held at once (every activation and gradient kept
+  for the backward pass, the ops' temporaries); the median of the five steps.
+* **allocator peak**: ``tf.config.experimental.get_memory_info("CPU:0")["peak"]``, reset
+  after two warm-up steps and read after three more: BFC's chunks, which are rounded up and
+  can be larger than the tensor (a free chunk less than twice the request is not split), so
+  this figure adds an internal fragmentation that depends on the order in which the two
+  threads happened to run the ops, and moves from process to process.
+
+The process peak RSS (``VmHWM``, whole process incl. the TensorFlow runtime and XLA
+compiler) is printed too.
 
 Keras 3 (unless ``--keras3-backends ''``): ``float``, ``W3A3`` and ``W3A8`` (``--keras3-configs``)
 of the same CNN built with Keras 3, under JAX and under TensorFlow, each backend in its own
@@ -77,7 +86,7 @@ SPEED_TARGETS = (
     ("W3A3 / tfmot 8-bit QAT", "W3A3", "tfmot8", 1.1),
     ("W3A8 / W3A2", "W3A8", "W3A2", 1.1),
 )
-MEMORY_TARGET = 1.25   # W3A3 / float peak TF buffers
+MEMORY_TARGET = 1.25   # W3A3 / float peak memory
 # Options a configuration name's suffix stands for ("W3A3-exact").
 SUFFIX_OPTIONS = {"exact": {"activation_gradient": "exact"}, "kmeans": {"thresholds": "kmeans"},
                   "trained": {"train_thresholds": True}}
@@ -205,9 +214,12 @@ def _vm_hwm_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def memory_child(name, jit, temperature):
-    """Runs in a fresh process: prints JSON with peak TF-buffer bytes and peak RSS."""
+def memory_child(name, jit, temperature, live_steps=5):
+    """Runs in a fresh process: prints JSON with the allocator's peak, the live tensors' peak
+    (median and largest of ``live_steps`` profiled steps, benchmarks/live_tensors.py; and of
+    the median step, the bytes of the XLA kernels' outputs alive at its peak) and peak RSS."""
     from tf_qnets.keras2.backend import tf
+    import live_tensors
 
     step = training_step(build(name, jit, temperature))
     for _ in range(2):
@@ -216,7 +228,15 @@ def memory_child(name, jit, temperature):
     for _ in range(3):
         step()
     peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
-    print("RESULT " + json.dumps({"peak_mib": peak / 2**20, "rss_mib": _vm_hwm_mib()}))
+    steps = sorted(live_tensors.profile_live_tensors(step, live_steps),
+                   key=lambda s: s.peak_bytes)
+    median = steps[len(steps) // 2]
+    xla = sum(t.requested_bytes for t in median.tensors_at_peak if t.op == "?")
+    print("RESULT " + json.dumps({
+        "peak_mib": peak / 2**20, "rss_mib": _vm_hwm_mib(),
+        "live_mib": median.peak_bytes / 2**20, "live_max_mib": steps[-1].peak_bytes / 2**20,
+        "live_xla_mib": xla / 2**20,
+        "live_largest": [[t.requested_bytes / 2**20, t.op, t.shape] for t in median.largest()]}))
 
 
 def measure_memory(names, temperature):
@@ -239,19 +259,20 @@ def measure_memory(names, temperature):
 def table(names, times, memory):
     base_t = times[("float", False)]
     base_m = memory.get(("float", False)) if memory else None
-    lines = ["| config | jit_compile | step (ms) | / float step | peak TF buffers (MiB) | / float "
-             "| peak RSS (MiB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| config | jit_compile | step (ms) | / float step | peak live tensors (MiB) "
+             "| / float | allocator peak (MiB) | / float | peak RSS (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         for jit in (False, True):
             t = times[(name, jit)]
             row = f"| {name} | {jit} | {t * 1000:.0f} | {t / base_t:.2f} |"
             if memory and (name, jit) in memory:
                 m = memory[(name, jit)]
-                row += (f" {m['peak_mib']:.0f} | {m['peak_mib'] / base_m['peak_mib']:.2f} |"
+                row += (f" {m['live_mib']:.0f} | {m['live_mib'] / base_m['live_mib']:.2f} |"
+                        f" {m['peak_mib']:.0f} | {m['peak_mib'] / base_m['peak_mib']:.2f} |"
                         f" {m['rss_mib']:.0f} |")
             else:
-                row += " - | - | - |"
+                row += " - | - | - | - | - |"
             lines.append(row)
     return "\n".join(lines)
 
@@ -279,10 +300,21 @@ def summary(times, memory):
             out.append(f"- W3A8-{suffix} / W3A8 (fastest of each; {what}' cost): "
                        f"{fastest(f'W3A8-{suffix}') / fastest('W3A8'):.2f}")
     if memory and ("W3A3", False) in memory and ("float", False) in memory:
-        m = min(memory[("W3A3", False)]["peak_mib"], memory[("W3A3", True)]["peak_mib"])
-        mf = min(memory[("float", False)]["peak_mib"], memory[("float", True)]["peak_mib"])
-        out.append(f"- W3A3 / float peak TF buffers (smallest of each): {m / mf:.2f} "
-                   f"(target <= {MEMORY_TARGET}): {_verdict(m / mf, MEMORY_TARGET)}")
+        def smallest(name, key):
+            return min(memory[(name, jit)][key] for jit in (False, True))
+
+        for key, label in (("live_mib", "peak live tensors"), ("peak_mib", "allocator peak")):
+            ratio = smallest("W3A3", key) / smallest("float", key)
+            out.append(f"- W3A3 / float {label} (smallest of each): {ratio:.2f} "
+                       f"(target <= {MEMORY_TARGET}): {_verdict(ratio, MEMORY_TARGET)}")
+        if ("tfmot8", False) in memory:
+            out.append(f"- W3A3 / tfmot 8-bit QAT peak live tensors (smallest of each): "
+                       f"{smallest('W3A3', 'live_mib') / smallest('tfmot8', 'live_mib'):.2f}")
+        m = memory[("W3A3", False)]
+        out.append(f"- W3A3 (no jit): live tensors {m['live_mib']:.1f} MiB at the median "
+                   f"step's peak ({m['live_max_mib']:.1f} MiB in the largest of the profiled "
+                   f"steps), of which {m['live_xla_mib']:.1f} MiB are outputs of the "
+                   "quantizers' XLA kernels")
     return "\n".join(out)
 
 

@@ -248,13 +248,20 @@ def test_speed_summary_reports_each_target_from_the_fastest_configuration():
              ("tfmot8", True): 0.200, ("W3A2", False): 0.130, ("W3A2", True): 0.140,
              ("W3A3", False): 0.140, ("W3A3", True): 0.300, ("W3A8", False): 0.150,
              ("W3A8", True): 0.160}
-    memory = {key: {"peak_mib": 100.0 if key[0] == "float" else 120.0, "rss_mib": 900.0}
+    memory = {key: {"peak_mib": 100.0 if key[0] == "float" else 130.0, "rss_mib": 900.0,
+                    "live_mib": {"float": 80.0, "tfmot8": 90.0}.get(key[0], 96.0),
+                    "live_max_mib": 99.0, "live_xla_mib": 12.25}
               for key in times}
     text = train_speed.summary(times, memory)
     assert "W3A3 / float (fastest of each): 1.40 (target <= 1.3): not met" in text
     assert "W3A3 / tfmot 8-bit QAT (fastest of each): 1.17 (target <= 1.1): not met" in text
     assert "W3A8 / W3A2 (fastest of each): 1.15 (target <= 1.1): not met" in text
-    assert "W3A3 / float peak TF buffers (smallest of each): 1.20 (target <= 1.25): met" in text
+    assert "W3A3 / float peak live tensors (smallest of each): 1.20 (target <= 1.25): met" in text
+    assert "W3A3 / float allocator peak (smallest of each): 1.30 (target <= 1.25): not met" in text
+    assert "W3A3 / tfmot 8-bit QAT peak live tensors (smallest of each): 1.07" in text
+    assert "of which 12.2 MiB are outputs of the quantizers' XLA kernels" in text
+    table = train_speed.table(["float", "W3A3"], times, memory)
+    assert "| W3A3 | False | 140 | 1.40 | 96 | 1.20 | 130 | 1.30 | 900 |" in table
     assert "-exact" not in text and "kmeans" not in text
     times.update({("W3A3-exact", False): 0.125, ("W3A3-exact", True): 0.250,
                   ("W3A8-kmeans", False): 0.300, ("W3A8-kmeans", True): 0.290})
