@@ -81,7 +81,8 @@ from tf_qnets.core.alignment import channel_lattice
 from tf_qnets.core.network import Int8Range, Staircase, channel_axis, is_linear, relu_cap
 from tf_qnets.core.rounding_margin import MAX_GAIN_CHANGE, margin_biases, margin_gains
 from tf_qnets.core.transition_margin import transition_shifts
-from tf_qnets.core.weight_codes import finer_code_factor, finer_codes, pin_layer_kernel, weight_steps
+from tf_qnets.core.weight_codes import (
+    finer_code_factor, finer_codes, pin_layer_kernel, stored_codes, weight_steps)
 
 __all__ = ["AlignedTransitions", "BiasLattice", "OFF_LATTICE_TOLERANCE", "SnapReport",
            "aligned_transitions", "bias_lattices", "bias_owner",
@@ -368,7 +369,7 @@ def aligned_transitions(network):
             continue
         pinned, _ = pin_layer_kernel(layer, bn)
         steps = np.asarray(weight_steps(pinned), np.float64)
-        codes = np.round(np.asarray(pinned.kernel, np.float64) / np.where(steps > 0, steps, 1.0))
+        codes = stored_codes(pinned)
         levels = np.asarray(staircase.thresholds, np.float64) / float(staircase.beta)
         result.append(AlignedTransitions(
             layer.name, scale * steps, np.asarray(pinned.bias, np.float64),

@@ -33,7 +33,7 @@ from tf_qnets.core.staircase import hard_codes
 
 __all__ = ["PinnedKernel", "qnets_codes", "bn_fold_factors", "layer_fold_factors", "pin_qnets_kernel",
            "pin_int8_kernel", "pin_float_kernel", "pin_layer_kernel", "finer_code_factor", "finer_codes",
-           "weight_steps"]
+           "weight_steps", "stored_codes"]
 
 
 @dataclasses.dataclass
@@ -192,3 +192,11 @@ def weight_steps(pinned):
     q_max = 2 ** (pinned.num_bits - 1) - 1
     span = np.asarray(pinned.range_max, np.float64) - np.asarray(pinned.range_min, np.float64)
     return np.broadcast_to(span / (2.0 * q_max), np.shape(pinned.bias))
+
+
+def stored_codes(pinned):
+    """The integer codes a file stores for ``pinned`` (any kernel, also one outside the
+    low-bit scheme): ``round(kernel / s_c)`` with ``s_c`` its :func:`weight_steps`
+    (a channel of step 0 keeps its kernel, all zeros), as float64."""
+    steps = weight_steps(pinned)
+    return np.round(np.asarray(pinned.kernel, np.float64) / np.where(steps > 0, steps, 1.0))

@@ -22,6 +22,7 @@ from tf_qnets.export.activations import (
     saturating_range,
 )
 from tf_qnets.core.alignment import align_channels, channel_lattice
+from tf_qnets.core.weight_codes import stored_codes
 from tf_qnets.export.emit import staircase_scope
 from tf_qnets.export.layers import layer_class
 from tf_qnets.export.rewrites.kernels import (
@@ -159,8 +160,7 @@ def _alignment(context, inputs, pinned, staircase, divisor=1.0):
     if input_scale is None:
         return None
     step = weight_steps(pinned)
-    codes = np.round(np.asarray(pinned.kernel, np.float64) / np.where(step > 0, step, 1.0))
-    lattice = channel_lattice(codes, context.input_code_multiplier(inputs))
+    lattice = channel_lattice(stored_codes(pinned), context.input_code_multiplier(inputs))
     _, beta, thresholds, levels = context.plan.outputs[staircase][1]
     return align_channels(input_scale * step / divisor, pinned.bias, lattice, beta, thresholds,
                           levels)
