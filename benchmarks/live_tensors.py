@@ -26,8 +26,8 @@ Example (a warmed-up training step, as ``benchmarks/train_speed.py`` runs it)::
 """
 
 import dataclasses
-import glob
-import tempfile
+
+from profiler_space import profiled_space
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +102,6 @@ def profile_live_tensors(step, steps=5, device="CPU:0"):
     """One :class:`StepPeak` per call of ``step`` (warmed up), each in its own profiler
     session, with TensorFlow's allocator counting bytes in use on ``device``."""
     import tensorflow as tf
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     options = tf.profiler.experimental.ProfilerOptions(
         host_tracer_level=2, python_tracer_level=0, device_tracer_level=0)
@@ -115,13 +114,6 @@ def profile_live_tensors(step, steps=5, device="CPU:0"):
     peaks = []
     for _ in range(steps):
         held = tf.config.experimental.get_memory_info(device)["current"]
-        with tempfile.TemporaryDirectory() as logdir:
-            tf.profiler.experimental.start(logdir, options=options)
-            step()
-            tf.profiler.experimental.stop()
-            path = sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]
-            space = xplane_pb2.XSpace()
-            with open(path, "rb") as handle:
-                space.ParseFromString(handle.read())
+        space = profiled_space(step, options)
         peaks.append(live_tensor_peak(allocation_events(space), held))
     return peaks

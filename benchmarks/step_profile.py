@@ -19,10 +19,10 @@ Run alone::
 """
 
 import collections
-import glob
 import statistics
-import tempfile
 import time
+
+from profiler_space import profiled_space
 
 # (label, test on the op type) in the order of the report; the first match wins.
 CATEGORIES = (
@@ -52,18 +52,7 @@ def category(kind):
 
 def profile_step(step, steps=5):
     """``{category: thread-ms per step}`` over ``steps`` calls of ``step`` (warmed up)."""
-    import tensorflow as tf
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-
-    with tempfile.TemporaryDirectory() as logdir:
-        tf.profiler.experimental.start(logdir)
-        for _ in range(steps):
-            step()
-        tf.profiler.experimental.stop()
-        path = sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]
-        space = xplane_pb2.XSpace()
-        with open(path, "rb") as handle:
-            space.ParseFromString(handle.read())
+    space = profiled_space(lambda: [step() for _ in range(steps)])
     totals = collections.Counter()
     for plane in space.planes:
         for line in plane.lines:
