@@ -54,7 +54,7 @@ section this run writes.
 Profile (unless ``--no-profile``): ``benchmarks/step_profile.py`` on the float and
 W3A3 steps (no jit): where the time over the float step goes.
 
-Run (about 16 minutes on 2 CPU cores, most of it in the W3A8-trained and -kmeans rows),
+Run (about 20 minutes on 2 CPU cores, most of it in the W3A8-trained and -kmeans rows),
 writing its section of docs/benchmarks.md::
 
     TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/train_speed.py --write docs/benchmarks.md
