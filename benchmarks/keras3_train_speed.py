@@ -15,7 +15,10 @@ every configuration is built and warmed up, then ``--rounds`` rounds each run on
 epoch of ``--steps`` batches of every configuration in turn (interleaved, so that the load
 of a shared machine hits all of them alike). A step is an epoch's wall time over its
 batches (``fit``'s per-epoch work, callbacks and the data adapter, included); the table gives
-the median over the rounds and its ratio to the float step of the same backend.
+the median over the rounds and its ratio to the float step of the same backend, and beside it
+the median batch alone (each timed by a callback from its start to its end): under
+TensorFlow the epoch has held a second or two more than its batches for the quantized
+models, which the epoch figure includes and the batch figure does not.
 
 Targets (issue 17, JAX backend): W3A3 step <= 1.5x float step; W3A8 step <= 1.2x W3A2 step.
 
@@ -86,19 +89,34 @@ def build(name, temperature, calibration):
     return model
 
 
-def time_epochs(builders, x, y, batch, rounds, log=print):
+def time_epochs(builders, x, y, batch, rounds, log=print, batch_times=None):
     """Median seconds per training step of each model, under the process's Keras backend.
 
     ``builders``: ``{name: () -> compiled model}``. Each model is built and run for two
     untimed epochs (tracing, compiling, warming up), then ``rounds`` rounds time one ``fit``
     epoch over ``x, y`` of every model in turn; a step is the epoch over its batches.
+    ``batch_times`` (a dict, optional) receives each model's timed batches, from the start to
+    the end of each batch as ``fit`` reports them (no per-epoch work in between).
     """
+    import keras
+
     steps = len(x) // batch
 
-    def epoch(model):
+    class BatchTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds, self._start = [], None
+
+        def on_train_batch_begin(self, index, logs=None):
+            self._start = time.perf_counter()
+
+        def on_train_batch_end(self, index, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    def epoch(model, timer=None):
         start = time.perf_counter()
         model.fit(x[:steps * batch], y[:steps * batch], batch_size=batch, epochs=1,
-                  shuffle=False, verbose=0)
+                  shuffle=False, verbose=0, callbacks=[timer] if timer else None)
         return (time.perf_counter() - start) / steps
 
     models = {}
@@ -109,22 +127,27 @@ def time_epochs(builders, x, y, batch, rounds, log=print):
         epoch(models[name])
         log(f"  built, compiled and warmed up {name} ({time.perf_counter() - start:.1f} s)")
     times = {name: [] for name in models}
+    timers = {name: BatchTimer() for name in models}
     for r in range(rounds):
         for name, model in models.items():
-            times[name].append(epoch(model))
+            times[name].append(epoch(model, timers[name] if batch_times is not None else None))
         log(f"  round {r + 1}/{rounds}")
+    if batch_times is not None:
+        for name, timer in timers.items():
+            batch_times.setdefault(name, []).extend(timer.seconds)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def measure(names, rounds, steps, batch, temperature, log=print):
-    """Median step seconds of the configurations ``names`` on ``steps`` random batches."""
+def measure(names, rounds, steps, batch, temperature, log=print, batch_times=None):
+    """Median step seconds of the configurations ``names`` on ``steps`` random batches
+    (``batch_times``: see :func:`time_epochs`)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     x = rng.random((steps * batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, steps * batch)
     builders = {name: (lambda name=name: build(name, temperature, x[:batch])) for name in names}
-    return time_epochs(builders, x, y, batch, rounds, log)
+    return time_epochs(builders, x, y, batch, rounds, log, batch_times)
 
 
 def child(args):
@@ -132,13 +155,17 @@ def child(args):
     import keras
 
     names = args.configs.split(",")
+    batches = {}
     medians = measure(names, args.rounds, args.steps, args.batch_size, args.temperature,
-                      log=lambda text: print(text, flush=True))
+                      log=lambda text: print(text, flush=True), batch_times=batches)
+    batch_medians = {name: statistics.median(values) for name, values in batches.items()}
     for name in names:
         print(f"  {name}: {1000 * medians[name]:.1f} ms/step "
-              f"({medians[name] / medians['float']:.2f}x float)", flush=True)
+              f"({medians[name] / medians['float']:.2f}x float), batches alone "
+              f"{1000 * batch_medians[name]:.1f} ms", flush=True)
     print("RESULT " + json.dumps({"backend": keras.backend.backend(),
-                                  "keras": keras.__version__, "seconds": medians}), flush=True)
+                                  "keras": keras.__version__, "seconds": medians,
+                                  "batch_seconds": batch_medians}), flush=True)
 
 
 def run_backend(backend, args):
@@ -162,13 +189,18 @@ def run_backend(backend, args):
 
 
 def table(results, names):
-    lines = ["| backend | config | step (ms) | / float step |", "|---|---|---|---|"]
+    lines = ["| backend | config | step (ms) | / float step | batch alone (ms) | / float |",
+             "|---|---|---|---|---|---|"]
     for result in results:
-        seconds = result["seconds"]
+        seconds, batches = result["seconds"], result.get("batch_seconds") or {}
         for name in names:
             ratio = seconds[name] / seconds["float"]
-            lines.append(f"| {result['backend']} | {name} | {1000 * seconds[name]:.1f} | "
-                         f"{ratio:.2f} |")
+            row = f"| {result['backend']} | {name} | {1000 * seconds[name]:.1f} | {ratio:.2f} |"
+            if name in batches and "float" in batches:
+                row += f" {1000 * batches[name]:.1f} | {batches[name] / batches['float']:.2f} |"
+            else:
+                row += " - | - |"
+            lines.append(row)
     return "\n".join(lines)
 
 
@@ -199,6 +231,8 @@ def report(results, names, args, command, load):
         f"Model: the CNN of the Keras 2 table above, batch {args.batch_size}, SGD, "
         f"`jit_compile=True`, tf_qnets at T = {args.temperature:g}. A step is one `fit` epoch of "
         f"{args.steps} batches over {args.steps}; medians of {args.rounds} interleaved epochs. "
+        "\"batch alone\": the median of the same epochs' batches, each timed from its start to "
+        "its end as `fit` reports them (the epoch's own work outside). "
         "The quantized models train their BatchNormalization layers with frozen statistics "
         "(`quantize_model`'s default `batch_norm=\"frozen\"`): no batch moments to compute, "
         "which is why `W3` can step faster than `float`.", "",

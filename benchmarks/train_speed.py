@@ -363,7 +363,8 @@ def measure_keras3(keras3_args):
         f"### Keras 3 (keras {results[0]['keras']}), same model and batch", "",
         f"`benchmarks/keras3_train_speed.py`'s measurement in this run: each backend in its own "
         f"process, `jit_compile=True`, plain `fit` epochs of {keras3_args.steps} batches "
-        f"(one step: an epoch's wall time over its batches, `fit`'s own work included), medians "
+        f"(one step: an epoch's wall time over its batches, `fit`'s own work included; \"batch "
+        f"alone\": the median batch of the same epochs, timed by a callback), medians "
         f"of {keras3_args.rounds} interleaved epochs; ratios are to the same backend's float "
         "step.", "",
         keras3_train_speed.table(results, names), "",

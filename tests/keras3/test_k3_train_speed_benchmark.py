@@ -23,9 +23,13 @@ def test_a_tiny_run_times_every_configuration_and_quantizes_the_quantized_ones(m
 
     monkeypatch.setattr(bench, "build", recording)
     lines = []
+    batches = {}
     medians = bench.measure(["float", "W2A2"], rounds=1, steps=2, batch=4, temperature=10.0,
-                            log=lines.append)
+                            log=lines.append, batch_times=batches)
     assert set(medians) == {"float", "W2A2"} and all(v > 0 for v in medians.values())
+    # one timed epoch of two batches each, every batch shorter than its whole epoch
+    assert {name: len(v) for name, v in batches.items()} == {"float": 2, "W2A2": 2}
+    assert all(0 < b < 2 * medians[name] for name, v in batches.items() for b in v)
     assert any("warmed up W2A2" in line for line in lines) and lines[-1] == "  round 1/1"
     wrappers = [layer for layer in built["W2A2"].layers if type(layer).__name__ == "QNetsWrapper"]
     assert len(wrappers) >= 3 and not any(type(layer).__name__ == "QNetsWrapper"
