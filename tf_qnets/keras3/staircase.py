@@ -30,8 +30,9 @@ input within the staircase's range gets a gradient, not only those at a threshol
 
 Cost. The clamp makes every threshold farther than ``10 / T`` from ``u = beta x``
 contribute the constant ``s_i sigmoid(+-10)`` and no gradient. For evenly spaced
-thresholds ``b_i = b_0 + i g`` with equal steps and ``n >= UNIFORM_MIN`` (8: 4-bit sets and up;
-how activation thresholds are initialised, checked on every call), the nearest threshold is
+thresholds ``b_i = b_0 + i g`` with equal steps and ``n >= UNIFORM_MIN`` (8 under JAX:
+4-bit sets and up; 3 under TensorFlow; how activation thresholds are initialised, checked
+on every call), the nearest threshold is
 ``round((u - b_0) / g)`` and only the ``min(2 W + 1, n)`` thresholds around it are
 evaluated, ``W = floor(10 / (T g) - 1/2) + 1`` (0 once ``T g > 20``), from a few
 compiled window sizes (``UNIFORM_WIDTHS``): the cost does not grow with ``n``. Any
@@ -71,11 +72,14 @@ __all__ = [
 
 # Tables of at most this many thresholds use the plain sum of comparisons in the hard form.
 PLAIN_MAX = 15
-# Evenly spaced thresholds of equal steps from this many on (4-bit sets and up) use the
-# windowed soft form ... (below, the window saves at most a few sigmoids per element, and
-# every window size is one more branch that jit compiles: a 3-bit activation quantizer's
-# four branches about doubled the XLA compile time of a small model's training step.)
-UNIFORM_MIN = 8
+# Evenly spaced thresholds of equal steps from this many on use the windowed soft form ...
+# Under JAX from 8 (4-bit sets and up): below, the window saves at most a few sigmoids per
+# element, and every window size is one more branch that jit compiles (a 3-bit activation
+# quantizer's four branches about doubled the XLA compile time of a small model's training
+# step). Under TensorFlow from 3, as the Keras 2 path: there the path without the window
+# made a W3A3 training batch (jit_compile) about twice the float one
+# (benchmarks/keras3_train_speed.py, docs/benchmarks.md). The backend is fixed per process.
+UNIFORM_MIN = 3 if keras.backend.backend() == "tensorflow" else 8
 # ... with one of these window half-widths (the smallest that covers W); above the largest,
 # the plain sum.
 UNIFORM_WIDTHS = (0, 1, 3, 5, 10)
