@@ -130,7 +130,7 @@ def time_epochs(builders, x, y, batch, rounds, log=print, batch_times=None):
     timers = {name: BatchTimer() for name in models}
     for r in range(rounds):
         for name, model in models.items():
-            times[name].append(epoch(model, timers[name] if batch_times is not None else None))
+            times[name].append(epoch(model, timers[name]))
         log(f"  round {r + 1}/{rounds}")
     if batch_times is not None:
         for name, timer in timers.items():
