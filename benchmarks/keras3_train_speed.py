@@ -16,9 +16,15 @@ epoch of ``--steps`` batches of every configuration in turn (interleaved, so tha
 of a shared machine hits all of them alike). A step is an epoch's wall time over its
 batches (``fit``'s per-epoch work, callbacks and the data adapter, included); the table gives
 the median over the rounds and its ratio to the float step of the same backend, and beside it
-the median batch alone (each timed by a callback from its start to its end): under
-TensorFlow the epoch has held a second or two more than its batches for the quantized
-models, which the epoch figure includes and the batch figure does not.
+the median batch alone (each timed by a callback from its start to its end).
+
+Under TensorFlow the epochs are fed a ``tf.data.Dataset`` of the same batches with
+``options.autotune.enabled = False`` (``--tf-data-autotune`` feeds the arrays instead, as
+``fit(x, y)`` does): with TensorFlow 2.21 on the CPU, deleting an autotuned iterator (which
+``fit`` does at the end of each epoch) often waits until the autotuner's next wake-up, which
+comes at 10 ms * (2^k - 1) after the iterator was made (2.55 s, 5.11 s, 10.23 s, ...). An
+epoch of 16 batches that took 2.6 s then took 5.2 s (the Keras 3 TensorFlow rows once sat
+at about 322 ms per batch whatever the model computed): a TensorFlow cost, not the model's.
 
 Targets (issue 17, JAX backend): W3A3 step <= 1.5x float step; W3A8 step <= 1.2x W3A2 step.
 
@@ -89,7 +95,26 @@ def build(name, temperature, calibration):
     return model
 
 
-def time_epochs(builders, x, y, batch, rounds, log=print, batch_times=None):
+def epoch_data(x, y, batch, backend, tf_data_autotune=False):
+    """What ``fit`` is given for one epoch under Keras ``backend``: ``{"args", "kwargs"}``.
+
+    The arrays themselves (``fit(x, y, batch_size=batch, shuffle=False)``) under JAX, or under
+    TensorFlow with ``tf_data_autotune``; else (TensorFlow) a ``tf.data.Dataset`` of the same
+    batches in the same order whose autotuning is off, so that deleting its iterator at the
+    end of an epoch does not wait for the autotuner's next wake-up (module docstring).
+    """
+    if backend != "tensorflow" or tf_data_autotune:
+        return {"args": (x, y), "kwargs": {"batch_size": batch, "shuffle": False}}
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).with_options(options)
+    return {"args": (dataset,), "kwargs": {"shuffle": False}}      # (no warning that it is ignored)
+
+
+def time_epochs(builders, x, y, batch, rounds, log=print, batch_times=None,
+                tf_data_autotune=False):
     """Median seconds per training step of each model, under the process's Keras backend.
 
     ``builders``: ``{name: () -> compiled model}``. Each model is built and run for two
@@ -97,6 +122,7 @@ def time_epochs(builders, x, y, batch, rounds, log=print, batch_times=None):
     epoch over ``x, y`` of every model in turn; a step is the epoch over its batches.
     ``batch_times`` (a dict, optional) receives each model's timed batches, from the start to
     the end of each batch as ``fit`` reports them (no per-epoch work in between).
+    ``tf_data_autotune``: see :func:`epoch_data`.
     """
     import keras
 
@@ -113,10 +139,13 @@ def time_epochs(builders, x, y, batch, rounds, log=print, batch_times=None):
         def on_train_batch_end(self, index, logs=None):
             self.seconds.append(time.perf_counter() - self._start)
 
+    data = epoch_data(x[:steps * batch], y[:steps * batch], batch, keras.backend.backend(),
+                      tf_data_autotune)
+
     def epoch(model, timer=None):
         start = time.perf_counter()
-        model.fit(x[:steps * batch], y[:steps * batch], batch_size=batch, epochs=1,
-                  shuffle=False, verbose=0, callbacks=[timer] if timer else None)
+        model.fit(*data["args"], epochs=1, verbose=0, callbacks=[timer] if timer else None,
+                  **data["kwargs"])
         return (time.perf_counter() - start) / steps
 
     models = {}
@@ -138,16 +167,17 @@ def time_epochs(builders, x, y, batch, rounds, log=print, batch_times=None):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def measure(names, rounds, steps, batch, temperature, log=print, batch_times=None):
+def measure(names, rounds, steps, batch, temperature, log=print, batch_times=None,
+            tf_data_autotune=False):
     """Median step seconds of the configurations ``names`` on ``steps`` random batches
-    (``batch_times``: see :func:`time_epochs`)."""
+    (``batch_times``, ``tf_data_autotune``: see :func:`time_epochs`)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     x = rng.random((steps * batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, steps * batch)
     builders = {name: (lambda name=name: build(name, temperature, x[:batch])) for name in names}
-    return time_epochs(builders, x, y, batch, rounds, log, batch_times)
+    return time_epochs(builders, x, y, batch, rounds, log, batch_times, tf_data_autotune)
 
 
 def child(args):
@@ -157,7 +187,8 @@ def child(args):
     names = args.configs.split(",")
     batches = {}
     medians = measure(names, args.rounds, args.steps, args.batch_size, args.temperature,
-                      log=lambda text: print(text, flush=True), batch_times=batches)
+                      log=lambda text: print(text, flush=True), batch_times=batches,
+                      tf_data_autotune=args.tf_data_autotune)
     batch_medians = {name: statistics.median(values) for name, values in batches.items()}
     for name in names:
         print(f"  {name}: {1000 * medians[name]:.1f} ms/step "
@@ -172,6 +203,8 @@ def run_backend(backend, args):
     command = [sys.executable, os.path.abspath(__file__), "--child", "--configs", args.configs,
                "--rounds", str(args.rounds), "--steps", str(args.steps),
                "--batch-size", str(args.batch_size), "--temperature", str(args.temperature)]
+    if args.tf_data_autotune:
+        command.append("--tf-data-autotune")
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     env.pop("TF_USE_LEGACY_KERAS", None)
@@ -233,6 +266,11 @@ def report(results, names, args, command, load):
         f"{args.steps} batches over {args.steps}; medians of {args.rounds} interleaved epochs. "
         "\"batch alone\": the median of the same epochs' batches, each timed from its start to "
         "its end as `fit` reports them (the epoch's own work outside). "
+        + ("Under TensorFlow `fit` is given the arrays (an autotuned `tf.data` pipeline). "
+           if args.tf_data_autotune else
+           "Under TensorFlow `fit` is given a `tf.data.Dataset` of the same batches with "
+           "autotuning off: TensorFlow 2.21 often holds the end of an autotuned epoch until "
+           "the autotuner's next wake-up (the script's docstring). ") +
         "The quantized models train their BatchNormalization layers with frozen statistics "
         "(`quantize_model`'s default `batch_norm=\"frozen\"`): no batch moments to compute, "
         "which is why `W3` can step faster than `float`.", "",
@@ -251,6 +289,10 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=16, help="batches per epoch")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=10.0)
+    parser.add_argument("--tf-data-autotune", action="store_true",
+                        help="under TensorFlow, feed fit the arrays (an autotuned tf.data "
+                             "pipeline, as fit(x, y) makes) instead of a dataset whose "
+                             "autotuning is off")
     parser.add_argument("--markdown", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

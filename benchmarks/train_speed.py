@@ -366,7 +366,9 @@ def measure_keras3(keras3_args):
         f"(one step: an epoch's wall time over its batches, `fit`'s own work included; \"batch "
         f"alone\": the median batch of the same epochs, timed by a callback), medians "
         f"of {keras3_args.rounds} interleaved epochs; ratios are to the same backend's float "
-        "step.", "",
+        "step. Under TensorFlow the epochs read a `tf.data.Dataset` with autotuning off "
+        "(TensorFlow 2.21 often holds the end of an autotuned epoch until the autotuner's next "
+        "wake-up: keras3_train_speed's docstring).", "",
         keras3_train_speed.table(results, names), "",
         keras3_train_speed.verdicts(results)])
 

@@ -136,7 +136,10 @@ def datasets(train, batch_size, seed):
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
     options = tf.data.Options()   # each worker reads its share of every global batch
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+    # In-memory arrays need no autotuning, and TensorFlow 2.21 can hold the end of a fit with
+    # an autotuned iterator for seconds (docs/train.md, "When `fit` returns late").
+    options.autotune.enabled = False
+    return ds.batch(batch_size).prefetch(2).with_options(options)
 
 
 def compile_model(model, learning_rate, jit_compile=False):

@@ -487,6 +487,29 @@ def test_keras3_train_speed_parses_configs_and_reports_ratios_and_verdicts(tmp_p
     assert "kept" in written and written.count(f"<!-- {bench.BLOCK}:begin -->") == 1
 
 
+def test_keras3_train_speed_feeds_tensorflow_a_dataset_whose_autotuning_is_off():
+    """Under TensorFlow the timed epochs read the same batches from a tf.data.Dataset with
+    autotuning off (deleting an autotuned iterator can wait for the autotuner's next wake-up);
+    under JAX, or when asked, fit gets the arrays."""
+    import keras3_train_speed as bench
+
+    x = np.arange(24, dtype=np.float32).reshape(6, 2, 2, 1)
+    y = np.arange(6)
+    data = bench.epoch_data(x, y, 4, "tensorflow")
+    (dataset,), kwargs = data["args"], data["kwargs"]
+    assert kwargs == {"shuffle": False} and dataset.options().autotune.enabled is False
+    batches = [(bx.numpy(), by.numpy()) for bx, by in dataset]
+    assert [len(by) for _, by in batches] == [4, 2]                   # in order, not shuffled
+    np.testing.assert_array_equal(np.concatenate([bx for bx, _ in batches]), x)
+    np.testing.assert_array_equal(np.concatenate([by for _, by in batches]), y)
+    for backend, autotune in (("jax", False), ("tensorflow", True)):
+        data = bench.epoch_data(x, y, 4, backend, tf_data_autotune=autotune)
+        assert data["args"][0] is x and data["args"][1] is y
+        assert data["kwargs"] == {"batch_size": 4, "shuffle": False}
+    assert bench.parse_args(["--tf-data-autotune"]).tf_data_autotune
+    assert not bench.parse_args([]).tf_data_autotune
+
+
 def test_train_speed_measures_keras3_configurations_in_the_same_run(monkeypatch, capsys):
     """train_speed.py's Keras 3 part: its settings, one keras3_train_speed process per backend,
     and the subsection it adds (the timing itself: tests/keras3/test_k3_train_speed_benchmark.py)."""
@@ -537,3 +560,38 @@ def test_flip_origins_probes_cut_models_and_can_leave_the_margins_out(monkeypatc
     flip_origins.without_margins()
     rows = bias_lattice.bias_lattices(tf_qnets.keras2.describe_network.describe_network(qat))
     assert rows and all(row.output_step is None for row in rows)
+
+
+def test_fit_teardown_times_both_feeds_and_reports_the_wait_after_the_last_batch(capsys):
+    """benchmarks/fit_teardown.py: the two feeds, a real (tiny) timing of each, the table."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    import fit_teardown
+
+    x = np.random.default_rng(0).random((8, 4), dtype=np.float32)
+    y = np.arange(8) % 2
+    args, kwargs = fit_teardown.feed("arrays", x, y, 4)
+    assert args == (x, y) and kwargs == {"batch_size": 4, "shuffle": False}
+    (dataset,), kwargs = fit_teardown.feed("dataset, autotune off", x, y, 4)
+    assert kwargs == {} and dataset.options().autotune.enabled is False
+    assert [len(b) for _, b in dataset] == [4, 4]
+    with pytest.raises(ValueError, match="feed must be one of"):
+        fit_teardown.feed("generator", x, y, 4)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    lines = []
+    results = fit_teardown.time_fits(model, x, y, 4, epochs=1, fits=1, log=lines.append)
+    assert set(results) == set(fit_teardown.FEEDS) and len(lines) == 2
+    for runs in results.values():
+        (whole, after), = runs
+        assert 0 <= after < whole
+    text = fit_teardown.report({"arrays": [(1.31, 0.5), (0.8, 0.0), (1.3, 0.4)],
+                                "dataset, autotune off": [(0.8, 0.0), (0.9, 0.01), (0.7, 0.0)]},
+                               "python benchmarks/fit_teardown.py", f"TensorFlow {tf.__version__}")
+    assert "| arrays | 1.30 / 1.31 s | 0.40 / 0.50 s |" in text
+    assert "| dataset, autotune off | 0.80 / 0.90 s | 0.00 / 0.01 s |" in text
+    assert fit_teardown.parse_args(["--fits", "2"]).fits == 2
+    with pytest.raises(SystemExit):
+        fit_teardown.parse_args(["--samples", "0"])
+    assert "--samples must be >= 1" in capsys.readouterr().err
