@@ -38,15 +38,12 @@ FEEDS = ("arrays", "dataset, autotune off")
 
 def feed(name, x, y, batch):
     """``(args, kwargs)`` for ``fit`` under feed ``name`` (one of :data:`FEEDS`)."""
-    import tensorflow as tf
+    from keras3_train_speed import untuned_dataset
 
     if name == "arrays":
         return (x, y), {"batch_size": batch, "shuffle": False}
     if name == "dataset, autotune off":
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).with_options(options)
-        return (dataset,), {}
+        return (untuned_dataset(x, y, batch),), {}
     raise ValueError(f"feed must be one of {FEEDS}, got {name!r}")
 
 

@@ -105,12 +105,18 @@ def epoch_data(x, y, batch, backend, tf_data_autotune=False):
     """
     if backend != "tensorflow" or tf_data_autotune:
         return {"args": (x, y), "kwargs": {"batch_size": batch, "shuffle": False}}
+    return {"args": (untuned_dataset(x, y, batch),),
+            "kwargs": {"shuffle": False}}      # (no warning that it is ignored)
+
+
+def untuned_dataset(x, y, batch):
+    """``(x, y)`` in batches of ``batch``, in order, as a ``tf.data.Dataset`` whose autotuning
+    is off (also ``benchmarks/fit_teardown.py``'s workaround feed)."""
     import tensorflow as tf
 
     options = tf.data.Options()
     options.autotune.enabled = False
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).with_options(options)
-    return {"args": (dataset,), "kwargs": {"shuffle": False}}      # (no warning that it is ignored)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).with_options(options)
 
 
 def time_epochs(builders, x, y, batch, rounds, log=print, batch_times=None,
