@@ -595,3 +595,36 @@ def test_fit_teardown_times_both_feeds_and_reports_the_wait_after_the_last_batch
     with pytest.raises(SystemExit):
         fit_teardown.parse_args(["--samples", "0"])
     assert "--samples must be >= 1" in capsys.readouterr().err
+
+
+def test_first_step_times_float_and_quantized_fits_and_writes_its_table(monkeypatch, tmp_path):
+    import export_zoo
+    import first_step
+    from tf_qnets.keras2.backend import keras
+
+    def tiny(name, size, classes=1000, classifier_activation="softmax"):
+        inputs = keras.Input((size, size, 3))
+        h = keras.layers.Conv2D(4, 3, strides=4, activation="relu")(inputs)
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(h))
+
+    monkeypatch.setattr(export_zoo, "build", tiny)
+    args = first_step.parse_args(["--batch", "4", "--batches", "3", "--bits", "W2A2"])
+    float_times = first_step.measure("MobileNetV2", "float", args)
+    quantized = first_step.measure("MobileNetV2", "W2A2", args)
+    assert float_times["quantize_s"] == 0.0 and quantized["quantize_s"] > 0.0
+    for times in (float_times, quantized):
+        assert times["first_s"] > times["later_s"] > 0.0
+    with pytest.raises(SystemExit):
+        first_step.parse_args(["--batches", "1"])
+
+    path = tmp_path / "train.md"
+    path.write_text("# Train\n\n<!-- first-step:begin -->\nold\n<!-- first-step:end -->\n")
+    monkeypatch.setattr(first_step, "run_alone",
+                        lambda name, kind, args: float_times if kind == "float" else quantized)
+    first_step.main(["--models", "EfficientNetB0", "--bits", "W2A2", "--markdown", str(path)])
+    text = path.read_text()
+    assert "old" not in text and "Command: `python benchmarks/first_step.py --models" in text
+    row = [line for line in text.splitlines() if line.startswith("| EfficientNetB0")][0]
+    assert re.fullmatch(r"\| EfficientNetB0 \| [\d.]+ s / \d+ ms \| [\d.]+ s \| [\d.]+ s / \d+ ms \|",
+                        row), row

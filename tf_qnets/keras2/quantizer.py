@@ -48,6 +48,7 @@ from tf_qnets.tf.staircase import (
     IMPLEMENTATIONS,
     hard_staircase,
     hard_staircase_compiled,
+    hard_staircase_kernel,
     soft_staircase,
 )
 
@@ -204,7 +205,8 @@ class QNetsQuantizer(tfmot.Quantizer):
         """Record the gap on a sample (:mod:`tf_qnets.keras2.gap`); return ``outputs`` unchanged,
         ordered after the record so that graph-mode training runs it (no gradient flows
         into the record: it only feeds a variable assignment)."""
-        hard = hard_staircase(gap_sample(inputs, self.role), alpha, beta, thresholds, self.levels)
+        hard = hard_staircase_kernel(self.levels, self.implementation)(
+            gap_sample(inputs, self.role), alpha, beta, thresholds)
         recorded = record_gap(self.gap, gap_sample(outputs, self.role), hard, alpha)
         with tf.control_dependencies([recorded]):
             return tf.identity(outputs)

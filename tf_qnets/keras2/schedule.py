@@ -43,6 +43,29 @@ from tf_qnets.keras2.wrapper import quantizer_states
 
 __all__ = ["TemperatureScheduler", "set_temperature", "get_temperatures"]
 
+# From this many quantizers on (a keras.applications network has 50 to 300), a fit that
+# shows progress says why its first batch takes long.
+FIRST_BATCH_NOTICE_QUANTIZERS = 40
+
+
+def build_optimizer_slots(model):
+    """Create the model optimizer's variables (Adam's moments, ...) now, before the first step.
+
+    ``tf_keras`` creates them inside the first training step, and a ``tf.function`` whose
+    first trace creates variables is traced a second time: the whole train step, every
+    quantizer's staircase in it, twice (the first step's time: docs/train.md). The list is
+    the one the train step gives the optimizer, ``model.trainable_variables``, so the
+    variables are the same.
+    Optimizers without ``build(var_list)`` (``keras.optimizers.legacy``) and built ones are
+    left alone.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        return
+    if getattr(getattr(optimizer, "inner_optimizer", optimizer), "_built", False):
+        return
+    optimizer.build(model.trainable_variables)
+
 
 def _temperature_variables(model, role=None):
     found = []
@@ -93,6 +116,26 @@ class TemperatureScheduler(SchedulerHooks, keras.callbacks.Callback):
         keras.callbacks.Callback.__init__(self)
         self._init_hooks(base, schedule, per_step, cap, weight_cap, verbose, show_gap,
                          snap_biases)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        build_optimizer_slots(self.model)
+        self._announce_first_batch()
+
+    def _announce_first_batch(self):
+        """Say why the first batch of a large network takes long, when ``fit`` shows progress
+        and its train step has not been traced yet (nothing is shown until that batch ends)."""
+        verbose = (getattr(self, "params", None) or {}).get("verbose", 0)
+        tracing_count = getattr(getattr(self.model, "train_function", None),
+                                "experimental_get_tracing_count", None)
+        if not verbose or tracing_count is None or tracing_count() > 0:
+            return
+        count = len(_temperature_variables(self.model))
+        if count >= FIRST_BATCH_NOTICE_QUANTIZERS:
+            print(f"TemperatureScheduler: the first batch traces the training step of {count} "
+                  "quantizers and XLA-compiles their kernels: it can take minutes on a CPU, "
+                  "the later batches run at full speed (docs/train.md, \"The first batch\").",
+                  flush=True)
 
     def _has_annealed_quantizers(self):
         return bool(_temperature_variables(self.model))

@@ -63,7 +63,10 @@ thresholds need a sigmoid. :func:`soft_staircase` uses that in three ways:
 
 By default both passes are compiled with XLA on their own (``implementation="xla"``):
 one fused loop over the elements each, while the rest of the model keeps TensorFlow's
-regular kernels. The backward pass keeps only ``x`` and the output (no per-threshold
+regular kernels. In a graph each call adds three call ops (the kernel choice, the
+forward pass, the gradients), each traced once per level set and dtype whatever the input
+shapes: a network's hundreds of quantizers keep its training step small to build
+(docs/train.md, "The first batch"). The backward pass keeps only ``x`` and the output (no per-threshold
 tensor) and recomputes the sigmoids; the scale gradients are sums of products.
 :func:`soft_staircase_reference` is the plain sum, kept for tests and export.
 Measured step times: docs/benchmarks.md.
@@ -104,6 +107,7 @@ __all__ = [
     "IMPLEMENTATIONS",
     "hard_staircase",
     "hard_staircase_compiled",
+    "hard_staircase_kernel",
     "soft_staircase",
     "soft_staircase_reference",
 ]
@@ -493,7 +497,7 @@ def _uniform_widths(n):
     return tuple(w for w in UNIFORM_WIDTHS if w < n // 2) + (min(n // 2, UNIFORM_MAX_WIDTH),)
 
 
-def _kernel_branch(thresholds, levels, temperature):
+def _kernel_branch(thresholds, levels, temperature, evenly_spaced=None):
     """Which of :func:`_kernel_variants` evaluates ``levels`` at ``thresholds`` and
     ``temperature`` (int32 scalar).
 
@@ -502,6 +506,7 @@ def _kernel_branch(thresholds, levels, temperature):
     ``min(W, n // 2)``. Otherwise a
     general one: the plain sum for up to ``PLAIN_MAX`` thresholds, else the grid path with
     the smallest compiled window that covers :func:`_grid_window_needed`.
+    ``evenly_spaced``: :func:`_evenly_spaced` of the thresholds if already computed.
     """
     n = levels.num_steps
 
@@ -514,12 +519,50 @@ def _kernel_branch(thresholds, levels, temperature):
 
     if not _uniform(levels):
         return general()
+    if evenly_spaced is None:
+        evenly_spaced = _evenly_spaced(thresholds, n)
     width = _uniform_width(thresholds, n, temperature)
-    use = tf.logical_and(_evenly_spaced(thresholds, n), width <= UNIFORM_MAX_WIDTH)
+    use = tf.logical_and(evenly_spaced, width <= UNIFORM_MAX_WIDTH)
     widths = tf.constant(_uniform_widths(n))
     smallest_wide_enough = tf.reduce_sum(tf.cast(widths < tf.minimum(width, n // 2), tf.int32))
+    uniform_branch = _general_variants(n) + smallest_wide_enough
+    if n <= PLAIN_MAX:
+        return tf.where(use, uniform_branch, 0)
     # The grid's window (O(n^2) comparisons on the thresholds) only where it is used.
-    return tf.cond(use, lambda: _general_variants(n) + smallest_wide_enough, general)
+    return tf.cond(use, lambda: uniform_branch, general)
+
+
+_BRANCH_CHOOSERS = {}
+
+
+def _kernel_branches(thresholds, levels, gradient, temperature, implementation="xla"):
+    """``(forward, backward)``: :func:`_kernel_branch` at ``T`` and at the gradient's
+    temperature (:func:`_backward_temperatures`), sharing the evenly-spaced check.
+
+    A function traced once per level set, gradient and dtype, for ``"xla"`` compiled on its
+    own (its inputs have the same shapes at every call, so one small program serves every
+    quantizer of the level set): one op in the caller's graph instead of about a hundred
+    scalar ones, each of which Grappler and XLA's graph passes would visit again per
+    quantizer before the first step runs.
+    """
+    key = (levels.levels, gradient, implementation, thresholds.dtype.name)
+    if key not in _BRANCH_CHOOSERS:
+        _BRANCH_CHOOSERS[key] = tf.function(
+            lambda b, t: _choose_branches(b, levels, gradient, t), autograph=False,
+            jit_compile=implementation == "xla",
+            input_signature=[tf.TensorSpec(None, thresholds.dtype)] * 2)
+    return _BRANCH_CHOOSERS[key](tf.stop_gradient(thresholds), tf.stop_gradient(temperature))
+
+
+def _choose_branches(thresholds, levels, gradient, temperature):
+    evenly_spaced = _evenly_spaced(thresholds, levels.num_steps) if _uniform(levels) else None
+    forward = _kernel_branch(thresholds, levels, temperature, evenly_spaced)
+    if gradient == "exact":
+        backward = forward
+    else:
+        slope_temperature, _ = _backward_temperatures(gradient, temperature)
+        backward = _kernel_branch(thresholds, levels, slope_temperature, evenly_spaced)
+    return tf.reshape(forward, []), tf.reshape(backward, [])
 
 
 def _sums(x, beta, thresholds, temperature, slope_temperature, levels, need_codes, need_slope,
@@ -596,7 +639,9 @@ def _compiled_alone(function, implementation):
     ask TensorFlow for a gradient of the compiled function itself."""
     if implementation != "xla":
         return function
-    compiled = tf.function(function, jit_compile=True, autograph=False)
+    # reduce_retracing: traced again for a new rank, not for every new shape (XLA still
+    # compiles for each shape it runs on).
+    compiled = tf.function(function, jit_compile=True, autograph=False, reduce_retracing=True)
     return lambda *args: compiled(*[tf.stop_gradient(a) for a in args])
 
 
@@ -616,16 +661,9 @@ class _Kernels:
         self.width = width
         self.window = window
         wrap = tf.function(jit_compile=True, autograph=False) if compiled else (lambda f: f)
-        self._compiled_forward = wrap(self._forward)
-        self._compiled_backward = wrap(self._backward)
-
-    # The custom gradient differentiates; stop_gradient keeps a recording tape from asking
-    # TensorFlow for a (non-XLA-compilable) gradient of the compiled function itself.
-    def forward(self, *args):
-        return self._compiled_forward(*[tf.stop_gradient(a) for a in args])
-
-    def backward(self, *args):
-        return self._compiled_backward(*[tf.stop_gradient(a) for a in args])
+        # Called by _dispatcher only, on stop_gradient inputs of an open shape: traced once.
+        self.forward = wrap(self._forward)
+        self.backward = wrap(self._backward)
 
     def _forward(self, x, alpha, beta, thresholds, temperature):
         codes, _ = _sums(x, beta, thresholds, temperature, temperature, self.levels, True, False,
@@ -656,6 +694,15 @@ def _hard_kernel(levels, implementation, evenly_spaced=None):
 
         _HARD_KERNELS[key] = _compiled_alone(hard, implementation)
     return _HARD_KERNELS[key]
+
+
+def hard_staircase_kernel(levels, implementation="xla"):
+    """:func:`hard_staircase` for ``levels`` as a function ``f(x, alpha, beta, thresholds)``:
+    one XLA-compiled kernel for ``implementation="xla"`` (a single op in a graph, whatever
+    the table), the plain ops for ``"graph"``. For training graphs (the quantization gap's
+    hard values), not for graphs headed to TFLite.
+    """
+    return _hard_kernel(levels, implementation)
 
 
 _EVENLY_SPACED_CHECKS = {}
@@ -727,6 +774,122 @@ def _kernels(levels, gradient, implementation, width=None, window=None):
     return _KERNELS[key]
 
 
+_DISPATCHERS = {}
+
+
+def _dispatcher(levels, gradient, implementation, method, dtype, hard_forward_from=None):
+    """One pass (``method``: ``"forward"`` or ``"backward"``) of :func:`soft_staircase` for
+    ``levels`` and ``dtype`` as a function traced once for every input shape: called as
+    ``pass(branch, *args)``, it runs kernel ``branch`` of :func:`_kernel_variants` (the
+    caller picks it with :func:`_kernel_branches`); the forward with ``hard_forward_from``
+    runs the hard staircase from that temperature on.
+
+    Each call adds one function call op to the caller's graph (Grappler inlines its few
+    ops when the graph runs). Built at every call instead, the ``tf.switch_case`` over
+    every variant (each branch its own function graph) and the kernels themselves (traced
+    again for every input shape) were most of the first training step's time on a
+    ``keras.applications`` network (figures: docs/train.md). The inputs are stop_gradient
+    (the custom gradient differentiates: a recording tape must not ask TensorFlow for a
+    gradient of a compiled kernel, nor keep its inputs); the output keeps ``x``'s static
+    shape.
+    """
+    dtype = tf.as_dtype(dtype)
+    key = (levels.levels, gradient, implementation, method, dtype.name, hard_forward_from)
+    if key not in _DISPATCHERS:
+        variants = _kernel_variants(levels, gradient, implementation)
+
+        def run(branch, args):
+            if len(variants) == 1:
+                return getattr(variants[0], method)(*args)
+            return tf.switch_case(
+                branch, [lambda k=k: getattr(k, method)(*args) for k in variants])
+
+        if method == "forward":
+            def body(branch, x, alpha, beta, thresholds, temperature):
+                def soft():
+                    return run(branch, (x, alpha, beta, thresholds, temperature))
+
+                if hard_forward_from is None:
+                    return soft()
+                # The hard branch is one compiled kernel, as the soft one is: written as
+                # plain TensorFlow ops inside the conditional, it more than doubled the peak
+                # memory of training without jit_compile (tests/test_staircase_memory.py).
+                return tf.cond(
+                    temperature >= tf.constant(hard_forward_from, dtype),
+                    lambda: _hard_kernel(levels, implementation)(x, alpha, beta, thresholds),
+                    soft)
+        else:
+            def body(branch, x, upstream, alpha, beta, thresholds, temperature, scale):
+                return run(branch, (x, upstream, alpha, beta, thresholds, temperature, scale))
+
+        arguments = 5 if method == "forward" else 7
+        traced = tf.function(
+            body, autograph=False,
+            input_signature=[tf.TensorSpec([], tf.int32)] + [tf.TensorSpec(None, dtype)] * arguments)
+
+        def call(branch, *args):
+            y = traced(branch, *[tf.stop_gradient(a) for a in args])
+            y.set_shape(args[0].shape)
+            return y
+
+        _DISPATCHERS[key] = call
+    return _DISPATCHERS[key]
+
+
+_GRADIENT_PASSES = {}
+
+
+def _gradient_pass(levels, gradient, implementation, dtype, hard_forward_from):
+    """``f(branch, backward_branch, x, y, upstream, alpha, beta, thresholds, T)`` ->
+    ``(dL/dx, dL/dalpha, dL/dbeta)`` of :func:`soft_staircase`, a function traced once per
+    level set, gradient, dtype and ``hard_forward_from`` (one call op per quantizer; its two
+    conditionals, built at every call, were most of the time spent tracing a quantizer's
+    gradient).
+
+    ``dL/dx`` is the backward kernel at ``scale = beta``; the scale gradients are sums of
+    products, one pass each as a dot product: ``dL/dbeta = sum(x * dL/dx) / beta``, unless
+    ``beta = 0`` or an infinite ``x`` (whose gradient is 0) makes it NaN, then recomputed
+    without the division (``0 * inf = 0``); ``dL/dalpha = sum(upstream * y) / alpha``, or for
+    ``alpha = 0`` the forward pass at ``alpha = 1``.
+    """
+    dtype = tf.as_dtype(dtype)
+    key = (levels.levels, gradient, implementation, dtype.name, hard_forward_from)
+    if key not in _GRADIENT_PASSES:
+        forward = _dispatcher(levels, gradient, implementation, "forward", dtype,
+                              hard_forward_from)
+        backward_pass = _dispatcher(levels, gradient, implementation, "backward", dtype)
+
+        def body(branch, backward_branch, x, y, upstream, alpha, beta, thresholds, temperature):
+            def backward(scale):
+                return backward_pass(backward_branch, x, upstream, alpha, beta, thresholds,
+                                     temperature, scale)
+
+            d_x = backward(beta)
+            d_beta = _dot(x, d_x) / beta
+            d_beta = tf.cond(
+                tf.math.is_finite(d_beta), lambda: d_beta,
+                lambda: tf.reduce_sum(tf.math.multiply_no_nan(x, backward(tf.ones_like(beta)))))
+            d_alpha = tf.cond(
+                tf.not_equal(alpha, 0.0),
+                lambda: _dot(upstream, y) / alpha,
+                lambda: _dot(upstream, forward(branch, x, tf.ones_like(alpha), beta, thresholds,
+                                               temperature)))
+            return d_x, d_alpha, d_beta
+
+        traced = tf.function(
+            body, autograph=False,
+            input_signature=[tf.TensorSpec([], tf.int32)] * 2 + [tf.TensorSpec(None, dtype)] * 7)
+
+        def call(branch, backward_branch, *args):
+            d_x, d_alpha, d_beta = traced(branch, backward_branch,
+                                          *[tf.stop_gradient(a) for a in args])
+            d_x.set_shape(args[0].shape)
+            return d_x, d_alpha, d_beta
+
+        _GRADIENT_PASSES[key] = call
+    return _GRADIENT_PASSES[key]
+
+
 def _dot(a, b):
     """``sum(a * b)`` over all elements (two elementwise-fused passes; measured faster on
     the CPU than a [1, N] x [N, 1] matrix product, docs/benchmarks.md)."""
@@ -781,61 +944,28 @@ def soft_staircase(x, alpha, beta, thresholds, temperature, levels, gradient="ex
         raise TypeError(f"`x` must be a float tensor, got dtype {x.dtype.name}.")
     dtype = x.dtype
     n = levels.num_steps
-    variants = _kernel_variants(levels, gradient, implementation)
-
-    def run(method, temperature_for_width, thresholds, *args):
-        """The kernel :func:`_kernel_branch` picks for these thresholds and temperature."""
-        if len(variants) == 1:
-            return getattr(variants[0], method)(*args)
-        branch = _kernel_branch(thresholds, levels, temperature_for_width)
-        return tf.switch_case(
-            branch, [lambda k=k: getattr(k, method)(*args) for k in variants])
-
-    def soft_forward(x, alpha, beta, thresholds, temperature):
-        return run("forward", temperature, thresholds, x, alpha, beta, thresholds, temperature)
-
-    def forward(x, alpha, beta, thresholds, temperature):
-        if hard_forward_from is None:
-            return soft_forward(x, alpha, beta, thresholds, temperature)
-        # The hard branch is one compiled kernel, as the soft one is: written as plain
-        # TensorFlow ops inside the conditional, it more than doubled the peak memory of
-        # training without jit_compile (benchmarks/train_speed.py: W3A3 285 MiB against
-        # 118 MiB; tests/test_staircase_memory.py), although training at T < 100 never runs it.
-        # The conditional's own inputs are stop_gradient too (the custom gradient
-        # differentiates): else a recording tape keeps one more activation per quantizer.
-        x, alpha, beta, thresholds, temperature = [
-            tf.stop_gradient(a) for a in (x, alpha, beta, thresholds, temperature)]
-        return tf.cond(
-            temperature >= tf.constant(hard_forward_from, dtype),
-            lambda: _hard_kernel(levels, implementation)(x, alpha, beta, thresholds),
-            lambda: soft_forward(x, alpha, beta, thresholds, temperature))
+    forward = _dispatcher(levels, gradient, implementation, "forward", dtype, hard_forward_from)
+    input_and_scale_gradients = _gradient_pass(levels, gradient, implementation, dtype,
+                                               hard_forward_from)
+    several = len(_kernel_variants(levels, gradient, implementation)) > 1
 
     @tf.custom_gradient
     def _soft(x, alpha, beta, thresholds, temperature):
-        y = forward(x, alpha, beta, thresholds, temperature)
+        # The kernel choice: once per call, shared by the forward, the backward and the
+        # fallbacks of the scale gradients (_gradient_pass).
+        if several:
+            branch, backward_branch = _kernel_branches(thresholds, levels, gradient, temperature,
+                                                       implementation)
+        else:
+            branch = backward_branch = tf.constant(0)
+        y = forward(branch, x, alpha, beta, thresholds, temperature)
 
         def grad(upstream):
             # Recomputed from x: nothing of x's size is kept from the forward pass but y.
-            slope_temperature, factor = _backward_temperatures(gradient, temperature)
-
-            def backward(scale):
-                return run("backward", slope_temperature, thresholds, x, upstream, alpha, beta,
-                           thresholds, temperature, scale)
-
-            d_x = backward(beta)
-            # The scale gradients are sums of products: one pass each as a dot product.
-            # dL/dbeta = sum(x * dL/dx) / beta, unless beta = 0 or an infinite x (whose
-            # gradient is 0) makes it NaN: then recomputed without the division, 0 * inf = 0.
-            d_beta = _dot(x, d_x) / beta
-            d_beta = tf.cond(
-                tf.math.is_finite(d_beta), lambda: d_beta,
-                lambda: tf.reduce_sum(tf.math.multiply_no_nan(x, backward(tf.ones_like(beta)))))
-            d_alpha = tf.cond(
-                tf.not_equal(alpha, 0.0),
-                lambda: _dot(upstream, y) / alpha,
-                lambda: _dot(upstream, forward(x, tf.ones_like(alpha), beta, thresholds,
-                                               temperature)))
+            d_x, d_alpha, d_beta = input_and_scale_gradients(
+                branch, backward_branch, x, y, upstream, alpha, beta, thresholds, temperature)
             if train_thresholds:
+                slope_temperature, factor = _backward_temperatures(gradient, temperature)
                 d_b = -alpha * factor * _threshold_gradient_kernel(levels, implementation)(
                     x, upstream, beta, thresholds, slope_temperature)
             else:
