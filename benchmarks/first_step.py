@@ -23,7 +23,6 @@ Prints and writes (between the ``first-step`` markers of ``--markdown``) the tim
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -113,21 +112,9 @@ def run_alone(name, kind, args):
     return json.loads(lines[-1])
 
 
-def machine():
-    name = ""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            name = next((line.split(":", 1)[1].strip() for line in handle
-                         if line.startswith("model name")), "")
-    except OSError:
-        pass
-    import tensorflow as tf
-
-    return (f"{platform.machine()}{f' ({name})' if name else ''}, {os.cpu_count()} CPU cores, "
-            f"TensorFlow {tf.__version__}")
-
-
 def markdown(rows, args, wall):
+    from export_zoo import machine
+
     lines = [
         "<!-- first-step:begin -->",
         f"Command: `{' '.join(['python benchmarks/first_step.py', *args.argv])}`  ",
