@@ -774,6 +774,26 @@ def _kernels(levels, gradient, implementation, width=None, window=None):
     return _KERNELS[key]
 
 
+def _traced_once(body, dtype, branches, tensors):
+    """``body(*branch_indices, *tensors)`` as a function traced once: ``branches`` int32
+    scalars, then ``tensors`` tensors of ``dtype`` and any shape. Called on stop_gradient
+    tensors (the custom gradient differentiates: a recording tape must not ask TensorFlow
+    for a gradient of a compiled kernel, nor keep its inputs); the (first) output keeps the
+    first tensor's static shape."""
+    traced = tf.function(
+        body, autograph=False,
+        input_signature=[tf.TensorSpec([], tf.int32)] * branches
+        + [tf.TensorSpec(None, dtype)] * tensors)
+
+    def call(*args):
+        outputs = traced(*args[:branches], *[tf.stop_gradient(a) for a in args[branches:]])
+        first = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+        first.set_shape(args[branches].shape)
+        return outputs
+
+    return call
+
+
 _DISPATCHERS = {}
 
 
@@ -788,10 +808,8 @@ def _dispatcher(levels, gradient, implementation, method, dtype, hard_forward_fr
     ops when the graph runs). Built at every call instead, the ``tf.switch_case`` over
     every variant (each branch its own function graph) and the kernels themselves (traced
     again for every input shape) were most of the first training step's time on a
-    ``keras.applications`` network (figures: docs/train.md). The inputs are stop_gradient
-    (the custom gradient differentiates: a recording tape must not ask TensorFlow for a
-    gradient of a compiled kernel, nor keep its inputs); the output keeps ``x``'s static
-    shape.
+    ``keras.applications`` network (figures: docs/train.md). Inputs and output: see
+    :func:`_traced_once`.
     """
     dtype = tf.as_dtype(dtype)
     key = (levels.levels, gradient, implementation, method, dtype.name, hard_forward_from)
@@ -822,17 +840,8 @@ def _dispatcher(levels, gradient, implementation, method, dtype, hard_forward_fr
             def body(branch, x, upstream, alpha, beta, thresholds, temperature, scale):
                 return run(branch, (x, upstream, alpha, beta, thresholds, temperature, scale))
 
-        arguments = 5 if method == "forward" else 7
-        traced = tf.function(
-            body, autograph=False,
-            input_signature=[tf.TensorSpec([], tf.int32)] + [tf.TensorSpec(None, dtype)] * arguments)
-
-        def call(branch, *args):
-            y = traced(branch, *[tf.stop_gradient(a) for a in args])
-            y.set_shape(args[0].shape)
-            return y
-
-        _DISPATCHERS[key] = call
+        _DISPATCHERS[key] = _traced_once(body, dtype, branches=1,
+                                         tensors=5 if method == "forward" else 7)
     return _DISPATCHERS[key]
 
 
@@ -876,17 +885,7 @@ def _gradient_pass(levels, gradient, implementation, dtype, hard_forward_from):
                                                temperature)))
             return d_x, d_alpha, d_beta
 
-        traced = tf.function(
-            body, autograph=False,
-            input_signature=[tf.TensorSpec([], tf.int32)] * 2 + [tf.TensorSpec(None, dtype)] * 7)
-
-        def call(branch, backward_branch, *args):
-            d_x, d_alpha, d_beta = traced(branch, backward_branch,
-                                          *[tf.stop_gradient(a) for a in args])
-            d_x.set_shape(args[0].shape)
-            return d_x, d_alpha, d_beta
-
-        _GRADIENT_PASSES[key] = call
+        _GRADIENT_PASSES[key] = _traced_once(body, dtype, branches=2, tensors=7)
     return _GRADIENT_PASSES[key]
 
 
