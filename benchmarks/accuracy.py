@@ -122,6 +122,8 @@ def parse_args(argv=None):
     parser.add_argument("--temperature-base", type=temperature_base, default="auto",
                         help="T = base * (epoch + 1); 'auto' (default): max(10, 100 / epochs)")
     parser.add_argument("--first-last", default="int8", choices=("float", "int8", "low_bit"))
+    parser.add_argument("--gradient", default=None, choices=("exact", "wide", "smooth"),
+                        help="the tf_qnets weight quantizers' backward (default: quantize_model's)")
     parser.add_argument("--output-dir", default="outputs/benchmark_accuracy")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--markdown", default=None,
@@ -252,7 +254,8 @@ def qnets_model(float_net, method, train, args):
     calibration = tf.data.Dataset.from_tensor_slices(train[0][:1024]).batch(128)
     return tf_qnets.quantize_model(
         float_net, w_bits=int(w_bits), a_bits=int(a_bits) if a_bits else None,
-        calibration_data=calibration, first_last=args.first_last, verbose=0)
+        calibration_data=calibration, first_last=args.first_last, gradient=args.gradient,
+        verbose=0)
 
 
 def qkeras_kernel_quantizer(bits):
@@ -393,6 +396,8 @@ def run_keras3(method, float_net, args, arch):
                "--temperature-base", str(args.temperature_base), "--first-last", args.first_last,
                "--recalibration-check", str(int(args.recalibration_check)),
                "--seed", str(args.seed)]
+    if args.gradient:
+        command += ["--gradient", args.gradient]
     subset = subset_of(args)
     if subset:
         command += ["--subset", str(subset[0]), str(subset[1])]
@@ -506,7 +511,8 @@ def markdown(rows, args, float_seconds, wall):
         f"its architecture's float model with Adam(lr={args.learning_rate}"
         + (", cosine-decayed to 0" if args.lr_schedule == "cosine" else "")
         + f"), batch {args.batch_size}, the same data order and seed, then a plain evaluate (no "
-        f"step after fit). tf_qnets first/last layers: {args.first_last}, T = {schedule_text(args)}."
+        f"step after fit). tf_qnets first/last layers: {args.first_last}, T = {schedule_text(args)}"
+        + (f", weight gradient {args.gradient!r}" if args.gradient else "") + "."
         + (" QKeras: first/last kernel layers float, kernels quantized_bits(bits, 0, symmetric, "
            "alpha='auto_po2'), ReLUs quantized_relu(bits, integer) fine-tuned with integer=0 "
            "(range [0, 1)) and integer=1 (range [0, 2)), the better reported; no temperature."

@@ -58,6 +58,7 @@ def parse_args(argv=None):
     parser.add_argument("--subset", type=int, nargs=2, default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gradient", default=None, choices=("exact", "wide", "smooth"))
     args = parser.parse_args(argv)
     match = re.fullmatch(r"W(\d)(?:A(\d))?", args.method)
     if match is None:
@@ -119,7 +120,7 @@ def run(args):
     calibration = [images[i:i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)]
     model = tf_qnets.quantize_model(float_net, w_bits=args.w_bits, a_bits=args.a_bits,
                                     calibration_data=calibration, first_last=args.first_last,
-                                    verbose=0)
+                                    gradient=args.gradient, verbose=0)
     steps = args.epochs * math.ceil(len(train[0]) / args.batch_size)
     learning_rate = (args.learning_rate if args.lr_schedule == "constant"
                      else keras.optimizers.schedules.CosineDecay(args.learning_rate, steps))

@@ -52,6 +52,20 @@ def test_accuracy_fine_tune_learning_rate_is_cosine_by_default():
         accuracy.parse_args(["--no-recalibrate"])
 
 
+def test_accuracy_weight_gradient_flag_reaches_quantize_model_and_the_report(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(accuracy.tf_qnets, "quantize_model", lambda net, **kw: seen.update(kw))
+    train = (np.zeros((4, 28, 28, 1), "float32"), np.zeros(4, "int32"))
+    for flags, expected in (([], None), (["--gradient", "smooth"], "smooth")):
+        args = accuracy.parse_args(["--epochs", "2", "--archs", "vgg", "--methods", "qnets-W4A4", *flags])
+        accuracy.qnets_model(None, "qnets-W4A4", train, args)
+        assert seen["gradient"] == expected and (seen["w_bits"], seen["a_bits"]) == (4, 4)
+        text = accuracy.markdown([], args, None, 60.0)
+        assert ("weight gradient 'smooth'" in text) == (expected == "smooth")
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--gradient", "steep"])
+
+
 def test_accuracy_markdown_replaces_only_its_own_block(tmp_path):
     path = tmp_path / "benchmarks.md"
     path.write_text("# Benchmarks\n\n## Training speed\n\nkept\n")
