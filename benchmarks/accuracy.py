@@ -73,6 +73,7 @@ import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 import tf_qnets  # noqa: E402
+from tf_qnets.core.staircase import GRADIENTS  # noqa: E402
 from tf_qnets.keras2.schedule import auto_base  # noqa: E402
 from tf_qnets.datasets import load_fashion_mnist  # noqa: E402
 from tf_qnets.runtime import load_interpreter, predict  # noqa: E402
@@ -122,7 +123,7 @@ def parse_args(argv=None):
     parser.add_argument("--temperature-base", type=temperature_base, default="auto",
                         help="T = base * (epoch + 1); 'auto' (default): max(10, 100 / epochs)")
     parser.add_argument("--first-last", default="int8", choices=("float", "int8", "low_bit"))
-    parser.add_argument("--gradient", default=None, choices=("exact", "wide", "smooth"),
+    parser.add_argument("--gradient", default=None, choices=GRADIENTS,
                         help="the tf_qnets weight quantizers' backward (default: quantize_model's)")
     parser.add_argument("--output-dir", default="outputs/benchmark_accuracy")
     parser.add_argument("--data-dir", default=None)
