@@ -158,3 +158,36 @@ def test_an_unknown_quantizer_type_is_refused_naming_the_layer(tmp_path):
     with pytest.raises(ValueError, match=r"'quant_c1'.*LastValueQuantizer \(4 bits\) cannot be exported"):
         export_tflite(model, str(target), x)
     assert not target.exists()
+
+
+def _normalized_model(mean, variance):
+    """Pixels in [0, 255] -> Rescaling -> Normalization -> a small CNN (EfficientNet's front)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
+    x = keras.layers.Normalization(mean=mean, variance=variance, name="norm")(x)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(x)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+
+
+@pytest.mark.parametrize("identity", [False, True])
+def test_a_per_channel_normalization_in_front_is_named_when_the_file_rounds_it(tmp_path, identity):
+    """ImageNet statistics (EfficientNet's front): the file rounds the product and the sum to
+    int8 where Keras keeps the layer float; export says so, naming the layer. Mean 0 and
+    variance 1 (``weights=None``) emit nothing, and nothing is said. ``quantize_model`` keeps
+    the layer float without the "no quantizer" warning either way."""
+    import warnings
+
+    mean, variance = ([0.0] * 3, [1.0] * 3) if identity else ([0.485, 0.456, 0.406], [0.05, 0.05, 0.05])
+    images = np.random.default_rng(2).uniform(0, 255, (16, 8, 8, 3)).astype("float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        qat = tf_qnets.quantize_model(_normalized_model(mean, variance), 4, 4,
+                                      calibration_data=images, verbose=0)
+        export_tflite(qat, str(tmp_path / "m.tflite"), images)
+    messages = [str(w.message) for w in caught]
+    assert not any("no quantizer" in m for m in messages)
+    named = [m for m in messages if "'norm' (Normalization" in m]
+    assert len(named) == (0 if identity else 1), messages

@@ -42,7 +42,7 @@ KERNEL_ATTRIBUTES = {
 NONNEGATIVE_ACTIVATIONS = frozenset({"relu", "relu6", "sigmoid", "hard_sigmoid", "softplus"})
 UNQUANTIZED_ACTIVATIONS = frozenset({"linear", "softmax", "log_softmax", None})
 SIGNED_ACTIVATION_LAYERS = frozenset({"LeakyReLU", "ELU", "PReLU"})
-FLOAT_LAYERS_WITH_WEIGHTS = frozenset({"BatchNormalization", "LayerNormalization"})
+FLOAT_LAYERS_WITH_WEIGHTS = frozenset({"BatchNormalization", "LayerNormalization", "Normalization"})
 
 INFERENCE_IDENTITIES = frozenset({
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",

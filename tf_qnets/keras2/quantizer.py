@@ -38,6 +38,7 @@ Reference: Yang et al., "Quantization Networks", CVPR 2019 (arXiv:1911.09464).
 
 import contextlib
 
+from tf_qnets.core.gap import GAP_SAMPLE_SIZE
 from tf_qnets.core.schedule import HARD_FORWARD_TEMPERATURE  # noqa: F401  (re-exported)
 from tf_qnets.keras2 import tfmot
 
@@ -49,6 +50,7 @@ from tf_qnets.tf.staircase import (
     hard_staircase,
     hard_staircase_compiled,
     hard_staircase_kernel,
+    run_padded_to_bucket,
     soft_staircase,
 )
 
@@ -163,11 +165,20 @@ class QNetsQuantizer(tfmot.Quantizer):
         thresholds = tf.cast(weights["thresholds"], inputs.dtype)
         if training:
             temperature = tf.cast(weights["temperature"], inputs.dtype)
-            outputs = soft_staircase(inputs, alpha, beta, thresholds, temperature, self.levels,
-                                     gradient=self.gradient,
-                                     train_thresholds=self.train_thresholds,
-                                     implementation=self.implementation,
-                                     hard_forward_from=self.hard_forward_from)
+
+            def staircase(values):
+                return soft_staircase(values, alpha, beta, thresholds, temperature, self.levels,
+                                      gradient=self.gradient,
+                                      train_thresholds=self.train_thresholds,
+                                      implementation=self.implementation,
+                                      hard_forward_from=self.hard_forward_from)
+
+            if self.role == "weights" and self.implementation == "xla":
+                # a network's kernels have dozens of shapes: padded to a few sizes, they
+                # share the XLA programs the first training step compiles
+                outputs = run_padded_to_bucket(staircase, inputs)
+            else:
+                outputs = staircase(inputs)
             if self.gap is not None and records_gap_now():
                 outputs = self._with_gap_recorded(inputs, outputs, alpha, beta, thresholds)
             return outputs
@@ -205,8 +216,10 @@ class QNetsQuantizer(tfmot.Quantizer):
         """Record the gap on a sample (:mod:`tf_qnets.keras2.gap`); return ``outputs`` unchanged,
         ordered after the record so that graph-mode training runs it (no gradient flows
         into the record: it only feeds a variable assignment)."""
-        hard = hard_staircase_kernel(self.levels, self.implementation)(
-            gap_sample(inputs, self.role), alpha, beta, thresholds)
+        kernel = hard_staircase_kernel(self.levels, self.implementation)
+        # every sample padded to the largest size: one compiled program per level set
+        hard = run_padded_to_bucket(lambda values: kernel(values, alpha, beta, thresholds),
+                                    gap_sample(inputs, self.role), buckets=(GAP_SAMPLE_SIZE,))
         recorded = record_gap(self.gap, gap_sample(outputs, self.role), hard, alpha)
         with tf.control_dependencies([recorded]):
             return tf.identity(outputs)

@@ -13,6 +13,8 @@ otherwise (per-channel factors, a float input) the product gets a calibrated ran
 look through too).
 """
 
+import warnings
+
 import numpy as np
 
 from tf_qnets.core.bias_lattice import is_identity_normalization
@@ -22,6 +24,13 @@ from tf_qnets.export.emit import SCALE_KEEPING_OPS
 from tf_qnets.export.layers import affine_factors
 
 __all__ = ["Affine"]
+
+_TWO_ROUNDINGS = (
+    "Layer {name!r} (Normalization with per-channel statistics) runs in the TFLite file as an "
+    "int8 MUL and ADD, each rounded to int8, where the Keras model keeps it in float: the "
+    "file's codes can part from the Keras model's from here on, the more so in a deep "
+    "network (docs/export.md, 'What stays approximate'). Pass `verify_data=` to "
+    "export_tflite to measure how often the file agrees with the Keras model.")
 
 
 class Affine:
@@ -48,6 +57,8 @@ class Affine:
             return x          # mean 0 and variance 1 (no weights loaded): no op
         y = _exact_product(context, x, scale)
         if y is None:
+            if context.tracing and layer.class_name == "Normalization":
+                warnings.warn(_TWO_ROUNDINGS.format(name=layer.name), stacklevel=2)
             y = context.calibrated(f"{layer.name}/scaled", x * tf.constant(scale, x.dtype))
         return context.output(layer, y + tf.constant(offset, x.dtype))
 
