@@ -23,7 +23,7 @@ def test_inner_kernels_get_weight_quantizers_and_the_edges_stay_float():
     specs = plan_layers(cnn(), w_bits=3)
     assert sorted(specs) == ["c2", "dw"]
     assert specs["dw"].weight_attr == "depthwise_kernel" and specs["c2"].weight_attr == "kernel"
-    assert specs["c2"].weight == QuantizerSpec(specs["c2"].weight.levels, "weights", "exact", False)
+    assert specs["c2"].weight == QuantizerSpec(specs["c2"].weight.levels, "weights", "smooth", False)
     assert specs["c2"].weight.levels.levels == (-4, -2, -1, 0, 1, 2, 4)
     assert specs["c2"].output is None
 
@@ -39,6 +39,12 @@ def test_activations_are_unsigned_after_relu_signed_after_leaky_relu_and_outputs
 
 def test_binary_weights_default_to_the_wide_gradient():
     assert plan_layers(cnn(), w_bits=1)["c2"].weight.gradient == "wide"
+
+
+@pytest.mark.parametrize("w_bits, gradient", [(2, "exact"), (3, "smooth"), (4, "smooth"), (8, "smooth")])
+def test_ternary_weights_default_to_the_exact_gradient_wider_ones_to_the_smooth(w_bits, gradient):
+    assert plan_layers(cnn(), w_bits=w_bits)["c2"].weight.gradient == gradient
+    assert plan_layers(cnn(), w_bits=w_bits, gradient="wide")["c2"].weight.gradient == "wide"
 
 
 def test_first_last_int8_gives_int8_specs_per_channel_except_depthwise():

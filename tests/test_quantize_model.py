@@ -179,7 +179,7 @@ def test_per_layer_overrides_bits_and_defaults_binary_to_the_wide_gradient(float
     assert _levels(plan["block_conv1"]["weights"]) == (-1, 1)
     assert plan["block_conv1"]["weights"].gradient == "wide"
     assert _levels(plan["head_hidden"]["weights"]) == tuple(range(-7, 8))
-    assert plan["head_hidden"]["weights"].gradient == "exact"
+    assert plan["head_hidden"]["weights"].gradient == "smooth"
     assert _levels(plan["block_conv2"]["weights"]) == (-4, -2, -1, 0, 1, 2, 4)
 
 
@@ -196,13 +196,13 @@ def test_activation_gradient_applies_to_activation_quantizers_only_and_defaults_
     plan = _plan(qat)
     assert [plan[name]["output"].gradient for name in ("first", "second", "third")] == [
         "exact", "exact", "smooth"]
-    assert {plan[name]["weights"].gradient for name in plan} == {"exact"}
+    assert {plan[name]["weights"].gradient for name in plan} == {"smooth"}
     default = _plan(tf_qnets.quantize_model(model, w_bits=3, a_bits=2, calibration_data=data,
                                             verbose=0))
     assert {default[name]["output"].gradient for name in default if "output" in default[name]} == {
         "smooth"}
     assert {default[name]["weights"].gradient for name in default if "weights" in default[name]} == {
-        "exact"}
+        "smooth"}
     with pytest.raises(ValueError, match="`activation_gradient` must be one of"):
         tf_qnets.quantize_model(model, w_bits=3, a_bits=2, calibration_data=data, verbose=0,
                                 activation_gradient="ste")

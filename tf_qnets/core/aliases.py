@@ -7,8 +7,10 @@ Keras 2 and Keras 3. The level sets are the paper's (Yang et al., CVPR 2019, Sec
 
 * ``qnet_w<b>``, b = 1..8: ``weight_levels(b)`` (1: {-1, +1}, 2: {-1, 0, 1},
   3: {-4, -2, -1, 0, 1, 2, 4}, 4..8: {-(2^(b-1)-1) .. 2^(b-1)-1}), role ``weights``,
-  gradient ``wide`` for b = 1 (the authors' release) and ``exact`` otherwise;
-* ``qnet_w3_uniform``: {-3..3}, ``weights``, ``exact``;
+  gradient as :func:`tf_qnets.quantize_model` picks it
+  (:func:`tf_qnets.core.staircase.default_weight_gradient`): ``wide`` for b = 1 (the
+  authors' release), ``exact`` for b = 2, ``smooth`` from b = 3 on;
+* ``qnet_w3_uniform``: {-3..3}, ``weights``, ``smooth``;
 * ``qnet_a<b>`` / ``qnet_a<b>_signed``, b = 1..8: ``activation_levels(b, signed)``
   ({0..2^b - 1} / a symmetric signed set), role ``activations``, gradient
   :data:`tf_qnets.core.staircase.DEFAULT_ACTIVATION_GRADIENT` (``smooth``).
@@ -18,7 +20,7 @@ Example::
     >>> from tf_qnets.core.aliases import resolve_alias
     >>> spec = resolve_alias("qnet_w3")
     >>> spec.levels.levels, spec.role, spec.gradient
-    ((-4, -2, -1, 0, 1, 2, 4), 'weights', 'exact')
+    ((-4, -2, -1, 0, 1, 2, 4), 'weights', 'smooth')
     >>> resolve_alias("qnet_a2_signed").levels.levels
     (-1, 0, 1)
 """
@@ -28,7 +30,7 @@ import types
 import typing
 
 from tf_qnets.core.levels import MAX_BITS, MIN_BITS, LevelSet, activation_levels, weight_levels
-from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT
+from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT, default_weight_gradient
 
 __all__ = ["ALIASES", "QuantizerAlias", "quantizer_aliases", "resolve_alias"]
 
@@ -44,9 +46,12 @@ class QuantizerAlias(typing.NamedTuple):
 def _alias_table():
     table = {}
     for bits in range(MIN_BITS, MAX_BITS + 1):
-        gradient = "wide" if bits == 1 else "exact"
-        table[f"qnet_w{bits}"] = QuantizerAlias(weight_levels(bits), "weights", gradient)
-    table["qnet_w3_uniform"] = QuantizerAlias(weight_levels(3, scheme="uniform"), "weights", "exact")
+        levels = weight_levels(bits)
+        table[f"qnet_w{bits}"] = QuantizerAlias(levels, "weights",
+                                                default_weight_gradient(levels.num_steps))
+    uniform = weight_levels(3, scheme="uniform")
+    table["qnet_w3_uniform"] = QuantizerAlias(uniform, "weights",
+                                              default_weight_gradient(uniform.num_steps))
     for bits in range(MIN_BITS, MAX_BITS + 1):
         for signed, suffix in ((False, ""), (True, "_signed")):
             table[f"qnet_a{bits}{suffix}"] = QuantizerAlias(

@@ -8,7 +8,8 @@ options the same way and refuse bad ones with the same message.
 What a layer gets (``w_bits = b_w``, ``a_bits = b_a``; the kinds: ``tf_qnets.core.layer_kinds``):
 
 * a kernel layer: a weight quantizer on ``b_w``-bit weight levels (``weight_scheme``), its
-  gradient ``"wide"`` for binary weights, else ``"exact"`` (unless ``gradient`` says);
+  gradient ``"wide"`` for binary weights, ``"exact"`` for ternary ones, else ``"smooth"``
+  (:func:`tf_qnets.core.staircase.default_weight_gradient`; unless ``gradient`` says);
   the first and last kernel layers stay float (``first_last="float"``), get tfmot-style
   8-bit quantizers (``"int8"``) or the low-bit ones like every other layer (``"low_bit"``);
 * a layer whose activation is not linear (ReLU, ``Activation``, kernel layers with an
@@ -34,7 +35,7 @@ from typing import Optional, Union
 
 from tf_qnets.core.layer_kinds import FLOAT_LAYERS_WITH_WEIGHTS, KERNEL_ATTRIBUTES, output_kind
 from tf_qnets.core.levels import LevelSet, resolve_levels
-from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT, GRADIENTS
+from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT, GRADIENTS, default_weight_gradient
 
 __all__ = [
     "ACTIVATION_KEYS",
@@ -206,7 +207,7 @@ def _weight_spec(info, settings, where, w_bits, weight_scheme, gradient, train):
                             weight_scheme=weight_scheme)
     layer_gradient = settings.get("gradient", gradient)
     if layer_gradient is None:
-        layer_gradient = "wide" if levels.num_steps == 1 else "exact"
+        layer_gradient = default_weight_gradient(levels.num_steps)
     _validate_choice(layer_gradient, GRADIENTS, "gradient")
     return QuantizerSpec(levels, "weights", layer_gradient, train)
 

@@ -34,6 +34,7 @@ import numpy as np
 __all__ = [
     "CLAMP",
     "DEFAULT_ACTIVATION_GRADIENT",
+    "default_weight_gradient",
     "GRADIENTS",
     "SMOOTH_TEMPERATURE",
     "gradient_temperatures",
@@ -48,6 +49,20 @@ GRADIENTS = ("exact", "wide", "smooth")
 SMOOTH_TEMPERATURE = 2.0
 # What quantize_model uses for activations unless told otherwise.
 DEFAULT_ACTIVATION_GRADIENT = "smooth"
+
+
+def default_weight_gradient(num_steps):
+    """The weight quantizers' backward unless told otherwise, by the number of thresholds:
+    ``"wide"`` for binary weights (1, the authors' release), ``"exact"`` for ternary ones (2:
+    the smooth backward scored lower there), ``"smooth"`` for 3 bits and more (it scored the
+    same or higher in every setting measured: docs/train.md, "The weights' backward").
+
+    >>> default_weight_gradient(1), default_weight_gradient(2), default_weight_gradient(6)
+    ('wide', 'exact', 'smooth')
+    """
+    if num_steps <= 1:
+        return "wide"
+    return "exact" if num_steps == 2 else "smooth"
 
 
 def gradient_temperatures(gradient, temperature):

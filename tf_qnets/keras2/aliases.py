@@ -10,9 +10,9 @@ alias                  levels                       role           gradient
 =====================  ===========================  =============  ==========
 ``qnet_w1``            {-1, +1}                     weights        ``wide``
 ``qnet_w2``            {-1, 0, 1}                   weights        ``exact``
-``qnet_w3``            {-4, -2, -1, 0, 1, 2, 4}     weights        ``exact``
-``qnet_w3_uniform``    {-3, ..., 3}                 weights        ``exact``
-``qnet_w4`` .. ``w8``  {-(2^(b-1)-1) .. 2^(b-1)-1}  weights        ``exact``
+``qnet_w3``            {-4, -2, -1, 0, 1, 2, 4}     weights        ``smooth``
+``qnet_w3_uniform``    {-3, ..., 3}                 weights        ``smooth``
+``qnet_w4`` .. ``w8``  {-(2^(b-1)-1) .. 2^(b-1)-1}  weights        ``smooth``
 ``qnet_a1`` .. ``a8``  {0, 1, ..., 2^b - 1}         activations    ``smooth``
 ``qnet_a1_signed``     {-1, +1}                     activations    ``smooth``
 ``qnet_a2_signed`` ..  {-(2^(b-1)-1) .. 2^(b-1)-1}  activations    ``smooth``
@@ -20,7 +20,8 @@ alias                  levels                       role           gradient
 =====================  ===========================  =============  ==========
 
 ``wide`` for binary weights follows the authors' release (sigmoid derivative at
-T = 1, times T); it is also what :func:`tf_qnets.quantize_model` picks for 1-bit weights.
+T = 1, times T); the weights' gradients are those :func:`tf_qnets.quantize_model` picks
+(``smooth`` from 3 bits on: docs/train.md, "The weights' backward").
 ``smooth`` for activations is :func:`tf_qnets.quantize_model`'s default
 ``activation_gradient`` (the soft staircase's derivative at ``min(T, 2)``, see
 :mod:`tf_qnets.tf.staircase`).
@@ -31,7 +32,7 @@ Example::
 
     >>> import tf_qnets
     >>> tf_qnets.get_quantizer("qnet_w3")
-    QNetsQuantizer(levels=(-4, -2, -1, 0, 1, 2, 4), role='weights', gradient='exact', train_thresholds=False, implementation='xla', hard_forward_from=100.0)
+    QNetsQuantizer(levels=(-4, -2, -1, 0, 1, 2, 4), role='weights', gradient='smooth', train_thresholds=False, implementation='xla', hard_forward_from=100.0)
     >>> config = tf_qnets.QNetsQuantizeConfig("kernel", tf_qnets.get_quantizer("qnet_w2"),
     ...                                       tf_qnets.get_quantizer("qnet_a2"))
 """

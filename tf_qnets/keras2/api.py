@@ -125,8 +125,9 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
         ``train_thresholds`` for one layer, or ``{layer_name: None}`` to keep it float.
       exclude: names of layers to keep float.
       gradient: the weight quantizers' backward: ``"exact"``, ``"wide"`` or ``"smooth"``;
-        default ``None`` means ``"wide"`` for binary weights (the authors' release) and
-        ``"exact"`` otherwise (docs/train.md, "The weights' backward", compares them).
+        default ``None`` means ``"wide"`` for binary weights (the authors' release),
+        ``"exact"`` for ternary ones and ``"smooth"`` from 3 bits on (docs/train.md, "The
+        weights' backward", compares them).
       activation_gradient: the activation quantizers' backward: ``"smooth"`` (default: the
         soft staircase's derivative at temperature ``min(T, 2)``, times that temperature,
         so every activation inside the staircase's range gets a gradient, not only those

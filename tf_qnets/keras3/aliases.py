@@ -12,7 +12,7 @@ Example::
     >>> from tf_qnets.keras3.aliases import get_quantizer
     >>> q = get_quantizer("qnet_w3")
     >>> q.levels.levels, q.role, q.gradient
-    ((-4, -2, -1, 0, 1, 2, 4), 'weights', 'exact')
+    ((-4, -2, -1, 0, 1, 2, 4), 'weights', 'smooth')
     >>> get_quantizer("qnet_a2").levels.levels
     (0, 1, 2, 3)
 """

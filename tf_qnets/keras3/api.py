@@ -103,8 +103,9 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
         ``train_thresholds`` for one layer, or ``{layer_name: None}`` to keep it float.
       exclude: names of layers to keep float.
       gradient: the weight quantizers' backward, ``"exact"``, ``"wide"`` or ``"smooth"``;
-        None: ``"wide"`` for binary weights (the authors' release), else ``"exact"``
-        (docs/train.md, "The weights' backward", compares them).
+        None: ``"wide"`` for binary weights (the authors' release), ``"exact"`` for
+        ternary ones, ``"smooth"`` from 3 bits on (docs/train.md, "The weights' backward",
+        compares them).
       activation_gradient: the activation quantizers' backward (default ``"smooth"``).
       train_thresholds: learn the thresholds too (the paper freezes them).
       batch_norm: ``"frozen"`` (default): every plain trainable BatchNormalization becomes a
