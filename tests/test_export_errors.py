@@ -1,6 +1,7 @@
 """Clear errors for bad export input, and atomic writes (issue 3, requirement 8)."""
 
 import os
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -178,8 +179,6 @@ def test_a_per_channel_normalization_in_front_is_named_when_the_file_rounds_it(t
     int8 where Keras keeps the layer float; export says so, naming the layer. Mean 0 and
     variance 1 (``weights=None``) emit nothing, and nothing is said. ``quantize_model`` keeps
     the layer float without the "no quantizer" warning either way."""
-    import warnings
-
     mean, variance = ([0.0] * 3, [1.0] * 3) if identity else ([0.485, 0.456, 0.406], [0.05, 0.05, 0.05])
     images = np.random.default_rng(2).uniform(0, 255, (16, 8, 8, 3)).astype("float32")
     with warnings.catch_warnings(record=True) as caught:
