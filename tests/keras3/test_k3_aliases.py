@@ -12,9 +12,9 @@ from tf_qnets.keras3.aliases import get_quantizer, quantizer_aliases
 @pytest.mark.parametrize("alias, levels, role, gradient", [
     ("qnet_w1", (-1, 1), "weights", "wide"),
     ("qnet_w2", (-1, 0, 1), "weights", "exact"),
-    ("qnet_w3", (-4, -2, -1, 0, 1, 2, 4), "weights", "exact"),
-    ("qnet_w3_uniform", (-3, -2, -1, 0, 1, 2, 3), "weights", "exact"),
-    ("qnet_w4", tuple(range(-7, 8)), "weights", "exact"),
+    ("qnet_w3", (-4, -2, -1, 0, 1, 2, 4), "weights", "smooth"),
+    ("qnet_w3_uniform", (-3, -2, -1, 0, 1, 2, 3), "weights", "smooth"),
+    ("qnet_w4", tuple(range(-7, 8)), "weights", "smooth"),
     ("qnet_a1", (0, 1), "activations", "smooth"),
     ("qnet_a3", tuple(range(8)), "activations", "smooth"),
     ("qnet_a1_signed", (-1, 1), "activations", "smooth"),
