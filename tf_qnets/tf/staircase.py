@@ -776,17 +776,12 @@ def hard_staircase_compiled(x, alpha, beta, thresholds, levels, implementation="
         return _hard_kernel(levels, implementation)(x, *args)
     # eager: the table's kind is known now, so the compiled program holds one count only
     kernel = _hard_kernel(levels, implementation, _is_evenly_spaced(args[2], levels))
-    size = x.shape.num_elements()
-    if size is None or size == 0 or size > HARD_BUCKETS[-1]:
-        return kernel(x, *args)
     # XLA compiles once per input shape (~0.2 s each; a network's kernels and small
     # activations have dozens of shapes): up to HARD_BUCKETS[-1] elements, the flat tensor runs
     # padded to the smallest bucket that holds it, a handful of programs per level set. The
     # staircase is elementwise (scalar alpha, beta), so the padding changes no value. Larger
     # tensors run as they are: a copy in and out would cost more than their compilation.
-    bucket = next(b for b in HARD_BUCKETS if b >= size)
-    padded = tf.pad(tf.reshape(x, [-1]), [[0, bucket - size]])
-    return tf.reshape(kernel(padded, *args)[:size], tf.shape(x))
+    return run_padded_to_bucket(lambda values: kernel(values, *args), x, buckets=HARD_BUCKETS)
 
 
 def _backward_temperatures(gradient, temperature):
