@@ -177,6 +177,26 @@ def test_a_batch_norm_before_every_quantized_layer_keeps_its_float_output():
     assert isinstance(specs["bn2"].output, Int8Spec)
 
 
+@pytest.mark.parametrize("identity", [False, True])
+def test_an_input_normalization_is_rounded_unless_it_is_the_identity(identity):
+    """EfficientNet's front: with ImageNet statistics the file computes the Normalization as
+    an int8 op of its own (rounded, as the Rescaling before it and the per-channel scaling
+    after it); with mean 0 and variance 1 it emits nothing, so Keras must not round there."""
+    infos = [LayerInfo("input", "InputLayer"), LayerInfo("scale", "Rescaling"),
+             LayerInfo("norm", "Normalization", has_weights=True, is_identity=identity),
+             LayerInfo("channel_scale", "Rescaling"),
+             LayerInfo("c1", "Conv2D", "relu", has_weights=True),
+             LayerInfo("fc", "Dense", has_weights=True, is_model_output=True)]
+    readers = {"input": ["scale"], "scale": ["norm"], "norm": ["channel_scale"],
+               "channel_scale": ["c1"], "c1": ["fc"], "fc": []}
+    specs = plan_layers(infos, w_bits=3, a_bits=3, readers=readers)
+    assert isinstance(specs["scale"].output, Int8Spec)
+    assert isinstance(specs["channel_scale"].output, Int8Spec)
+    assert ("norm" in specs) == (not identity)
+    if not identity:
+        assert isinstance(specs["norm"].output, Int8Spec) and specs["norm"].weight is None
+
+
 def test_poolings_the_file_stores_in_int8_get_int8_outputs():
     """Squeeze-and-excitation's global pooling (read by a 1x1 convolution inside the network)
     and a transition's average pooling are int8 tensors in the file; the classifier's pooling

@@ -161,9 +161,16 @@ def test_an_unknown_quantizer_type_is_refused_naming_the_layer(tmp_path):
     assert not target.exists()
 
 
-def _normalized_model(mean, variance):
-    """Pixels in [0, 255] -> Rescaling -> Normalization -> a small CNN (EfficientNet's front)."""
+def _normalized_model(mean, variance, features=False):
+    """Pixels in [0, 255] -> Rescaling -> Normalization -> a small CNN (EfficientNet's front);
+    ``features``: a Normalization of 3 features in front of Dense layers."""
     keras.utils.set_random_seed(0)
+    if features:
+        inputs = keras.Input((3,))
+        x = keras.layers.Normalization(mean=mean, variance=variance, name="norm")(inputs)
+        x = keras.layers.Dense(4, activation="relu", name="c1")(x)
+        x = keras.layers.Dense(4, activation="relu", name="c2")(x)
+        return keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
     x = keras.layers.Normalization(mean=mean, variance=variance, name="norm")(x)
@@ -173,20 +180,23 @@ def _normalized_model(mean, variance):
     return keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
 
 
-@pytest.mark.parametrize("identity", [False, True])
-def test_a_per_channel_normalization_in_front_is_named_when_the_file_rounds_it(tmp_path, identity):
-    """ImageNet statistics (EfficientNet's front): the file rounds the product and the sum to
-    int8 where Keras keeps the layer float; export says so, naming the layer. Mean 0 and
-    variance 1 (``weights=None``) emit nothing, and nothing is said. ``quantize_model`` keeps
-    the layer float without the "no quantizer" warning either way."""
+@pytest.mark.parametrize("case", ["identity", "images", "features"])
+def test_a_per_channel_normalization_is_named_only_where_the_file_rounds_it_twice(tmp_path, case):
+    """ImageNet statistics on 4-D images (EfficientNet's front): a 1x1 depthwise convolution,
+    nothing to say (tests/test_channel_affine.py). On 2-D features the file rounds the product
+    and the sum to int8 where Keras rounds once; export says so, naming the layer. Mean 0 and
+    variance 1 (``weights=None``) emit nothing, and nothing is said. ``quantize_model`` gives
+    no "no quantizer" warning either way."""
+    identity = case == "identity"
     mean, variance = ([0.0] * 3, [1.0] * 3) if identity else ([0.485, 0.456, 0.406], [0.05, 0.05, 0.05])
-    images = np.random.default_rng(2).uniform(0, 255, (16, 8, 8, 3)).astype("float32")
+    shape = (16, 3) if case == "features" else (16, 8, 8, 3)
+    images = np.random.default_rng(2).uniform(0, 255, shape).astype("float32")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        qat = tf_qnets.quantize_model(_normalized_model(mean, variance), 4, 4,
+        qat = tf_qnets.quantize_model(_normalized_model(mean, variance, case == "features"), 4, 4,
                                       calibration_data=images, verbose=0)
         export_tflite(qat, str(tmp_path / "m.tflite"), images)
     messages = [str(w.message) for w in caught]
     assert not any("no quantizer" in m for m in messages)
-    named = [m for m in messages if "'norm' (Normalization" in m]
-    assert len(named) == (0 if identity else 1), messages
+    named = [m for m in messages if "norm' (Normalization" in m]
+    assert len(named) == (1 if case == "features" else 0), messages

@@ -215,3 +215,62 @@ def test_a_jax_trained_keras3_model_exports_like_its_keras2_twin(tmp_path):
     extra = report.size_bytes - result["size"]
     assert abs(extra - (name_bytes[1] - name_bytes[0])) <= 64, (
         result["size"], report.size_bytes, name_bytes)
+
+
+IMAGENET_FRONT = textwrap.dedent("""
+    import json, sys
+    import keras
+    import numpy as np
+    import tf_qnets
+
+    # EfficientNet's front as keras.applications builds it with weights="imagenet" on Keras 3:
+    # Rescaling(1/255) -> Normalization (statistics in its variables, loaded) -> a per-channel
+    # Rescaling(1 / sqrt(std)); then a small CNN
+    keras.utils.set_random_seed(0)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    norm = keras.layers.Normalization(axis=-1, name="norm")
+    x = norm(x)
+    x = keras.layers.Rescaling(list(1.0 / np.sqrt(std)), name="channel_scale")(x)
+    x = keras.layers.ZeroPadding2D(1)(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, name="stem")(x)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Activation("swish", name="stem_act")(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="out")(x))
+    norm.set_weights([w.astype("float32") for w in (mean, std ** 2)] + [np.array(0)])
+    norm.finalize_state()          # as load_weights does
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (96, 12, 12, 3)).astype("float32")
+    qat = tf_qnets.quantize_model(model, 4, 4, first_last="int8", calibration_data=images[:32],
+                                  verbose=0)
+    float_norm = np.asarray(keras.Model(model.inputs, norm.output)(images[:8]))
+    qat_norm = np.asarray(keras.Model(qat.inputs, qat.get_layer("norm").output)(images[:8]))
+    report = tf_qnets.export_tflite(qat, sys.argv[1], images[:32], verify_data=images[32:])
+    print("RESULT", json.dumps({
+        "norm_diff": float(np.abs(float_norm - qat_norm).max()),
+        "norm_min": float(float_norm.min()),
+        "depthwise": dict((name, count) for name, _, count in report.ops).get("DEPTHWISE_CONV_2D"),
+        "agreement": report.verification.agreement,
+        "max_abs_diff": report.verification.max_abs_diff,
+        "off_lattice": report.off_lattice}))
+""")
+
+
+def test_the_imagenet_front_of_a_keras3_efficientnet_exports_exactly(tmp_path):
+    """Keras 3 under JAX: the quantized model normalizes with the statistics its Normalization
+    holds (Keras 3's ``set_weights`` leaves the tensors it derives from them to
+    ``finalize_state``), both per-channel layers become 1x1 depthwise convolutions and the
+    file agrees with the Keras model (tests/test_channel_affine.py: the same on Keras 2)."""
+    pytest.importorskip("jax")
+    script = tmp_path / "front.py"
+    script.write_text(IMAGENET_FRONT)
+    output = run_keras3([sys.executable, str(script), str(tmp_path / "front.tflite")], "jax")
+    result = json.loads(output.split("RESULT ")[-1].splitlines()[0])
+    assert result["norm_min"] < -1.5
+    assert result["norm_diff"] < 0.05, result          # within about one int8 step
+    assert result["depthwise"] == 2, result
+    assert result["off_lattice"] == [], result
+    assert result["agreement"] == 1.0 and result["max_abs_diff"] < 1e-3, result

@@ -79,6 +79,7 @@ from tf_qnets.core.lowering import (
 )
 from tf_qnets.core.alignment import channel_lattice
 from tf_qnets.core.network import Int8Range, Staircase, channel_axis, is_linear, relu_cap
+from tf_qnets.core.normalization_lattice import snapped_mean
 from tf_qnets.core.rounding_margin import MAX_GAIN_CHANGE, margin_biases, margin_gains
 from tf_qnets.core.transition_margin import transition_shifts
 from tf_qnets.core.weight_codes import (
@@ -101,11 +102,12 @@ INT8_KEEPING_LAYERS = ("MaxPooling1D", "MaxPooling2D", "ZeroPadding1D", "ZeroPad
 # Layers whose int8 output range the model fixes (``quantize_model`` gives them an int8 output
 # quantizer) and the export reproduces, read by a kernel layer that is not aligned to a
 # staircase: the pixel scaling in front of MobileNetV3's first convolution
-# (:mod:`tf_qnets.export.rewrites.affine`), the products before its projections
+# (:mod:`tf_qnets.export.rewrites.affine`) and the normalization in front of EfficientNet's
+# (:mod:`tf_qnets.export.rewrites.channel_affine`), the products before its projections
 # (squeeze-and-excitation, hard-swish), residual sums and concatenations before a linear or
 # hard-swish convolution.
-INT8_SCALED_INPUTS = ("Rescaling", "Multiply", "Add", "Concatenate", "BatchNormalization",
-                      "AveragePooling2D")
+INT8_SCALED_INPUTS = ("Rescaling", "Normalization", "Multiply", "Add", "Concatenate",
+                      "BatchNormalization", "AveragePooling2D")
 
 
 @dataclasses.dataclass
@@ -185,11 +187,12 @@ class SnapReport:
     largest_move: float
     margins: list = dataclasses.field(default_factory=list)
     transitions: list = dataclasses.field(default_factory=list)
+    normalizations: list = dataclasses.field(default_factory=list)
 
     def __str__(self):
         plain = [name for name in self.moved if name not in self.margins]
         parts = []
-        if plain or not (self.margins or self.transitions):
+        if plain or not (self.margins or self.transitions or self.normalizations):
             parts.append(f"moved the folded biases of {len(plain)} of {self.checked} kernel layers "
                          f"onto the integer file's int32 lattice (at most {self.largest_move:.2f} "
                          "units)")
@@ -203,6 +206,10 @@ class SnapReport:
                          "staircase the file computes by a few millionths of their values, so "
                          "that float32 decides every transition as the file does "
                          "(tf_qnets.core.transition_margin)")
+        if self.normalizations:
+            parts.append(f"moved the means of {len(self.normalizations)} Normalization layers "
+                         "by less than a 254th of an input step, onto the int32 lattice of the "
+                         "file's bias (tf_qnets.core.normalization_lattice)")
         return "; ".join(parts)
 
 
@@ -440,7 +447,54 @@ def snap_biases(model, network, finer_inputs=DEFAULT_FINER_INPUTS):
     for aligned in aligned_transitions(network):
         if aligned.owner is not None and _keep_transitions_decidable(model, aligned):
             transitions.append(aligned.layer)
-    return SnapReport(moved, len(lattices), largest, margins, transitions)
+    normalizations = [name for name, scale in normalization_input_scales(network, finer_inputs)
+                      if _snap_normalization(model, name, scale)]
+    return SnapReport(moved, len(lattices), largest, margins, transitions, normalizations)
+
+
+def normalization_input_scales(network, finer_inputs=DEFAULT_FINER_INPUTS):
+    """``(layer name, s_in)`` for every Normalization that the file computes as a 1x1 depthwise
+    convolution (not the identity, an int8 output, 4-D, channels last;
+    :mod:`tf_qnets.export.rewrites.channel_affine`) on an input whose int8 scale ``s_in`` the
+    model fixes (:mod:`tf_qnets.core.normalization_lattice`)."""
+    producer, _, _ = _graph(network)
+    for node in network.nodes:
+        layer = node.layer
+        if (layer.class_name != "Normalization" or is_identity_normalization(layer)
+                or layer.config.get("invert", False)
+                or not isinstance(layer.output_quantizer, Int8Range)
+                or len(node.flat_input_ids) != 1 or len(tuple(layer.input_shape)) != 4
+                or channel_axis(layer) != -1):
+            continue
+        scale, _, _ = _input_scale(network, producer, node.flat_input_ids[0], finer_inputs)
+        if scale is not None:
+            yield layer.name, scale
+
+
+def _snap_normalization(model, name, input_scale):
+    """Move the mean of the Normalization ``name`` onto its lattice (when it keeps it in a
+    variable; a mean given as a constant stays). True when it moved."""
+    layer = model.get_layer(name)
+    inner = getattr(layer, "layer", layer)
+    mean = _named_weight(inner, "mean")
+    variance = _named_weight(inner, "variance")
+    if mean is None or variance is None or not hasattr(mean, "assign"):
+        return False
+    value = np.asarray(mean, np.float64)
+    snapped = snapped_mean(value, np.asarray(variance, np.float64), input_scale)
+    snapped = snapped.reshape(value.shape).astype(np.float32)
+    if np.array_equal(snapped, value.astype(np.float32)):
+        return False
+    mean.assign(snapped)
+    inner.finalize_state()      # the layer's own mean (a tensor it derives from the variable)
+    return True
+
+
+def _named_weight(layer, name):
+    for weight in layer.weights:
+        if weight.name.split("/")[-1].split(":")[0] == name:
+            return weight
+    return None
 
 
 def _keep_transitions_decidable(model, aligned):
@@ -553,6 +607,7 @@ def snap_if_describable(model, describe, announce=None):
                      f"({error})")
         return None
     report = snap_biases(model, network)
-    if announce is not None and (report.moved or report.margins or report.transitions):
+    if announce is not None and (report.moved or report.margins or report.transitions
+                                 or report.normalizations):
         announce(str(report))
     return report

@@ -17,7 +17,10 @@ both paths, the summary and the exporter read the same answer.
   value-preserving layers and average pooling): the exporter gives them no range of their own.
 """
 
+import numpy as np
+
 __all__ = [
+    "is_identity_of",
     "pads_border_of",
     "pooling_pads_border",
     "pooling_window",
@@ -122,3 +125,25 @@ def pads_border_of(layer):
     except (AttributeError, ValueError):
         return True
     return pooling_pads_border(layer.get_config(), tuple(shape))
+
+
+def _weight_named(layer, name):
+    for weight in getattr(layer, "weights", ()):
+        short = weight.name.split("/")[-1].split(":")[0]
+        if short == name:
+            return weight
+    return getattr(layer, name, None)
+
+
+def is_identity_of(layer):
+    """True for a built Keras layer (either Keras) that computes its input itself: a
+    ``Normalization`` with mean 0 and variance 1, as ``keras.applications`` builds it with
+    ``weights=None`` (``(x - 0) / sqrt(1) = x``). ``quantize_model`` gives it no int8 output
+    and the exporter emits nothing for it."""
+    if type(layer).__name__ != "Normalization" or getattr(layer, "invert", False):
+        return False
+    mean, variance = _weight_named(layer, "mean"), _weight_named(layer, "variance")
+    if mean is None or variance is None:
+        return False
+    mean, variance = np.asarray(mean), np.asarray(variance)
+    return bool(np.all(mean == 0.0) and np.all(variance == 1.0))

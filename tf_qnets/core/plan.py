@@ -69,7 +69,8 @@ class LayerInfo:
     (``None`` if it has none); ``negative_slope``: a ``ReLU``'s slope; ``has_weights``:
     whether it owns weights; ``is_model``: a nested model; ``is_model_output``: one of its
     outputs is a model output; ``pads_border``: a pooling whose windows reach past the input
-    border (:func:`tf_qnets.core.layer_kinds.pooling_pads_border`).
+    border (:func:`tf_qnets.core.layer_kinds.pooling_pads_border`); ``is_identity``: it
+    computes its input itself (:func:`tf_qnets.core.layer_kinds.is_identity_of`).
     """
 
     name: str
@@ -80,6 +81,7 @@ class LayerInfo:
     is_model: bool = False
     is_model_output: bool = False
     pads_border: bool = False
+    is_identity: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,10 +218,11 @@ def _weight_spec(info, settings, where, w_bits, weight_scheme, gradient, train):
 # MUL and CONCATENATION round their result to the output scale): Keras rounds it the same way
 # when nothing fuses it.
 INT8_TENSOR_KINDS = frozenset({"BatchNormalization", "Add", "Multiply", "Concatenate",
-                               "Rescaling", "AveragePooling2D"})
-# ... of which these are rounded even before the first quantized layer: the pixel scaling a
-# network does itself (MobileNetV3, EfficientNet), an int8 op of the file on the int8 input.
-INT8_BEFORE_QUANTIZED_LAYERS = frozenset({"Rescaling"})
+                               "Rescaling", "Normalization", "AveragePooling2D"})
+# ... of which these are rounded even before the first quantized layer: the pixel scaling and
+# normalization a network does itself (MobileNetV3, EfficientNet), int8 ops of the file on
+# the int8 input (a Normalization with mean 0 and variance 1 is no op: never rounded).
+INT8_BEFORE_QUANTIZED_LAYERS = frozenset({"Rescaling", "Normalization"})
 
 
 def _fuses(producer, reader, a_bits):
@@ -253,13 +256,15 @@ def _is_relu(info):
 def _stored_in_int8(info, readers, infos_by_name, a_bits):
     """True for a layer whose output Keras keeps in float but an integer TFLite file stores
     as an int8 tensor: a BatchNormalization, an Add, a Multiply (MobileNetV3's hard-swish,
-    squeeze-and-excitation), a Concatenate, a Rescaling, an AveragePooling2D (DenseNet's
+    squeeze-and-excitation), a Concatenate, a Rescaling, a Normalization that is not the
+    identity (EfficientNet's input statistics), an AveragePooling2D (DenseNet's
     transitions: the file rounds the mean), or a linear kernel layer whose output some reader
     does not fuse."""
     linear_kernel = info.kind in KERNEL_ATTRIBUTES and info.activation in (None, "linear")
     if info.kind not in INT8_TENSOR_KINDS and not linear_kernel:
         return False
-    if info.pads_border:     # TFLite's AVERAGE_POOL_2D keeps its input's scale: no own range
+    if info.pads_border or info.is_identity:
+        # TFLite's AVERAGE_POOL_2D keeps its input's scale; an identity is no op: no own range
         return False
     found = readers.get(info.name, ())
     # a reader that is not a listed layer (a Keras 3 operator node such as ``x + 3``) is an

@@ -9,14 +9,11 @@ same for a Keras 2 model and a Keras 3 model on any backend.
 import numpy as np
 
 from tf_qnets.core.network import channel_axis, is_linear, relu_cap
+from tf_qnets.core.normalization_lattice import normalization_factors
 from tf_qnets.core.weight_codes import layer_fold_factors as bn_fold_factors
 
 __all__ = ["layer_class", "is_linear", "is_plain_relu", "relu_cap", "affine_factors",
            "bn_fold_factors", "channel_axis", "output_quantizer", "scalar_operation"]
-
-# Keras' default epsilon (both Kerases), the floor of a Normalization's standard deviation.
-_KERAS_EPSILON = 1e-7
-
 
 def layer_class(layer):
     """Class name of the described layer (inside tf_qnets' wrapper, if it was wrapped)."""
@@ -69,9 +66,8 @@ def affine_factors(layer):
         statistics = _normalization_statistics(layer)
         if layer.config.get("invert", False) or statistics is None:
             return None
-        mean, variance = statistics
-        std = np.maximum(np.sqrt(variance), _KERAS_EPSILON)
-        return ((1.0 / std).astype(np.float32), (-mean / std).astype(np.float32))
+        scale, offset = normalization_factors(*statistics)
+        return scale.astype(np.float32), offset.astype(np.float32)
     return None
 
 

@@ -9,6 +9,7 @@ from tf_qnets.keras2.backend import keras, require_keras2_model, tf
 from tf_qnets.core.bias_lattice import snap_if_describable
 from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_message
 from tf_qnets.core.plan import split_activations, split_per_layer
+from tf_qnets.keras2.channel_scale import channel_scale_layers, replace_channel_scales
 from tf_qnets.keras2.describe_network import describe_network
 from tf_qnets.keras2.batch_norm import freezable, frozen_copy
 from tf_qnets.tf.distribute import broadcast_from_first_replica
@@ -78,6 +79,17 @@ def _annotate(model, plans, batch_norm="frozen"):
     annotated = keras.models.clone_model(model, clone_function=annotate)
     annotated.set_weights(model.get_weights())
     return annotated
+
+
+def finalize_layer_states(model):
+    """Let every layer of ``model`` (inside the wrappers too) recompute the state it derives from
+    its weights, as ``Layer.set_weights`` does: tfmot copies the weights into the quantized
+    model by assigning the variables, after which a ``Normalization`` would keep the mean 0 and
+    variance 1 it was built with and ignore the statistics it holds (the ImageNet mean and
+    variance of a ``keras.applications.EfficientNet*`` built with ``weights="imagenet"``)."""
+    for layer in model.submodules:
+        if isinstance(layer, keras.layers.Layer):
+            layer.finalize_state()
 
 
 def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
@@ -163,6 +175,9 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
     """
     _check_model_structure(model)
     check_batch_norm_mode(batch_norm)
+    # A per-channel constant multiply (EfficientNet's ImageNet input scaling) becomes a
+    # Rescaling layer that the model can round to int8 as the file does.
+    model = replace_channel_scales(model, channel_scale_layers(model))
     # A kernel layer's swish/sigmoid/... activation with a staircase goes onto a layer of its
     # own, so that the int8 rounding of its input is in the model as in the file.
     splits = split_activations(layer_infos(model), a_bits, per_layer, exclude)
@@ -191,6 +206,7 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
         # QNetsWrapper (not tfmot's wrapper) from the start: see tfmot.quantize_apply.
         qat = tfmot.quantize_apply(annotated, QNetsScheme(quantize_inputs=needs_calibration),
                                    wrapper_class=QNetsWrapper)
+    finalize_layer_states(qat)
 
     initialize_weight_quantizers(qat, plans)
     if needs_calibration:

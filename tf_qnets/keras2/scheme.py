@@ -14,7 +14,7 @@ so ``quantize_apply`` adds nothing else we did not annotate.
 
 import dataclasses
 
-from tf_qnets.core.layer_kinds import pads_border_of
+from tf_qnets.core.layer_kinds import is_identity_of, pads_border_of
 from tf_qnets.core.plan import FIRST_LAST, THRESHOLD_INITS, Int8Spec, LayerInfo, plan_layers
 from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.keras2 import tfmot
@@ -100,6 +100,7 @@ def layer_infos(model):
             has_weights=bool(layer.weights),
             is_model=isinstance(layer, keras.Model),
             pads_border=pads_border_of(layer),
+            is_identity=is_identity_of(layer),
             is_model_output=any(tensor.name in output_names for tensor in _layer_outputs(layer)),
         )
         for layer in model.layers

@@ -15,7 +15,7 @@ Example::
 
 import keras
 
-from tf_qnets.core.layer_kinds import pads_border_of
+from tf_qnets.core.layer_kinds import is_identity_of, pads_border_of
 from tf_qnets.core.plan import LayerInfo
 
 __all__ = ["activation_name", "check_model", "layer_infos"]
@@ -99,6 +99,7 @@ def layer_infos(model):
             has_weights=bool(layer.weights),
             is_model=isinstance(layer, keras.Model),
             pads_border=pads_border_of(layer),
+            is_identity=is_identity_of(layer),
             is_model_output=bool(_output_ids(layer) & model_outputs),
         ))
     return infos

@@ -81,4 +81,9 @@ def wrap_layers(model, specs, batch_norm="frozen", quantize_inputs=False):
         if isinstance(target, QNetsWrapper):
             target = target.layer
         target.set_weights(layer.get_weights())
+        # state derived from the weights (a Normalization's mean and variance tensors), as
+        # Keras recomputes it when it loads weights
+        finalize = getattr(target, "finalize_state", None)
+        if finalize is not None:
+            finalize()
     return quantized

@@ -19,6 +19,7 @@ is adding one module to this package: :func:`discover` finds its class. Today's 
 * :mod:`.add_staircase`: a ReLU staircase after an addition (residual ``Add``, ``x + 3``);
 * :mod:`.constant_scale`: an int8 tensor times a positive constant keeps its codes;
 * :mod:`.batch_norm_depthwise`: an unfolded BN before a ReLU staircase as a 1x1 depthwise conv;
+* :mod:`.channel_affine`: a per-channel Normalization/Rescaling with an int8 output, likewise;
 * :mod:`.concatenation`: a Concatenate keeps its fixed-range inputs on their own grids;
 * :mod:`.average_pooling`: an average pooling with an int8 range as a depthwise conv;
 * :mod:`.code_staircase`: a staircase on swish, sigmoid, ... as a table of its int8 input's codes.

@@ -1,8 +1,10 @@
 """Rewrite: an unfolded BatchNormalization, Rescaling or Normalization as ``x * scale + offset``.
 
-Matches those layers when not wrapped by tf_qnets, and a ``Rescaling`` the model gave an int8
-output (the pixel scaling of MobileNetV3 and EfficientNet; a BatchNormalization right after a
-linear kernel layer is folded instead: :mod:`.batch_norm_fold` takes it over). Emits a MUL and
+Matches those layers when not wrapped by tf_qnets, and a ``Rescaling`` or ``Normalization``
+the model gave an int8 output (the pixel scaling of MobileNetV3 and EfficientNet; a BatchNormalization right after a
+linear kernel layer is folded instead: :mod:`.batch_norm_fold` takes it over; a per-channel
+Normalization or Rescaling with an int8 output on a 4-D input is a depthwise convolution:
+:mod:`.channel_affine`). Emits a MUL and
 an ADD. TFLite has no int8 op for the pair, so the product needs an int8 range of its own:
 for one positive scale ``a`` on an int8 input of range ``[lo, hi]``, the range
 ``[a lo, a hi]`` keeps every code (the MUL requantizes by exactly 1), and the ADD rounds the
@@ -27,10 +29,12 @@ __all__ = ["Affine"]
 
 _TWO_ROUNDINGS = (
     "Layer {name!r} (Normalization with per-channel statistics) runs in the TFLite file as an "
-    "int8 MUL and ADD, each rounded to int8, where the Keras model keeps it in float: the "
-    "file's codes can part from the Keras model's from here on, the more so in a deep "
-    "network (docs/export.md, 'What stays approximate'). Pass `verify_data=` to "
-    "export_tflite to measure how often the file agrees with the Keras model.")
+    "int8 MUL and ADD, each rounded to int8, where the Keras model rounds it once (or not "
+    "at all): the file's codes can part from the Keras model's from here on, the more so in "
+    "a deep network (docs/export.md, 'What stays approximate'; on a 4-D channels-last input "
+    "with an int8 output the file computes it exactly, as a 1x1 depthwise convolution). "
+    "Pass `verify_data=` to export_tflite to measure how often the file agrees with the "
+    "Keras model.")
 
 
 class Affine:
@@ -42,7 +46,8 @@ class Affine:
         for node in plan.nodes:
             layer = node.layer
             kind, _ = plan.outputs.get(layer.name, (None, None))
-            if layer.quantized and not (layer.class_name == "Rescaling" and kind == "int8"):
+            if layer.quantized and not (layer.class_name in ("Rescaling", "Normalization")
+                                        and kind == "int8"):
                 continue
             found = affine_factors(layer)
             if found is not None:

@@ -27,7 +27,8 @@ __all__ = ["BatchNormDepthwise", "as_depthwise"]
 
 def as_depthwise(layer):
     """The description of a linear 1x1 ``DepthwiseConv2D`` that computes the BatchNormalization
-    ``layer`` at inference (same name and input), or None when it has no affine form."""
+    (or Normalization, Rescaling) ``layer`` at inference (same name, input and output
+    quantizer), or None when it has no affine form."""
     factors = affine_factors(layer)
     if factors is None:
         return None
