@@ -7,7 +7,8 @@ multiplies by ``1 / sqrt(std)`` per channel (``tf.math.multiply``, a TFOpLambda)
 * the QAT model computes the Normalization with its statistics (tfmot assigns the variables
   without letting the layer refresh the mean and variance it derives from them);
 * the multiply becomes a ``Rescaling`` of the same name, which rounds to int8 as the file does;
-* the Normalization's mean is on the file's int32 lattice (``tf_qnets.core.normalization_lattice``);
+* the Normalization's mean is on the file's int32 lattice (``tf_qnets.core.normalization_lattice``),
+  also where the user's layer holds it as a constant (EfficientNetV2);
 * the file computes both as 1x1 depthwise convolutions and agrees with the Keras model.
 """
 
@@ -32,13 +33,17 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def imagenet_front_model(multiply=True):
+def imagenet_front_model(multiply=True, constant=False):
     """The front of EfficientNet as ``weights="imagenet"`` builds it (statistics loaded into the
-    Normalization's variables, as its weight file does), then a small CNN."""
+    Normalization's variables, as its weight file does), then a small CNN; ``constant``: the
+    statistics given to the Normalization as constants (EfficientNetV2's front)."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((12, 12, 3))
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    norm = keras.layers.Normalization(axis=-1, name="norm")
+    if constant:
+        norm = keras.layers.Normalization(mean=list(MEAN), variance=list(STD ** 2), name="norm")
+    else:
+        norm = keras.layers.Normalization(axis=-1, name="norm")
     x = norm(x)
     if multiply:
         x = tf.math.multiply(x, tf.reshape(1.0 / np.sqrt(STD), [1, 1, 1, 3]))
@@ -49,7 +54,8 @@ def imagenet_front_model(multiply=True):
     x = keras.layers.Conv2D(8, 3, activation="relu", name="c2")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     model = keras.Model(inputs, keras.layers.Dense(4, name="out")(x))
-    norm.set_weights([MEAN, STD ** 2, np.array(0, np.int64)])
+    if not constant:
+        norm.set_weights([MEAN, STD ** 2, np.array(0, np.int64)])
     return model
 
 
@@ -118,9 +124,17 @@ def test_the_mean_is_on_the_lattice_of_the_files_bias():
     assert np.abs(np.asarray(norm.weights["mean"]) - MEAN).max() <= input_scale / 254 + 1e-7
 
 
-@pytest.mark.parametrize("multiply", [True, False])
-def test_the_file_computes_the_front_as_depthwise_convolutions_and_agrees(tmp_path, multiply):
-    qat = _quantized(imagenet_front_model(multiply))
+@pytest.mark.parametrize("multiply,constant", [(True, False), (False, False), (False, True)])
+def test_the_file_computes_the_front_as_depthwise_convolutions_and_agrees(tmp_path, multiply,
+                                                                           constant):
+    """``constant``: ``quantize_model`` moves the statistics into variables (the user's layer
+    keeps its constants), so the mean can be snapped as well."""
+    model = imagenet_front_model(multiply, constant)
+    qat = _quantized(model)
+    if constant:
+        assert model.get_layer("norm").weights == []
+        assert {"mean", "variance"} <= {w.name.split("/")[-1].split(":")[0]
+                                        for w in _layer(qat, "norm").layer.weights}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = tf_qnets.export_tflite(qat, str(tmp_path / "m.tflite"), _images(32, 1),

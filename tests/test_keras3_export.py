@@ -230,7 +230,11 @@ IMAGENET_FRONT = textwrap.dedent("""
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     inputs = keras.Input((12, 12, 3))
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    norm = keras.layers.Normalization(axis=-1, name="norm")
+    constant = sys.argv[2] == "constant"      # EfficientNetV2's front: constant statistics
+    if constant:
+        norm = keras.layers.Normalization(mean=list(mean), variance=list(std ** 2), name="norm")
+    else:
+        norm = keras.layers.Normalization(axis=-1, name="norm")
     x = norm(x)
     x = keras.layers.Rescaling(list(1.0 / np.sqrt(std)), name="channel_scale")(x)
     x = keras.layers.ZeroPadding2D(1)(x)
@@ -240,8 +244,9 @@ IMAGENET_FRONT = textwrap.dedent("""
     x = keras.layers.Conv2D(8, 3, activation="relu", name="c2")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(4, name="out")(x))
-    norm.set_weights([w.astype("float32") for w in (mean, std ** 2)] + [np.array(0)])
-    norm.finalize_state()          # as load_weights does
+    if not constant:
+        norm.set_weights([w.astype("float32") for w in (mean, std ** 2)] + [np.array(0)])
+        norm.finalize_state()          # as load_weights does
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (96, 12, 12, 3)).astype("float32")
     qat = tf_qnets.quantize_model(model, 4, 4, first_last="int8", calibration_data=images[:32],
@@ -259,15 +264,18 @@ IMAGENET_FRONT = textwrap.dedent("""
 """)
 
 
-def test_the_imagenet_front_of_a_keras3_efficientnet_exports_exactly(tmp_path):
+@pytest.mark.parametrize("statistics", ["variables", "constant"])
+def test_the_imagenet_front_of_a_keras3_efficientnet_exports_exactly(tmp_path, statistics):
     """Keras 3 under JAX: the quantized model normalizes with the statistics its Normalization
     holds (Keras 3's ``set_weights`` leaves the tensors it derives from them to
     ``finalize_state``), both per-channel layers become 1x1 depthwise convolutions and the
-    file agrees with the Keras model (tests/test_channel_affine.py: the same on Keras 2)."""
+    file agrees with the Keras model (tests/test_channel_affine.py: the same on Keras 2);
+    constant statistics (EfficientNetV2) move into variables, so the mean is snapped too."""
     pytest.importorskip("jax")
     script = tmp_path / "front.py"
     script.write_text(IMAGENET_FRONT)
-    output = run_keras3([sys.executable, str(script), str(tmp_path / "front.tflite")], "jax")
+    output = run_keras3([sys.executable, str(script), str(tmp_path / "front.tflite"),
+                         statistics], "jax")
     result = json.loads(output.split("RESULT ")[-1].splitlines()[0])
     assert result["norm_min"] < -1.5
     assert result["norm_diff"] < 0.05, result          # within about one int8 step

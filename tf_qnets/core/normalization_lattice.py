@@ -20,7 +20,10 @@ output value in a thousand). Moving the mean to
     mu_c  ->  -sigma_c u_c round(h_c / u_c)
 
 puts ``h_c`` on the lattice (a change of at most ``s_in / 254`` in the mean, far below one input
-step) and makes the file's bias exact.
+step) and makes the file's bias exact. That needs the mean in a variable: a ``Normalization``
+built with constant statistics (``Normalization(mean=..., variance=...)``, as
+``keras.applications.EfficientNetV2*`` builds it) is rebuilt by ``quantize_model`` with the
+same statistics in its variables (:func:`statistics_in_variables`).
 
 Example::
 
@@ -33,7 +36,8 @@ Example::
 
 import numpy as np
 
-__all__ = ["NORMALIZATION_EPSILON", "normalization_factors", "offset_unit", "snapped_mean"]
+__all__ = ["NORMALIZATION_EPSILON", "normalization_factors", "offset_unit", "snapped_mean",
+           "statistics_in_variables"]
 
 # Keras' default epsilon (both Kerases), the floor of a Normalization's standard deviation.
 NORMALIZATION_EPSILON = 1e-7
@@ -60,3 +64,31 @@ def snapped_mean(mean, variance, input_scale):
     g, h = normalization_factors(mean, variance)
     unit = offset_unit(variance, input_scale)
     return -np.round(h / unit) * unit / g
+
+
+def statistics_in_variables(config, input_shape):
+    """For the config of a ``Normalization`` built with constant statistics over the last axis:
+    ``(config, [mean, variance])``, the config of the same layer without them (so that it
+    keeps them in variables, as an adapted one does) and the per-channel float32 values to load
+    into those variables; None for any other config (statistics already in variables, another
+    axis, ``invert=True``).
+
+    >>> config, values = statistics_in_variables(
+    ...     {"name": "n", "axis": -1, "mean": [0.5, 0.4], "variance": 0.04}, (None, 8, 8, 2))
+    >>> config["mean"], [[round(float(a), 3) for a in v] for v in values]
+    (None, [[0.5, 0.4], [0.04, 0.04]])
+    """
+    if config.get("mean") is None or config.get("variance") is None or config.get("invert"):
+        return None
+    axis = config.get("axis", -1)
+    axis = tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+    rank = len(tuple(input_shape))
+    if len(axis) != 1 or int(axis[0]) % rank != rank - 1 or input_shape[-1] is None:
+        return None
+    channels = int(input_shape[-1])
+    values = [np.broadcast_to(np.asarray(config[key], np.float32).reshape(-1)
+                              if np.size(config[key]) > 1 else np.float32(config[key]),
+                              (channels,)).astype(np.float32)
+              for key in ("mean", "variance")]
+    config = dict(config, mean=None, variance=None)
+    return config, values

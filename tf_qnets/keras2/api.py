@@ -8,6 +8,7 @@ from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras, require_keras2_model, tf
 from tf_qnets.core.bias_lattice import snap_if_describable
 from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_message
+from tf_qnets.core.normalization_lattice import statistics_in_variables
 from tf_qnets.core.plan import split_activations, split_per_layer
 from tf_qnets.keras2.channel_scale import channel_scale_layers, replace_channel_scales
 from tf_qnets.keras2.describe_network import describe_network
@@ -67,17 +68,32 @@ def _warn_stale_batch_norm(qat, batch_norm):
 
 
 def _annotate(model, plans, batch_norm="frozen"):
+    # a quantized Normalization with constant statistics keeps them in variables instead, so
+    # that snap_biases can move its mean onto the file's lattice (core.normalization_lattice)
+    in_variables = {}
+
     def annotate(layer):
+        config = layer.get_config()
+        if type(layer).__name__ == "Normalization" and layer.name in plans:
+            found = statistics_in_variables(config, layer.input_shape)
+            if found is not None:
+                config, in_variables[layer.name] = found
         if batch_norm == "frozen" and freezable(layer):
             fresh = frozen_copy(layer)
         else:
-            fresh = layer.__class__.from_config(layer.get_config())
+            fresh = layer.__class__.from_config(config)
         if layer.name in plans:
             return tfmot.QuantizeAnnotate(fresh, quantize_config=plans[layer.name].config)
         return fresh
 
     annotated = keras.models.clone_model(model, clone_function=annotate)
-    annotated.set_weights(model.get_weights())
+    for source, target in zip(model.layers, annotated.layers):
+        values = in_variables.get(source.name)
+        if values is not None:
+            rest = [np.zeros_like(value) for value in target.get_weights()[len(values):]]
+            target.set_weights(values + rest)
+        elif source.weights:
+            target.set_weights(source.get_weights())
     return annotated
 
 

@@ -14,8 +14,10 @@ Example::
 """
 
 import keras
+import numpy as np
 
 from tf_qnets.core.batch_norm import check_batch_norm_mode
+from tf_qnets.core.normalization_lattice import statistics_in_variables
 from tf_qnets.core.plan import Int8Spec, QuantizerSpec
 from tf_qnets.keras3.batch_norm import freezable, frozen_copy
 from tf_qnets.keras3.input_quantizer import (
@@ -52,12 +54,21 @@ def wrap_layers(model, specs, batch_norm="frozen", quantize_inputs=False):
     each float input (the file's int8 input rounding)."""
     check_batch_norm_mode(batch_norm)
 
+    # a quantized Normalization with constant statistics keeps them in variables instead, so
+    # that snap_biases can move its mean onto the file's lattice (core.normalization_lattice)
+    in_variables = {}
+
     def clone(layer):
         spec = specs.get(layer.name)
+        config = layer.get_config()
+        if type(layer).__name__ == "Normalization" and spec is not None:
+            found = statistics_in_variables(config, tuple(layer.input.shape))
+            if found is not None:
+                config, in_variables[layer.name] = found
         if batch_norm == "frozen" and freezable(layer):
             fresh = frozen_copy(layer)
         else:
-            fresh = layer.__class__.from_config(layer.get_config())
+            fresh = layer.__class__.from_config(config)
         if spec is None:
             return fresh
         return QNetsWrapper(
@@ -75,12 +86,17 @@ def wrap_layers(model, specs, batch_norm="frozen", quantize_inputs=False):
         quantized = keras.models.clone_model(model, clone_function=clone,
                                              call_function=input_call_function())
     for layer in model.layers:
-        if not layer.weights:
+        values = in_variables.get(layer.name)
+        if not layer.weights and values is None:
             continue
         target = quantized.get_layer(layer.name)
         if isinstance(target, QNetsWrapper):
             target = target.layer
-        target.set_weights(layer.get_weights())
+        if values is not None:
+            rest = [np.zeros_like(value) for value in target.get_weights()[len(values):]]
+            target.set_weights(values + rest)
+        else:
+            target.set_weights(layer.get_weights())
         # state derived from the weights (a Normalization's mean and variance tensors), as
         # Keras recomputes it when it loads weights
         finalize = getattr(target, "finalize_state", None)
