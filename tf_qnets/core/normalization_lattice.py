@@ -53,9 +53,8 @@ def normalization_factors(mean, variance):
 
 def offset_unit(variance, input_scale):
     """``u_c = s_in |g_c| / 127``: the int32 unit of the file's bias for each channel."""
-    sigma = np.maximum(np.sqrt(np.asarray(variance, np.float64).reshape(-1)),
-                       NORMALIZATION_EPSILON)
-    return float(input_scale) / sigma / 127.0
+    g, _ = normalization_factors(np.zeros_like(np.asarray(variance, np.float64)), variance)
+    return float(input_scale) * g / 127.0
 
 
 def snapped_mean(mean, variance, input_scale):

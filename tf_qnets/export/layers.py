@@ -15,6 +15,7 @@ from tf_qnets.core.weight_codes import layer_fold_factors as bn_fold_factors
 __all__ = ["layer_class", "is_linear", "is_plain_relu", "relu_cap", "affine_factors",
            "bn_fold_factors", "channel_axis", "output_quantizer", "scalar_operation"]
 
+
 def layer_class(layer):
     """Class name of the described layer (inside tf_qnets' wrapper, if it was wrapped)."""
     return layer.class_name
