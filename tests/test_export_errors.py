@@ -200,3 +200,42 @@ def test_a_per_channel_normalization_is_named_only_where_the_file_rounds_it_twic
     assert not any("no quantizer" in m for m in messages)
     named = [m for m in messages if "norm' (Normalization" in m]
     assert len(named) == (1 if case == "features" else 0), messages
+
+
+def test_a_grouped_convolution_is_refused_naming_the_layer(tmp_path):
+    """RegNet's grouped convolutions: a clear error instead of a TensorFlow function lookup
+    failure deep in the trace."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inputs)
+    x = keras.layers.Conv2D(4, 3, groups=2, activation="relu", name="grouped")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    images = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 4)).astype("float32")
+    qat = tf_qnets.quantize_model(model, 4, 4, calibration_data=images, verbose=0)
+    target = tmp_path / "m.tflite"
+    with pytest.raises(ValueError, match=r"'quant_grouped' is a grouped convolution \(groups=2"):
+        export_tflite(qat, str(target), images)
+    assert not target.exists()
+
+
+def test_an_operator_on_two_tensors_exports(tmp_path):
+    """``x + y`` on two tensors (RegNet's residual sums are TFOpLambda additions) is emitted
+    with both operands (it once lost the second: IndexError)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="a")(inputs)
+    b = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="b")(a)
+    x = keras.layers.ReLU(name="relu")(a + b)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    images = np.random.default_rng(0).uniform(0, 1, (16, 8, 8, 3)).astype("float32")
+    qat = tf_qnets.quantize_model(model, 4, 4, calibration_data=images, verbose=0)
+    report = export_tflite(qat, str(tmp_path / "m.tflite"), images, verify_data=images)
+    assert "ADD" in {name for name, _, _ in report.ops}
+    assert report.verification.agreement >= 0.9, report.verification
+
+
+def test_a_long_list_of_blocking_layers_is_shortened():
+    assert exporter._some(["a", "b", "c"], 2) == "a, b, ... (1 more)"
+    assert exporter._some(["a", "b"], 2) == "a, b"

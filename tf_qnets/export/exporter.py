@@ -108,6 +108,12 @@ class ExportReport:
         return "\n".join(lines)
 
 
+def _some(items, count, separator=", "):
+    """The first ``count`` of ``items`` joined, with how many more there are."""
+    shown = separator.join(items[:count])
+    return shown + (f"{separator}... ({len(items) - count} more)" if len(items) > count else "")
+
+
 def _representative_batches(data, network):
     if data is None:
         raise ValueError(
@@ -199,9 +205,9 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
             layers = sorted({p.split(" in layer ")[1] for p in problems if " in layer " in p})
             raise ExportError(
                 "The converted model is not pure builtin int8"
-                + (f"; these layers block an all-integer file: {', '.join(layers)}" if layers
-                   else "")
-                + ": " + "; ".join(problems))
+                + (f"; {len(layers)} layers block an all-integer file: {_some(layers, 8)}"
+                   if layers else "")
+                + ": " + _some(problems, 4, separator="; "))
         float_size = len(float_file.result())
 
     write_atomic(path, data)

@@ -10,6 +10,7 @@ from tf_qnets.core.bias_lattice import snap_if_describable
 from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_message
 from tf_qnets.core.normalization_lattice import statistics_in_variables
 from tf_qnets.core.plan import split_activations, split_per_layer
+from tf_qnets.core.separable import separable_per_layer, separable_splits
 from tf_qnets.keras2.channel_scale import channel_scale_layers, replace_channel_scales
 from tf_qnets.keras2.describe_network import describe_network
 from tf_qnets.keras2.batch_norm import freezable, frozen_copy
@@ -25,6 +26,7 @@ from tf_qnets.keras2.quantizer import QNetsQuantizer
 from tf_qnets.keras2.scheme import QNetsScheme, layer_infos, plan_quantization
 from tf_qnets.keras2.scope import quantize_scope
 from tf_qnets.keras2.split_activation import split_kernel_activations
+from tf_qnets.keras2.split_separable import split_separable_convolutions
 from tf_qnets.tf.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.keras2.wrapper import QNetsWrapper
 
@@ -194,6 +196,10 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
     # A per-channel constant multiply (EfficientNet's ImageNet input scaling) becomes a
     # Rescaling layer that the model can round to int8 as the file does.
     model = replace_channel_scales(model, channel_scale_layers(model))
+    # A SeparableConv2D becomes the DepthwiseConv2D and 1x1 Conv2D it computes, both quantized.
+    separable = separable_splits(layer_infos(model), per_layer, exclude)
+    model = split_separable_convolutions(model, separable)
+    per_layer = separable_per_layer(per_layer, separable)
     # A kernel layer's swish/sigmoid/... activation with a staircase goes onto a layer of its
     # own, so that the int8 rounding of its input is in the model as in the file.
     splits = split_activations(layer_infos(model), a_bits, per_layer, exclude)

@@ -13,6 +13,7 @@ from keras import ops
 from tf_qnets.core.bias_lattice import snap_if_describable
 from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_message
 from tf_qnets.core.plan import plan_layers, split_activations, split_per_layer
+from tf_qnets.core.separable import separable_per_layer, separable_splits
 from tf_qnets.core.staircase import DEFAULT_ACTIVATION_GRADIENT
 from tf_qnets.keras3.calibration import calibration_batches
 from tf_qnets.keras3.describe_network import describe_network
@@ -26,6 +27,7 @@ from tf_qnets.keras3.init import (
 )
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 from tf_qnets.keras3.rewrite import wrap_layers
+from tf_qnets.keras3.split_separable import split_separable_convolutions
 from tf_qnets.keras3.split_activation import split_kernel_activations
 from tf_qnets.keras3.wrapper import QNetsWrapper
 
@@ -143,6 +145,10 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
     _check_backend()
     check_model(model)
     check_batch_norm_mode(batch_norm)
+    # A SeparableConv2D becomes the DepthwiseConv2D and 1x1 Conv2D it computes, both quantized.
+    separable = separable_splits(layer_infos(model), per_layer, exclude)
+    model = split_separable_convolutions(model, separable)
+    per_layer = separable_per_layer(per_layer, separable)
     # A kernel layer's swish/sigmoid/... activation with a staircase goes onto a layer of its
     # own, so that the int8 rounding of its input is in the model as in the file.
     splits = split_activations(layer_infos(model), a_bits, per_layer, exclude)

@@ -57,6 +57,12 @@ class Kernels:
         for node in plan.nodes:
             if layer_class(node.layer) not in KERNEL_ATTRIBUTES:
                 continue
+            if int(node.layer.config.get("groups", 1) or 1) != 1:
+                raise ValueError(
+                    f"Layer {node.layer.name!r} is a grouped convolution (groups="
+                    f"{node.layer.config['groups']}, as in RegNet); export_tflite lowers "
+                    "convolutions with groups=1 only. Split it into one Conv2D per group "
+                    "joined by a Concatenate to export it.")
             pins[node.layer.name] = _pin(node.layer, folds.get(node.layer.name), plan.int4_weights)
             bn = folds.get(node.layer.name)
             if _feeds_only_fused_quantizers(plan, node) or (bn is not None and bn.name in plan.outputs):

@@ -15,7 +15,8 @@ def call_layer(node, values, context):
     on the emitted inputs as Keras calls it at inference."""
     layer = context.plan.tf_layer(node.layer)
     inputs = [values[tensor_id] for tensor_id in node.flat_input_ids]
-    if not node.inputs_as_list:
+    # a described operator of several tensors (``x + y``: class "op.Add") reads them by position
+    if not node.inputs_as_list and not (len(inputs) > 1 and node.layer.class_name.startswith("op.")):
         inputs = inputs[0]
     return layer(inputs, training=False)
 
