@@ -3,9 +3,10 @@
 For each network (random weights, ``weights=None``, 10 classes, the smallest input it takes):
 ``quantize_model(w_bits=4, a_bits=4, first_last="int8")`` on 16 smooth random images, then
 ``export_tflite`` with 32 more as ``verify_data``. Prints, per network, what a user meets:
-the times, the file's top-1 agreement with the Keras model (random weights and a softmax
-head make it a harsh measure: the 10 probabilities are nearly equal), the file's op counts,
-or the first line of the error. Warnings from tf_qnets are counted.
+the times, the file's top-1 agreement with the Keras model and its largest logit difference
+against the range of the Keras logits (the head without softmax; random weights make top-1
+agreement a harsh measure: the 10 logits of a deep random network are often nearly equal),
+the file's op counts, or the first line of the error.
 
     python benchmarks/zoo_survey.py
     python benchmarks/zoo_survey.py --models Xception:71 VGG16:32
@@ -55,7 +56,7 @@ def survey(name, size):
     row = {"model": f"{name} ({size}x{size})"}
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3),
-                                              classes=10)
+                                              classes=10, classifier_activation=None)
     x = images(48, size, 0)
     start = time.time()
     with warnings.catch_warnings(record=True) as caught:
@@ -77,8 +78,10 @@ def survey(name, size):
     row["export_s"] = time.time() - start
     row["warnings"] = sum("tf_qnets" in str(w.filename) for w in caught)
     ops = sorted(report.ops, key=lambda op: -op[2])
+    spread = float(np.ptp(qat.predict(x[16:], verbose=0)))
     row["result"] = (f"exported; agreement {100 * report.verification.agreement:.1f}% "
-                     f"({report.verification.samples}); ops: "
+                     f"({report.verification.samples}), max logit difference "
+                     f"{report.verification.max_abs_diff:.3g} of a logit range {spread:.3g}; ops: "
                      + ", ".join(f"{op} x{count}" for op, _, count in ops[:5])
                      + (", ..." if len(ops) > 5 else ""))
     return row

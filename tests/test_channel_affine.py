@@ -26,7 +26,7 @@ import tf_qnets  # noqa: E402
 from tf_qnets.core.network import Int8Range  # noqa: E402
 from tf_qnets.core.normalization_lattice import normalization_factors, offset_unit  # noqa: E402
 from tf_qnets.keras2.backend import keras  # noqa: E402
-from tf_qnets.keras2.channel_scale import channel_scale_layers, replace_channel_scales  # noqa: E402
+from tf_qnets.keras2.operator_layers import operator_layers, replace_operator_layers  # noqa: E402
 from tf_qnets.keras2.describe_network import describe_network  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -77,10 +77,12 @@ def _layer(qat, name):
 
 def test_the_per_channel_multiply_becomes_a_rescaling_of_the_same_name():
     model = imagenet_front_model()
-    scales = channel_scale_layers(model)
-    assert list(scales) == ["tf.math.multiply"]
-    np.testing.assert_allclose(scales["tf.math.multiply"], 1.0 / np.sqrt(STD), rtol=1e-6)
-    rebuilt = replace_channel_scales(model, scales)
+    found = operator_layers(model)
+    assert list(found) == ["tf.math.multiply"]
+    class_name, config = found["tf.math.multiply"]
+    assert class_name == "Rescaling"
+    np.testing.assert_allclose(config["scale"], 1.0 / np.sqrt(STD), rtol=1e-6)
+    rebuilt = replace_operator_layers(model, found)
     assert type(rebuilt.get_layer("tf.math.multiply")).__name__ == "Rescaling"
     assert "tf.math.multiply" in [layer.name for layer in model.layers]   # the user's, untouched
     assert type(model.get_layer("tf.math.multiply")).__name__ == "TFOpLambda"
@@ -92,9 +94,9 @@ def test_scalar_multiplies_and_sequential_models_are_left_alone():
     inputs = keras.Input((4, 4, 3))
     x = tf.math.multiply(inputs, 0.5)
     model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(x))
-    assert channel_scale_layers(model) == {}
+    assert operator_layers(model) == {}
     sequential = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    assert replace_channel_scales(sequential, {"anything": [1.0, 2.0]}) is sequential
+    assert replace_operator_layers(sequential, {"anything": ("Add", {})}) is sequential
 
 
 def test_the_qat_model_normalizes_with_the_statistics_it_holds():

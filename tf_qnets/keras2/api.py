@@ -11,7 +11,7 @@ from tf_qnets.core.batch_norm import check_batch_norm_mode, stale_statistics_mes
 from tf_qnets.core.normalization_lattice import statistics_in_variables
 from tf_qnets.core.plan import split_activations, split_per_layer
 from tf_qnets.core.separable import separable_per_layer, separable_splits
-from tf_qnets.keras2.channel_scale import channel_scale_layers, replace_channel_scales
+from tf_qnets.keras2.operator_layers import operator_layers, replace_operator_layers
 from tf_qnets.keras2.describe_network import describe_network
 from tf_qnets.keras2.batch_norm import freezable, frozen_copy
 from tf_qnets.tf.distribute import broadcast_from_first_replica
@@ -193,9 +193,10 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None,
     """
     _check_model_structure(model)
     check_batch_norm_mode(batch_norm)
-    # A per-channel constant multiply (EfficientNet's ImageNet input scaling) becomes a
-    # Rescaling layer that the model can round to int8 as the file does.
-    model = replace_channel_scales(model, channel_scale_layers(model))
+    # TFOpLambda arithmetic (``x + y``, ``x * y``, EfficientNet's per-channel ImageNet input
+    # scaling) becomes the Add / Multiply / Rescaling layer that the model can round to int8
+    # as the file does.
+    model = replace_operator_layers(model, operator_layers(model))
     # A SeparableConv2D becomes the DepthwiseConv2D and 1x1 Conv2D it computes, both quantized.
     separable = separable_splits(layer_infos(model), per_layer, exclude)
     model = split_separable_convolutions(model, separable)
