@@ -323,9 +323,7 @@ def test_activation_codes_in_tflite_equal_the_keras_codes(fixture, request, tmp_
     path = str(tmp_path / "codes.tflite")
     export_tflite(model, path, images(32))
     rows = staircase_flips(model, path, images(64, seed=5))
-    # r2's staircase sits on the max pooling after it (quantize_model quantizes after the
-    # pooling; the file computes it at r2 and pools the codes)
-    assert [row.layer for row in rows] == ["quant_r1", "quant_pool", "quant_c3"]
+    assert [row.layer for row in rows] == ["quant_r1", "quant_r2", "quant_c3"]
     assert all(row.codes > 0 for row in rows)
     # k-means thresholds: per-threshold copies; uniform ones: aligned requantization
     # (tf_qnets.core.alignment), or copies where no alignment exists (the first layer).
