@@ -152,7 +152,12 @@ def replace_operator_layers(model, replacements):
             layer["inbound_nodes"] = [_inbound(layer["inbound_nodes"][0], True)]
         else:
             layer["inbound_nodes"] = [_inbound(node, False) for node in layer["inbound_nodes"]]
-    rebuilt = model.__class__.from_config(config)
+    try:
+        rebuilt = model.__class__.from_config(config)
+    except (TypeError, ValueError):
+        # a model Keras cannot rebuild from its config (custom layers it does not know):
+        # its operators stay TFOpLambda layers, computed in float
+        return model
     for layer in rebuilt.layers:
         if layer.name not in replacements:
             layer.set_weights(model.get_layer(layer.name).get_weights())
