@@ -64,3 +64,20 @@ def test_the_sum_is_rounded_in_keras_and_the_file_agrees(tmp_path):
     assert report.verification.agreement == 1.0, report.verification
     # left as TFOpLambda layers, the top-1 still agreed here but logits differed by 0.0034
     assert report.verification.max_abs_diff < 1e-3, report.verification
+
+
+def test_a_model_keras_cannot_rebuild_is_left_as_it_is():
+    """A layer class Keras does not know (not registered) makes ``from_config`` fail: the
+    operators stay TFOpLambda layers instead of ``quantize_model`` failing with a TypeError."""
+
+    class Unregistered(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs * 2.0
+
+    inputs = keras.Input((4, 4, 2))
+    a = keras.layers.Conv2D(2, 1, name="a")(inputs)
+    x = Unregistered(name="custom")(a) + a
+    model = keras.Model(inputs, x)
+    found = operator_layers(model)
+    assert [kind for kind, _ in found.values()] == ["Add"]
+    assert replace_operator_layers(model, found) is model
