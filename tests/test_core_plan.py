@@ -235,3 +235,28 @@ def test_a_pooling_reshaped_for_squeeze_and_excitation_is_an_int8_tensor():
     specs = plan_layers(infos, w_bits=4, a_bits=4, first_last="low_bit", readers=readers)
     assert isinstance(specs["pool"].output, Int8Spec)
     assert "head_pool" not in specs          # the classifier's pooling folds into the Dense
+
+
+def test_a_relu_read_only_by_a_max_pooling_is_quantized_after_the_pooling():
+    """``maxpool(Q(x)) = Q(maxpool(x))`` (the staircase is non-decreasing): the pooling gets
+    the ReLU's activation quantizer (a quarter of the elements; the pooling keeps for its
+    backward the ReLU output the ReLU keeps anyway). A fused ReLU keeps its weight quantizer;
+    a ReLU read by more than the pooling, or a pooling with settings of its own, stays."""
+    infos = [LayerInfo("c1", "Conv2D", "linear", has_weights=True),
+             LayerInfo("r1", "ReLU"), LayerInfo("p1", "MaxPooling2D"),
+             LayerInfo("c2", "Conv2D", "relu", has_weights=True),
+             LayerInfo("p2", "MaxPooling2D"),
+             LayerInfo("c3", "Conv2D", "relu", has_weights=True),
+             LayerInfo("p3", "MaxPooling2D"), LayerInfo("add", "Add"),
+             LayerInfo("fc", "Dense", has_weights=True, is_model_output=True)]
+    readers = {"c1": ["r1"], "r1": ["p1"], "p1": ["c2"], "c2": ["p2"], "p2": ["c3"],
+               "c3": ["p3", "add"], "p3": ["add"], "add": ["fc"], "fc": []}
+    specs = plan_layers(infos, w_bits=3, a_bits=3, readers=readers, first_last="low_bit")
+    assert "r1" not in specs and specs["p1"].output.levels.num_steps == 7
+    assert specs["c2"].output is None and specs["c2"].weight is not None
+    assert specs["p2"].output.role == "activations"
+    assert isinstance(specs["c3"].output, QuantizerSpec) and "p3" not in specs  # two readers
+    assert list(specs).index("p1") < list(specs).index("c2")                   # model order
+    kept = plan_layers(infos, w_bits=3, a_bits=3, readers=readers, first_last="low_bit",
+                       per_layer={"p1": None})
+    assert isinstance(kept["r1"].output, QuantizerSpec) and "p1" not in kept

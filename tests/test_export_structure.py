@@ -57,11 +57,13 @@ def test_the_plan_names_the_rewrite_of_every_layer(qat):
     claims = {name: rewrite.name for name, rewrite in plan.claims.items()}
     assert claims["quant_scale"] == "affine"     # wrapped: its int8 output range (the file's)
     assert claims["bn1"] == "batch norm fold"
-    assert claims["pool"] == claims["drop"] == "pass through"
+    # the pooling carries r2's staircase in Keras (quantized after it); the file pools codes
+    assert claims["quant_pool"] == claims["drop"] == "pass through"
     assert claims["gap"] == claims["quant_logits"] == "pooled dense"
-    # c2's staircase (its own ReLU) and r1's (a ReLU after c1 and a folded BN): aligned
+    # c2's staircase (its own ReLU) and r1's (a ReLU after c1 and a folded BN; in Keras after
+    # the max pooling, in the description back on r1): aligned
     assert claims["quant_c2"] == "aligned staircase"
-    assert claims["quant_r1"] == claims["quant_c1"] == "aligned staircase"
+    assert claims["r1"] == claims["quant_c1"] == "aligned staircase"
     assert set(claims) == {node.layer.name for node in plan.nodes}
 
 

@@ -22,8 +22,8 @@ image_int8 (QuantizeLayer)               -                      int8            
 conv1 (Conv2D)                           int8                   A3 {0..7}      76      88      88        88  4,608  int8
 dw (DepthwiseConv2D)                     W3 {-4,-2,-1,0,1,2,4}  -              36      36      18        14  2,304  W3/A3
 bn (FrozenStatisticsBatchNormalization)  -                      -              16      16      16        16      0
-relu (ReLU)                              -                      A3 {0..7}       0       0       0         0      0
-pool (MaxPooling2D)                      -                      -               0       0       0         0      0
+relu (ReLU)                              -                      -               0       0       0         0      0
+pool (MaxPooling2D)                      -                      A3 {0..7}       0       0       0         0      0
 pw (Conv2D)                              W2 {-1,0,1}            A3 {0..7}      40      64      48        40    512  W2/A3
 flatten (Flatten)                        -                      -               0       0       0         0      0
 fc (Dense)                               int8                   int8        1,290   1,320   1,320     1,320  1,280  W8/A3
@@ -101,12 +101,14 @@ def test_rows_name_every_layer_but_the_input(snapshot):
 def test_rows_give_weight_and_input_bits_of_kernel_layers(snapshot):
     rows = {row.name: row for row in snapshot[0].rows}
     # conv1: int8 kernel, the model input after its int8 rounding (image_int8); dw: 3-bit kernel fed by conv1's 3-bit output;
-    # pw: ternary kernel fed through MaxPooling by relu's 3-bit output; fc: int8 fed via Flatten.
+    # pw: ternary kernel fed by relu's 3-bit staircase, which quantize_model puts after the
+    # max pooling (the same values); fc: int8 fed via Flatten.
     assert (rows["conv1"].weight_bits, rows["conv1"].input_bits) == (8, 8)
     assert (rows["dw"].weight_bits, rows["dw"].input_bits) == (3, 3)
     assert (rows["pw"].weight_bits, rows["pw"].input_bits) == (2, 3)
     assert (rows["fc"].weight_bits, rows["fc"].input_bits) == (8, 3)
-    assert rows["relu"].weight_bits is None and rows["relu"].output == "A3 {0..7}"
+    assert rows["relu"].weight_bits is None and rows["relu"].output == "-"
+    assert rows["pool"].output == "A3 {0..7}"
 
 
 def test_macs_follow_the_layer_shape_formulas(snapshot):

@@ -36,7 +36,8 @@ import dataclasses
 import numpy as np
 
 __all__ = ["Int8Range", "LayerDescription", "NetworkDescription", "NodeDescription", "Staircase",
-           "channel_axis", "is_linear", "portable_config", "relu_cap"]
+           "channel_axis", "is_linear", "portable_config", "relu_cap",
+           "staircases_before_max_pools"]
 
 # Configuration keys that do not change what a layer computes at inference.
 _TRAINING_ONLY_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
@@ -120,6 +121,44 @@ class NetworkDescription:
         self.name = name
         self.framework = framework
         self.node_by_name = {node.layer.name: node for node in self.nodes}
+
+
+_MAX_POOLS = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D")
+
+
+def staircases_before_max_pools(nodes, output_ids=()):
+    """``nodes`` with each max pooling's staircase put back on the layer before it.
+
+    ``quantize_model`` quantizes a ReLU read only by a max pooling after the pooling
+    (``maxpool(Q(x)) = Q(maxpool(x))``: :func:`tf_qnets.core.plan.plan_layers`); the integer
+    file computes the staircase where it computed it before, inside the op that computes the
+    ReLU (aligned to a kernel layer's requantization), and pools its int8 codes. So a
+    described pooling whose staircase reads the only output of a layer without an output
+    quantizer hands the staircase to that layer. Returns a new list (the node objects of the
+    two layers replaced)."""
+    nodes = list(nodes)
+    producer = {tensor_id: index for index, node in enumerate(nodes)
+                for tensor_id in node.flat_output_ids}
+    reads = {}
+    for node in nodes:
+        for tensor_id in node.flat_input_ids:
+            reads[tensor_id] = reads.get(tensor_id, 0) + 1
+    for index, node in enumerate(nodes):
+        pool = node.layer
+        if (pool.class_name not in _MAX_POOLS or not isinstance(pool.output_quantizer, Staircase)
+                or len(node.flat_input_ids) != 1):
+            continue
+        tensor_id = node.flat_input_ids[0]
+        before = producer.get(tensor_id)
+        if (before is None or reads.get(tensor_id) != 1 or tensor_id in output_ids
+                or nodes[before].layer.output_quantizer is not None
+                or len(nodes[before].flat_output_ids) != 1):
+            continue
+        nodes[before] = dataclasses.replace(nodes[before], layer=dataclasses.replace(
+            nodes[before].layer, output_quantizer=pool.output_quantizer, quantized=True))
+        nodes[index] = dataclasses.replace(node, layer=dataclasses.replace(
+            pool, output_quantizer=None, quantized=False))
+    return nodes
 
 
 def portable_config(config):

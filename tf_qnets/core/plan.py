@@ -387,12 +387,61 @@ def plan_layers(infos, w_bits=3, a_bits=None, *, weight_scheme="pow2", threshold
             weight_thresholds=layer_thresholds,
             output_thresholds="uniform" if layer_thresholds == "auto" else layer_thresholds,
         )
+    if readers is not None:
+        specs = _quantize_after_max_pools(specs, infos, readers, per_layer, excluded)
     if not specs:
         raise ValueError(
             "No layer of the model is quantized with these settings (supported kernels: "
             f"{', '.join(sorted(KERNEL_ATTRIBUTES))}; the first and last of them stay float "
             "unless first_last='int8' or 'low_bit').")
     return specs
+
+
+MAX_POOLS = frozenset({"MaxPooling1D", "MaxPooling2D", "MaxPooling3D"})
+
+
+def _quantize_after_max_pools(specs, infos, readers, per_layer, excluded):
+    """``specs`` with the activation quantizer of each ReLU (a ``ReLU`` layer, or a kernel
+    layer's fused ReLU) whose only reader is a max pooling moved onto that pooling.
+
+    The staircase ``Q`` is non-decreasing, so ``maxpool(Q(x)) = Q(maxpool(x))`` exactly
+    (and the soft quantizer of training is increasing, so the forward is the same there too):
+    quantizing after the pooling computes the same model on a quarter of the elements (2x2
+    pooling), and the pooling keeps for its backward the ReLU output that the ReLU's own
+    backward keeps anyway, where it kept the quantizer's output beside it. The exporter moves
+    the staircase back onto the ReLU (:func:`tf_qnets.core.network.staircases_before_max_pools`),
+    so the integer file is the same."""
+    by_name = {info.name: info for info in infos}
+    moved = {}
+    for name, spec in specs.items():
+        info = by_name[name]
+        found = readers.get(name, ())
+        if not isinstance(spec.output, QuantizerSpec) or len(found) != 1:
+            continue
+        pool = by_name.get(found[0])
+        if (pool is None or pool.kind not in MAX_POOLS or pool.name in specs
+                or pool.name in excluded or pool.name in (per_layer or {})
+                or pool.is_model_output or info.is_model_output):
+            continue
+        if not (_is_relu(info) or (info.kind in KERNEL_ATTRIBUTES
+                                   and info.activation in FUSED_ACTIVATIONS)):
+            continue
+        moved[name] = pool.name
+    if not moved:
+        return specs
+    result = {}
+    for info in infos:             # model order
+        spec = specs.get(info.name)
+        if info.name in moved:
+            pool = moved[info.name]
+            if spec.weight is not None:
+                result[info.name] = dataclasses.replace(spec, output=None)
+            result[pool] = LayerSpec(name=pool, weight_attr=None, weight=None,
+                                     output=spec.output,
+                                     output_thresholds=spec.output_thresholds)
+        elif spec is not None and info.name not in result:
+            result[info.name] = spec
+    return result
 
 
 # per_layer settings that concern a layer's activation staircase (they follow it when

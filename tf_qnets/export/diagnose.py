@@ -55,6 +55,17 @@ def _staircase_layers(model):
     return layers
 
 
+def _pooled_staircase(layer):
+    """``(the layer before, the pooling)`` for a max pooling that carries the staircase of the
+    ReLU before it (``quantize_model`` quantizes after the pooling; the file computes the
+    staircase at the ReLU and pools its codes: :func:`tf_qnets.core.network.
+    staircases_before_max_pools`), else None."""
+    inner = layer.layer
+    if not type(inner).__name__.startswith("MaxPooling"):
+        return None
+    return layer.inbound_nodes[0].inbound_layers, inner
+
+
 def _op_outputs(interpreter):
     """``[(tensor index, tensor name)]`` of every op output, in execution order (read once: the
     interpreter rebuilds its whole tensor list on each ``get_tensor_details`` call)."""
@@ -107,13 +118,19 @@ def staircase_flips(qat_model, tflite_path, x, kernels="reference"):
     rows = []
     outputs = _op_outputs(interpreter)
     for (layer, alpha), reference in zip(layers, keras_out):
-        index = _output_tensor(outputs, staircase_scope(layer.name))
+        pool = _pooled_staircase(layer)
+        source = layer if pool is None else pool[0]
+        index = _output_tensor(outputs, staircase_scope(source.name))
         if index is None:
             raise ValueError(
                 f"No staircase output for layer {layer.name!r} in {tflite_path!r}; was the file "
                 "exported from this model by tf_qnets.export_tflite?")
         keras_codes = np.round(np.asarray(reference, np.float64) / alpha).astype(np.int64)
-        tflite_codes = np.round(_dequantized(interpreter, index) / alpha).astype(np.int64)
+        values = _dequantized(interpreter, index)
+        if pool is not None:      # the file pools the staircase's codes: pool them here too
+            shape = (-1,) + tuple(source.output.shape[1:])
+            values = np.asarray(pool[1](values.reshape(shape).astype(np.float32)), np.float64)
+        tflite_codes = np.round(values / alpha).astype(np.int64)
         tflite_codes = tflite_codes.reshape(keras_codes.shape)
         diff = np.abs(keras_codes - tflite_codes)
         rows.append(LayerFlips(layer.name, float(np.mean(diff > 0)), int(diff.size),

@@ -24,6 +24,7 @@ from tf_qnets.core.network import (
     NodeDescription,
     Staircase,
     portable_config,
+    staircases_before_max_pools,
 )
 from tf_qnets.keras2 import tfmot
 from tf_qnets.keras2.backend import keras
@@ -207,6 +208,8 @@ def describe_network(model):
         layer = _describe_operation(node) or _describe_layer(node.layer)
         nodes.append(NodeDescription(layer, list(node.flat_input_ids),
                                      list(node.flat_output_ids), inputs_as_list=as_list))
+    # a ReLU quantized after its max pooling: the staircase goes back where the file computes it
+    nodes = staircases_before_max_pools(nodes, [str(id(t)) for t in model.outputs])
     return NetworkDescription(
         input_ids, [tuple(t.shape) for t in model.inputs], nodes,
         [str(id(t)) for t in model.outputs], name=model.name, framework="Keras 2 (tf_keras)",

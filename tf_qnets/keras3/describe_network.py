@@ -24,6 +24,7 @@ from tf_qnets.core.network import (
     NodeDescription,
     Staircase,
     portable_config,
+    staircases_before_max_pools,
 )
 from tf_qnets.keras3.batch_norm import FrozenStatisticsBatchNormalization
 from tf_qnets.keras3.describe import activation_name
@@ -158,6 +159,8 @@ def describe_network(model, argument="qat_model"):
         nodes.append(NodeDescription(
             layer, [str(id(t)) for t in node.input_tensors],
             [str(id(t)) for t in node.outputs], inputs_as_list=as_list))
+    # a ReLU quantized after its max pooling: the staircase goes back where the file computes it
+    nodes = staircases_before_max_pools(nodes, [str(id(t)) for t in graph.outputs])
     return NetworkDescription(
         input_ids, [tuple(t.shape) for t in graph.inputs], nodes,
         [str(id(t)) for t in graph.outputs], name=model.name,
