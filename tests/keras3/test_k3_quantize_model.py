@@ -32,7 +32,7 @@ def test_sequential_plan_first_and_last_kernels_float_activations_after_relus(cn
     assert _quantized_layers(qat) == {
         "conv_first": (False, True),      # float kernel (first), fused relu quantized
         "conv_mid": (True, False),
-        "relu_mid": (False, True),
+        "pool": (False, True),            # relu_mid's staircase, after the max pooling
         "dwconv": (True, False),
         "relu_dw": (False, True),
         "dense_mid": (True, True),

@@ -68,7 +68,8 @@ def expected_rows(quantized_kernels):
     integer file rounds it (the ``image_int8`` InputQuantizer row)."""
     # Output precision of each layer (bits): ReLU-like outputs are 3-bit; pooling and
     # flattening keep their input's precision; the rest are float (32).
-    a3_outputs = {"stem_relu", "relu_a", "block_relu", "pw", "fc"}
+    # (block_relu's staircase sits on the max pooling after it, its only reader)
+    a3_outputs = {"stem_relu", "relu_a", "pool", "pw", "fc"}
     # conv_b's linear output feeds the Add: the integer file stores it in int8, and so does
     # training (an int8 output quantizer)
     int8_outputs = {"conv_b"} & set(quantized_kernels)
