@@ -52,6 +52,7 @@ __all__ = [
     "plan_layers",
     "split_activations",
     "split_per_layer",
+    "unique_name",
 ]
 
 THRESHOLD_INITS = ("auto", "kmeans", "uniform")
@@ -481,13 +482,18 @@ def split_activations(infos, a_bits, per_layer=None, exclude=()):
                 or info.name in exclude or settings is None
                 or settings.get("a_bits", a_bits) is None):
             continue
-        name, number = f"{info.name}_activation", 0
-        while name in taken:
-            number += 1
-            name = f"{info.name}_activation_{number}"
-        taken.add(name)
-        found[info.name] = name
+        found[info.name] = unique_name(f"{info.name}_activation", taken)
     return found
+
+
+def unique_name(base, taken):
+    """``base``, or ``base_1``, ``base_2``, ... : the first not in ``taken`` (which gets it)."""
+    name, number = base, 0
+    while name in taken:
+        number += 1
+        name = f"{base}_{number}"
+    taken.add(name)
+    return name
 
 
 def split_per_layer(per_layer, splits):

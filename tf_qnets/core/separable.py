@@ -21,6 +21,8 @@ Example::
     ('s_depthwise', False, 's', (1, 1))
 """
 
+from tf_qnets.core.plan import unique_name
+
 __all__ = ["SEPARABLE", "separable_per_layer", "separable_splits", "split_configs",
            "split_weights"]
 
@@ -52,12 +54,7 @@ def separable_splits(infos, per_layer=None, exclude=()):
         if info.kind != SEPARABLE or info.name in exclude or (
                 info.name in per_layer and per_layer[info.name] is None):
             continue
-        name, number = f"{info.name}_depthwise", 0
-        while name in taken:
-            number += 1
-            name = f"{info.name}_depthwise_{number}"
-        taken.add(name)
-        found[info.name] = name
+        found[info.name] = unique_name(f"{info.name}_depthwise", taken)
     return found
 
 

@@ -22,7 +22,7 @@ from tf_qnets.export.activations import is_uniform_staircase
 from tf_qnets.export.layers import affine_factors, channel_axis, relu_cap
 from tf_qnets.export.rewrites.staircase_source import cap_changes_no_code
 
-__all__ = ["BatchNormDepthwise", "as_depthwise"]
+__all__ = ["BatchNormDepthwise", "as_depthwise", "replace_by_depthwise"]
 
 
 def as_depthwise(layer):
@@ -45,6 +45,15 @@ def as_depthwise(layer):
         weight_quantizer=None)
 
 
+def replace_by_depthwise(node, replaced):
+    """Put :func:`as_depthwise` of the node's layer in its place in the plan's (fresh)
+    description of this export, noting it in ``replaced``; nothing when it has no affine form."""
+    depthwise = as_depthwise(node.layer)
+    if depthwise is not None:
+        replaced[node.layer.name] = True
+        node.layer = depthwise
+
+
 class BatchNormDepthwise:
     name = "batch norm depthwise"
     order = 5
@@ -61,10 +70,7 @@ class BatchNormDepthwise:
             reader = plan.only_reader(node.flat_output_ids[0])
             if reader is None or not _uniform_relu_staircase(plan, reader):
                 continue
-            depthwise = as_depthwise(layer)
-            if depthwise is not None:
-                node.layer = depthwise      # the plan's (fresh) description of this export
-                replaced[layer.name] = True
+            replace_by_depthwise(node, replaced)
 
     def emit(self, node, values, context):   # never claims a node
         raise AssertionError(f"{self.name} emits nothing ({node.layer.name}).")

@@ -22,7 +22,7 @@ import numpy as np
 
 from tf_qnets.core.bias_lattice import is_identity_normalization
 from tf_qnets.export.layers import channel_axis
-from tf_qnets.export.rewrites.batch_norm_depthwise import as_depthwise
+from tf_qnets.export.rewrites.batch_norm_depthwise import replace_by_depthwise
 
 __all__ = ["ChannelAffine", "is_channel_affine"]
 
@@ -49,10 +49,7 @@ class ChannelAffine:
             if (kind != "int8" or not is_channel_affine(layer) or len(node.flat_input_ids) != 1
                     or len(tuple(layer.input_shape)) != 4 or channel_axis(layer) != -1):
                 continue
-            depthwise = as_depthwise(layer)
-            if depthwise is not None:
-                node.layer = depthwise      # the plan's (fresh) description of this export
-                replaced[layer.name] = True
+            replace_by_depthwise(node, replaced)
 
     def emit(self, node, values, context):   # never claims a node
         raise AssertionError(f"{self.name} emits nothing ({node.layer.name}).")
