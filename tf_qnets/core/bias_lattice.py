@@ -67,7 +67,7 @@ import dataclasses
 
 import numpy as np
 
-from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES
+from tf_qnets.core.layer_kinds import KERNEL_ATTRIBUTES, weight_named
 from tf_qnets.core.lowering import (
     DEFAULT_FINER_INPUTS,
     FINER_INPUT_FACTOR,
@@ -476,8 +476,8 @@ def _snap_normalization(model, name, input_scale):
     variable; a mean given as a constant stays). True when it moved."""
     layer = model.get_layer(name)
     inner = getattr(layer, "layer", layer)
-    mean = _named_weight(inner, "mean")
-    variance = _named_weight(inner, "variance")
+    mean = weight_named(inner, "mean")       # a constant's tensor has no assign: it stays
+    variance = weight_named(inner, "variance")
     if mean is None or variance is None or not hasattr(mean, "assign"):
         return False
     value = np.asarray(mean, np.float64)
@@ -488,13 +488,6 @@ def _snap_normalization(model, name, input_scale):
     mean.assign(snapped)
     inner.finalize_state()      # the layer's own mean (a tensor it derives from the variable)
     return True
-
-
-def _named_weight(layer, name):
-    for weight in layer.weights:
-        if weight.name.split("/")[-1].split(":")[0] == name:
-            return weight
-    return None
 
 
 def _keep_transitions_decidable(model, aligned):

@@ -21,6 +21,7 @@ import numpy as np
 
 __all__ = [
     "is_identity_of",
+    "weight_named",
     "pads_border_of",
     "pooling_pads_border",
     "pooling_window",
@@ -127,7 +128,9 @@ def pads_border_of(layer):
     return pooling_pads_border(layer.get_config(), tuple(shape))
 
 
-def _weight_named(layer, name):
+def weight_named(layer, name):
+    """The weight of a built Keras layer (either Keras) whose short name is ``name`` (``mean``
+    for ``normalization/mean:0``), else the layer's attribute of that name, else None."""
     for weight in getattr(layer, "weights", ()):
         short = weight.name.split("/")[-1].split(":")[0]
         if short == name:
@@ -142,7 +145,7 @@ def is_identity_of(layer):
     and the exporter emits nothing for it."""
     if type(layer).__name__ != "Normalization" or getattr(layer, "invert", False):
         return False
-    mean, variance = _weight_named(layer, "mean"), _weight_named(layer, "variance")
+    mean, variance = weight_named(layer, "mean"), weight_named(layer, "variance")
     if mean is None or variance is None:
         return False
     mean, variance = np.asarray(mean), np.asarray(variance)
