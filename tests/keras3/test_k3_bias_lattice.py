@@ -157,3 +157,35 @@ def test_snap_biases_keeps_an_aligned_staircase_transition_off_the_accumulator_l
                       * np.round(row.transitions / row.lattice[:, None]))
     assert np.all(distance >= 0.9 * margin)
     assert tf_qnets.snap_biases(qat).transitions == []
+
+
+def test_snap_biases_moves_the_beta_of_a_block_staircase_off_a_sum_on_its_transition():
+    """A residual block output (Add, then a ReLU staircase the file computes in the ADD's
+    requantization) with ``beta`` set to put one reachable sum on a transition: the snap scales
+    that Keras 3 ``beta`` variable by a few millionths (tf_qnets.core.add_margin)."""
+    from tf_qnets.core.add_margin import add_roundings, beta_factor, sum_grid
+
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    r = keras.layers.Conv2D(8, 3, padding="same", name="branch")(x)
+    r = keras.layers.BatchNormalization(name="branch_bn")(r)
+    x = keras.layers.ReLU(name="block_relu")(keras.layers.Add(name="add")([x, r]))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
+    data = np.random.default_rng(0).uniform(0, 1, (48, 12, 12, 3)).astype(np.float32)
+    qat = tf_qnets.quantize_model(model, w_bits=4, a_bits=4, calibration_data=data, verbose=0)
+    (staircase,) = add_roundings(describe_network(qat))
+    assert staircase.layer == "block_relu"
+    (scale_a, codes_a), (scale_b, codes_b) = staircase.inputs
+    variable = qat.get_layer("block_relu").output_quantizer.beta
+    variable.assign(np.float32(7.5 / (scale_a * codes_a[5] + scale_b * codes_b[200])))
+    (planted,) = add_roundings(describe_network(qat))
+    assert beta_factor(*sum_grid(planted.inputs, planted.beta), planted.thresholds,
+                       planted.beta)[1] >= 1
+    assert tf_qnets.snap_biases(qat).sums == ["block_relu"]
+    moved = float(keras.ops.convert_to_numpy(variable))
+    assert 0 < abs(moved / planted.beta - 1) <= 1e-3
+    (after,) = add_roundings(describe_network(qat))
+    assert beta_factor(*sum_grid(after.inputs, after.beta), after.thresholds, after.beta)[1] == 0
+    assert tf_qnets.snap_biases(qat).sums == []

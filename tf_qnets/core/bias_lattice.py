@@ -77,8 +77,11 @@ from tf_qnets.core.lowering import (
     is_table_staircase,
     is_uniform_staircase,
 )
+from tf_qnets.core.add_margin import (
+    MAX_RELATIVE_CHANGE, add_roundings, beta_factor, range_values, step_factor, sum_grid)
 from tf_qnets.core.alignment import channel_lattice
 from tf_qnets.core.network import Int8Range, Staircase, channel_axis, is_linear, relu_cap
+from tf_qnets.core.network_graph import INT8_KEEPING_LAYERS, graph_of, is_identity_normalization
 from tf_qnets.core.normalization_lattice import snapped_mean
 from tf_qnets.core.rounding_margin import MAX_GAIN_CHANGE, margin_biases, margin_gains
 from tf_qnets.core.transition_margin import transition_shifts
@@ -94,9 +97,6 @@ __all__ = ["AlignedTransitions", "BiasLattice", "OFF_LATTICE_TOLERANCE", "SnapRe
 OFF_LATTICE_TOLERANCE = 0.02
 # A gain this close to 1 is a scale already on its fraction (float32 variables leave ~1e-7).
 _SETTLED_GAIN = 1e-6
-# Layers whose output holds their input's int8 values (same scale; padding adds zeros).
-INT8_KEEPING_LAYERS = ("MaxPooling1D", "MaxPooling2D", "ZeroPadding1D", "ZeroPadding2D", "Reshape",
-                       "Flatten", "Dropout", "SpatialDropout1D", "SpatialDropout2D")
 
 
 # Layers whose int8 output range the model fixes (``quantize_model`` gives them an int8 output
@@ -188,11 +188,12 @@ class SnapReport:
     margins: list = dataclasses.field(default_factory=list)
     transitions: list = dataclasses.field(default_factory=list)
     normalizations: list = dataclasses.field(default_factory=list)
+    sums: list = dataclasses.field(default_factory=list)
 
     def __str__(self):
         plain = [name for name in self.moved if name not in self.margins]
         parts = []
-        if plain or not (self.margins or self.transitions or self.normalizations):
+        if plain or not (self.margins or self.transitions or self.normalizations or self.sums):
             parts.append(f"moved the folded biases of {len(plain)} of {self.checked} kernel layers "
                          f"onto the integer file's int32 lattice (at most {self.largest_move:.2f} "
                          "units)")
@@ -206,6 +207,12 @@ class SnapReport:
                          "staircase the file computes by a few millionths of their values, so "
                          "that float32 decides every transition as the file does "
                          "(tf_qnets.core.transition_margin)")
+        if self.sums:
+            parts.append(f"scaled the input scale (beta) of the staircase or the int8 output "
+                         f"range of {len(self.sums)} additions the file rounds in its ADD by at "
+                         f"most {100 * MAX_RELATIVE_CHANGE:.1f}%, so that no sum of their int8 "
+                         "inputs sits where float32 and the file round apart "
+                         "(tf_qnets.core.add_margin)")
         if self.normalizations:
             parts.append(f"moved the means of {len(self.normalizations)} Normalization layers "
                          "by less than a 254th of an input step, onto the int32 lattice of the "
@@ -217,7 +224,7 @@ def folded_batch_norms(network):
     """``{kernel layer name: the BatchNormalization description folded into it}``: a BN over
     the last axis whose only input is a linear kernel layer without an output quantizer,
     read by nothing else (as the exporter folds it)."""
-    producer, consumers, _ = _graph(network)
+    producer, consumers, _ = graph_of(network)
     folds = {}
     for node in network.nodes:
         if node.layer.class_name != "BatchNormalization" or len(node.flat_input_ids) != 1:
@@ -233,19 +240,6 @@ def folded_batch_norms(network):
     return folds
 
 
-def _graph(network):
-    """``(producer, consumers, readers)``: tensor id -> its node, how many nodes (and model
-    outputs) read it, the nodes that read it."""
-    producer, consumers, readers = {}, {}, {}
-    for node in network.nodes:
-        for tensor_id in node.flat_output_ids:
-            producer[tensor_id] = node
-        for tensor_id in node.flat_input_ids:
-            consumers[tensor_id] = consumers.get(tensor_id, 0) + 1
-            readers.setdefault(tensor_id, []).append(node)
-    for tensor_id in network.output_ids:
-        consumers[tensor_id] = consumers.get(tensor_id, 0) + 1
-    return producer, consumers, readers
 
 
 def _staircase_in_kernel(layer, readers, consumers):
@@ -281,17 +275,6 @@ def bias_owner(layer, bn):
     return None, None
 
 
-def is_identity_normalization(layer):
-    """True for a described ``Normalization`` that computes ``x`` itself (mean 0, variance 1:
-    a ``keras.applications`` network built with ``weights=None``); the export emits it as
-    nothing (:mod:`tf_qnets.export.rewrites.affine`), so it keeps its input's int8 values."""
-    if layer.class_name != "Normalization" or layer.config.get("invert", False):
-        return False
-    mean = layer.weights.get("mean", layer.config.get("mean"))
-    variance = layer.weights.get("variance", layer.config.get("variance"))
-    if mean is None or variance is None:
-        return False
-    return bool(np.all(np.asarray(mean) == 0.0) and np.all(np.asarray(variance) == 1.0))
 
 
 def _input_scale(network, producer, tensor_id, finer_inputs):
@@ -335,7 +318,7 @@ def _fixed_scale_kernels(network, finer_inputs):
     """``(layer, bn, scale, reads_input, m, staircase)`` for every kernel layer whose input
     scale the model fixes (:func:`_input_scale`): its folded BN (or None) and the staircase the
     exporter computes inside it (:func:`_staircase_in_kernel`, or None)."""
-    producer, consumers, readers = _graph(network)
+    producer, consumers, readers = graph_of(network)
     folds = folded_batch_norms(network)
     for node in network.nodes:
         layer = node.layer
@@ -449,7 +432,9 @@ def snap_biases(model, network, finer_inputs=DEFAULT_FINER_INPUTS):
             transitions.append(aligned.layer)
     normalizations = [name for name, scale in normalization_input_scales(network, finer_inputs)
                       if _snap_normalization(model, name, scale)]
-    return SnapReport(moved, len(lattices), largest, margins, transitions, normalizations)
+    sums = [rounding.layer for rounding in add_roundings(network)
+            if _keep_sums_decidable(model, rounding)]
+    return SnapReport(moved, len(lattices), largest, margins, transitions, normalizations, sums)
 
 
 def normalization_input_scales(network, finer_inputs=DEFAULT_FINER_INPUTS):
@@ -457,7 +442,7 @@ def normalization_input_scales(network, finer_inputs=DEFAULT_FINER_INPUTS):
     convolution (not the identity, an int8 output, 4-D, channels last;
     :mod:`tf_qnets.export.rewrites.channel_affine`) on an input whose int8 scale ``s_in`` the
     model fixes (:mod:`tf_qnets.core.normalization_lattice`)."""
-    producer, _, _ = _graph(network)
+    producer, _, _ = graph_of(network)
     for node in network.nodes:
         layer = node.layer
         if (layer.class_name != "Normalization" or is_identity_normalization(layer)
@@ -502,6 +487,53 @@ def _keep_transitions_decidable(model, aligned):
         return False
     variable.assign((value - shifts * aligned.units).astype(np.float32))
     return True
+
+
+def _keep_sums_decidable(model, rounding):
+    """Scale the ``beta`` of a staircase an ADD computes, or divide the int8 output range of an
+    ``Add``, by the factor that leaves the fewest sums where float32 and the file round apart
+    (:mod:`tf_qnets.core.add_margin`; the inputs read from the model as earlier snaps left
+    them). True when a variable changed."""
+    inputs = []
+    for (name, kind), (_, codes) in zip(rounding.sources, rounding.inputs):
+        if kind == "range":
+            low, high = _output_range_variables(model, name)
+            values = range_values(np.asarray(low), np.asarray(high))
+            if values is None:
+                return False
+            inputs.append(values)
+        else:
+            inputs.append((float(np.asarray(_staircase_variable(model, name, "alpha"))), codes))
+    if rounding.kind == "staircase":
+        variable = _staircase_variable(model, rounding.layer, "beta")
+        beta = float(np.asarray(variable))
+        factor, _, _ = beta_factor(*sum_grid(inputs, beta), rounding.thresholds, beta)
+        if factor == 1.0:
+            return False
+        variable.assign(np.float32(beta * factor))
+        return True
+    low, high = _output_range_variables(model, rounding.layer)
+    lo, hi = float(np.asarray(low)), float(np.asarray(high))
+    step = (hi - lo) / 255.0
+    factor, _, _ = step_factor(*sum_grid(inputs, 1.0 / step), step)
+    if factor == 1.0:
+        return False
+    low.assign(np.float32(lo / factor))
+    high.assign(np.float32(hi / factor))
+    return True
+
+
+def _staircase_variable(model, name, variable_name):
+    """A variable (``alpha``, ``beta``) of the output staircase of the wrapped layer ``name``:
+    a Keras 3 wrapper's ``output_quantizer``, or a tf_keras wrapper's tfmot variables."""
+    layer = model.get_layer(name)
+    quantizer = getattr(layer, "output_quantizer", None)
+    if hasattr(quantizer, variable_name):
+        return getattr(quantizer, variable_name)
+    for role, _, _, variables in layer.quantizer_states():
+        if role == "output":
+            return variables[variable_name]
+    raise ValueError(f"Layer {name!r} has no output staircase.")
 
 
 def _variable(model, owner, attribute):

@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from tf_qnets.core.bias_lattice import is_identity_normalization
+from tf_qnets.core.network_graph import is_identity_normalization
 from tf_qnets.keras2.backend import tf
 from tf_qnets.export.activations import fake_quant
 from tf_qnets.export.emit import SCALE_KEEPING_OPS

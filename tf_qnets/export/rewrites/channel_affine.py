@@ -20,7 +20,7 @@ changes). Emits nothing itself.
 
 import numpy as np
 
-from tf_qnets.core.bias_lattice import is_identity_normalization
+from tf_qnets.core.network_graph import is_identity_normalization
 from tf_qnets.export.layers import channel_axis
 from tf_qnets.export.rewrites.batch_norm_depthwise import replace_by_depthwise
 
