@@ -228,3 +228,17 @@ def test_a_linear_conv_with_a_bias_before_an_add_gets_a_margin_from_its_output_r
     assert np.min(_distance_to_rounding(row)) >= 0.9 * MARGIN
     again = tf_qnets.snap_biases(qat)
     assert again.moved == [] and again.margins == []        # a second call changes nothing
+
+
+def test_a_bias_float32_cannot_hold_closer_counts_as_settled():
+    """A ResNet101's last projection (random weights): units of 6e-6 on folded biases of 1.6,
+    finer than float32 holds them; the snap moved every channel by a few of those float32 steps
+    on every call until such a move counted as settled."""
+    from tf_qnets.core.bias_lattice import _settled_tolerance
+
+    unit = np.array([6.1e-6, 0.01])
+    bias = np.array([1.6, 1.6])
+    tolerance = _settled_tolerance(bias, unit)
+    step = float(np.spacing(np.float32(1.6)))
+    assert tolerance[0] == 8 * step and tolerance[0] > OFF_LATTICE_TOLERANCE * unit[0]
+    assert tolerance[1] == OFF_LATTICE_TOLERANCE * unit[1]      # a coarse unit: as before
