@@ -25,6 +25,7 @@ from tf_qnets.keras3.init import (
     calibrate,
     initialize_weight_quantizers,
 )
+from tf_qnets.keras3.operator_layers import operator_layers, replace_operator_layers
 from tf_qnets.keras3.quantizer import QNetsQuantizer
 from tf_qnets.keras3.rewrite import wrap_layers
 from tf_qnets.keras3.split_separable import split_separable_convolutions
@@ -145,6 +146,8 @@ def quantize_model(model, w_bits=3, a_bits=None, *, calibration_data=None, weigh
     _check_backend()
     check_model(model)
     check_batch_norm_mode(batch_norm)
+    # ``x + y`` / ``x * y`` nodes become the Add / Multiply layers that compute them.
+    model = replace_operator_layers(model, operator_layers(model))
     # A SeparableConv2D becomes the DepthwiseConv2D and 1x1 Conv2D it computes, both quantized.
     separable = separable_splits(layer_infos(model), per_layer, exclude)
     model = split_separable_convolutions(model, separable)
