@@ -130,3 +130,29 @@ def test_snap_biases_moves_a_planted_tie_off_its_transition_and_the_file_agrees(
     assert tf_qnets.snap_biases(qat).sums == []            # a second call changes nothing
     worst, off = cut_export_offset(qat, "quant_block_relu", x, x[:16], str(tmp_path / "c.tflite"))
     assert worst < 0.25 and off == 0.0
+
+
+def test_a_block_staircase_moved_after_its_max_pooling_is_scaled_where_it_lives():
+    """A ReLU after an Add read only by a max pooling: quantize_model quantizes after the
+    pooling, the description (and the file) keep the staircase on the ReLU; the snap scales the
+    pooling's beta."""
+    keras = tf_qnets.keras2.backend.keras
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    r = keras.layers.Conv2D(8, 3, padding="same", name="branch")(x)
+    r = keras.layers.BatchNormalization(name="branch_bn")(r)
+    x = keras.layers.ReLU(name="block_relu")(keras.layers.Add(name="add")([x, r]))
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
+    data = np.random.default_rng(0).uniform(0, 1, (32, 12, 12, 3)).astype(np.float32)
+    qat = tf_qnets.quantize_model(model, w_bits=4, a_bits=4, calibration_data=data, verbose=0)
+    staircase = _block_staircase(qat)
+    assert staircase.layer == "block_relu"
+    variable = _beta_variable(qat, "quant_pool")
+    (scale_a, codes_a), (scale_b, codes_b) = staircase.inputs
+    variable.assign(np.float32(7.5 / (scale_a * codes_a[5] + scale_b * codes_b[200])))
+    before = float(variable.numpy())
+    assert tf_qnets.snap_biases(qat).sums == ["block_relu"]
+    assert 0 < abs(float(variable.numpy()) / before - 1) <= MAX_RELATIVE_CHANGE

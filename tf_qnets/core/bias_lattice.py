@@ -524,16 +524,30 @@ def _keep_sums_decidable(model, rounding):
 
 
 def _staircase_variable(model, name, variable_name):
-    """A variable (``alpha``, ``beta``) of the output staircase of the wrapped layer ``name``:
-    a Keras 3 wrapper's ``output_quantizer``, or a tf_keras wrapper's tfmot variables."""
-    layer = model.get_layer(name)
-    quantizer = getattr(layer, "output_quantizer", None)
-    if hasattr(quantizer, variable_name):
-        return getattr(quantizer, variable_name)
-    for role, _, _, variables in layer.quantizer_states():
-        if role == "output":
-            return variables[variable_name]
+    """A variable (``alpha``, ``beta``) of the output staircase of the wrapped layer ``name``
+    (a Keras 3 wrapper's ``output_quantizer``, or a tf_keras wrapper's tfmot variables), or of
+    the max pooling reading it: ``quantize_model`` quantizes a ReLU read only by a max pooling
+    after the pooling, and the description puts that staircase back on the ReLU."""
+    for layer in _layer_and_its_readers(model, name):
+        quantizer = getattr(layer, "output_quantizer", None)
+        if hasattr(quantizer, variable_name):
+            return getattr(quantizer, variable_name)
+        for role, _, _, variables in getattr(layer, "quantizer_states", list)():
+            if role == "output" and variable_name in variables:
+                return variables[variable_name]
     raise ValueError(f"Layer {name!r} has no output staircase.")
+
+
+def _layer_and_its_readers(model, name):
+    """``model.get_layer(name)``, then the layers of ``model`` whose one input it computes."""
+    yield model.get_layer(name)
+    for layer in model.layers:
+        try:
+            history = getattr(layer.input, "_keras_history", None)
+        except (AttributeError, ValueError):        # no single input (inputs, merge layers)
+            continue
+        if history is not None and getattr(history[0], "name", None) == name:
+            yield layer
 
 
 def _variable(model, owner, attribute):
