@@ -240,8 +240,6 @@ def folded_batch_norms(network):
     return folds
 
 
-
-
 def _staircase_in_kernel(layer, readers, consumers):
     """The staircase the exporter computes inside the kernel layer ``layer`` (its own, with a
     linear or ReLU activation; or that of the only reader of its output, possibly through a
@@ -273,8 +271,6 @@ def bias_owner(layer, bn):
     if layer.config.get("use_bias", False):
         return layer.name, "bias"
     return None, None
-
-
 
 
 def _input_scale(network, producer, tensor_id, finer_inputs):
