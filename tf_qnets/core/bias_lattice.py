@@ -540,7 +540,7 @@ def _layer_and_its_readers(model, name):
     for layer in model.layers:
         try:
             history = getattr(layer.input, "_keras_history", None)
-        except (AttributeError, ValueError):        # no single input (inputs, merge layers)
+        except (AttributeError, RuntimeError, TypeError, ValueError):   # no single input
             continue
         if history is not None and getattr(history[0], "name", None) == name:
             yield layer
