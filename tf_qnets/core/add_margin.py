@@ -52,8 +52,8 @@ from tf_qnets.core.lowering import has_saturating_lowering, is_uniform_staircase
 from tf_qnets.core.network import Int8Range, Staircase, relu_cap
 from tf_qnets.core.network_graph import INT8_KEEPING_LAYERS, graph_of, is_identity_normalization
 
-__all__ = ["AddRounding", "MAX_RELATIVE_CHANGE", "add_roundings", "beta_factor", "range_values",
-           "staircase_values", "step_factor", "sum_grid"]
+__all__ = ["AddRounding", "MAX_RELATIVE_CHANGE", "add_roundings", "beta_factor",
+           "is_add_staircase", "range_values", "staircase_values", "step_factor", "sum_grid"]
 
 # The largest relative change of ``beta`` tried (a thousandth: ten times the int8 step of a
 # 4-bit staircase's top level, far below anything training resolves).
@@ -201,7 +201,7 @@ def add_roundings(network):
         if layer.class_name == "Add" and _is_scalar_range(quantizer):
             kind, thresholds = "range", None
             beta = 255.0 / (float(quantizer.hi) - float(quantizer.lo))
-        elif _is_add_staircase(layer, quantizer) and len(node.flat_input_ids) == 1:
+        elif is_add_staircase(layer) and len(node.flat_input_ids) == 1:
             source = producer.get(node.flat_input_ids[0])
             if (source is None or source.layer.class_name != "Add"
                     or source.layer.output_quantizer is not None
@@ -221,9 +221,11 @@ def _is_scalar_range(quantizer):
     return isinstance(quantizer, Int8Range) and np.ndim(quantizer.lo) == 0
 
 
-def _is_add_staircase(layer, quantizer):
-    """A uniform staircase with levels ``0 .. n`` on a ReLU (capped where the cap changes no
-    level), as :mod:`tf_qnets.export.rewrites.add_staircase` takes it."""
+def is_add_staircase(layer):
+    """True for a described layer whose output staircase an ADD before it can compute
+    (:mod:`tf_qnets.export.rewrites.add_staircase` matches with this): a uniform staircase
+    with levels ``0 .. n`` on a ReLU, capped only where the cap changes no level."""
+    quantizer = layer.output_quantizer
     if not isinstance(quantizer, Staircase):
         return False
     is_relu, cap = relu_cap(layer)

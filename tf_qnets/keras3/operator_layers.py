@@ -66,6 +66,7 @@ def replace_operator_layers(model, found):
     if not found:
         return model
     layers = {name: _LAYER_CLASSES[kind](name=name) for name, kind in found.items()}
+    new_layers = {id(layer) for layer in layers.values()}
 
     def clone(operation):
         if operation.name in layers and not isinstance(operation, keras.layers.Layer):
@@ -73,7 +74,7 @@ def replace_operator_layers(model, found):
         return operation.__class__.from_config(operation.get_config())
 
     def call(operation, *args, **kwargs):
-        if any(operation is layer for layer in layers.values()):
+        if id(operation) in new_layers:          # called as the operation was: x + y
             return operation(list(args))
         return operation(*args, **kwargs)
 

@@ -15,16 +15,11 @@ int8 range and the staircase computed from that rounded value.
 import numpy as np
 
 from tf_qnets.keras2.backend import tf
-from tf_qnets.export.activations import (
-    fake_quant,
-    has_saturating_lowering,
-    is_uniform_staircase,
-    saturating_range,
-)
+from tf_qnets.core.add_margin import is_add_staircase
+from tf_qnets.export.activations import fake_quant, saturating_range
 from tf_qnets.export.emit import staircase_scope
-from tf_qnets.export.layers import layer_class, relu_cap, scalar_operation
+from tf_qnets.export.layers import layer_class, scalar_operation
 from tf_qnets.export.rewrites.layer_call import LayerCall, call_layer
-from tf_qnets.export.rewrites.staircase_source import cap_changes_no_code
 
 __all__ = ["AddStaircase"]
 
@@ -35,14 +30,7 @@ class AddStaircase:
 
     def plan(self, plan):
         for node in plan.nodes:
-            kind, values = plan.outputs.get(node.layer.name, (None, None))
-            if kind != "staircase" or len(node.flat_input_ids) != 1:
-                continue
-            _, _, thresholds, levels = values
-            is_relu, cap = relu_cap(node.layer)
-            if (not is_relu or not has_saturating_lowering(levels)
-                    or not is_uniform_staircase(thresholds, levels)
-                    or not cap_changes_no_code(plan, node, cap)):
+            if len(node.flat_input_ids) != 1 or not is_add_staircase(node.layer):
                 continue
             source = plan.source_node(node)
             if (source is None or not _is_addition(source.layer)
