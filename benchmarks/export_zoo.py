@@ -9,9 +9,10 @@ aligned / an addition's requantization / reading a rounded tensor: docs/export.m
 aligned channels exact under TFLite's reference kernels too, file size against the float32
 TFLite file of the same Keras model, and single-thread XNNPACK latency of the file, the float32
 file and TFLite's own post-training int8 file of the float model (median of ``--runs``
-invocations on one input); the latency of the file exported with ``finer_inputs=False``
-(without the MULs that re-store a staircase finer before a linear kernel layer); then the
-size and latency of the same model exported with
+invocations on one input); the number of MULs that re-store a staircase finer before a
+linear kernel layer (finer inputs) in the default file (``finer_inputs="auto"``) and with
+``finer_inputs=True``, and the latency of the files exported with ``finer_inputs=True`` and
+``finer_inputs=False`` (no such MUL); then the size and latency of the same model exported with
 ``int4_weights="auto"``. (Top-1 agreement means nothing on random weights: a randomly
 initialised deep network amplifies any rounding, and its near-equal logits swap places.)
 
@@ -84,21 +85,32 @@ def build(name, size, classes=1000, classifier_activation="softmax"):
                                              classifier_activation=classifier_activation, **kwargs)
 
 
-def latency_ms(path, shape, runs):
-    interpreter = load_interpreter(path, num_threads=1)
-    detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(detail["index"], shape)
-    interpreter.allocate_tensors()
-    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(detail["dtype"])
-    interpreter.set_tensor(detail["index"], x)
-    for _ in range(3):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+def latencies_ms(paths, shape, runs, block=10):
+    """Median single-thread XNNPACK latency (ms) of each file in ``paths`` on one input of
+    ``shape``, over ``runs`` timed invocations. The files take turns in blocks of ``block``
+    consecutive invocations (one more untimed before each block), so that each runs as in a
+    loop of its own while a slow spell of this shared machine slows all of them alike."""
+    interpreters = []
+    x = np.random.default_rng(0).uniform(-1, 1, shape)
+    for path in paths:
+        interpreter = load_interpreter(path, num_threads=1)
+        detail = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(detail["index"], shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], x.astype(detail["dtype"]))
+        for _ in range(3):
+            interpreter.invoke()
+        interpreters.append(interpreter)
+    times = [[] for _ in paths]
+    while len(times[0]) < runs:
+        count = min(block, runs - len(times[0]))
+        for interpreter, measured in zip(interpreters, times):
+            interpreter.invoke()
+            for _ in range(count):
+                start = time.perf_counter()
+                interpreter.invoke()
+                measured.append(time.perf_counter() - start)
+    return [1e3 * float(np.median(measured)) for measured in times]
 
 
 def run(name, bits, args, folder):
@@ -119,6 +131,8 @@ def run(name, bits, args, folder):
     export_s = time.perf_counter() - start
     plain_path = os.path.join(folder, f"{name}_{bits}_plain.tflite")
     plain_report = export_tflite(qat, plain_path, images[:32], finer_inputs=False)
+    finer_path = os.path.join(folder, f"{name}_{bits}_finer.tflite")
+    finer_report = export_tflite(qat, finer_path, images[:32], finer_inputs=True)
     int4_path = os.path.join(folder, f"{name}_{bits}_int4.tflite")
     int4_report = export_tflite(qat, int4_path, images[:32], int4_weights="auto")
     float_path = os.path.join(folder, f"{name}_float.tflite")
@@ -128,23 +142,25 @@ def run(name, bits, args, folder):
     with open(ptq_path, "wb") as handle:
         handle.write(post_training_int8(model, images[:32]))
     shape = [1, args.size, args.size, 3]
+    ms, float_ms, finer_ms, plain_ms, ptq_ms, int4_ms = latencies_ms(
+        [path, float_path, finer_path, plain_path, ptq_path, int4_path], shape, args.runs)
     row = {
         "model": name, "bits": bits, "quantize_s": quantize_s, "export_s": export_s,
         "lowering": {kind: len(names) for kind, names in report.staircases.items()},
         "reference_exact": report.reference_exact,
         "bytes": report.size_bytes, "float_bytes": os.path.getsize(float_path),
-        "ms": latency_ms(path, shape, args.runs), "float_ms": latency_ms(float_path, shape, args.runs),
+        "ms": ms, "float_ms": float_ms,
         "muls": _op_count(report, "MUL") - _op_count(plain_report, "MUL"),
-        "plain_ms": latency_ms(plain_path, shape, args.runs),
-        "ptq_ms": latency_ms(ptq_path, shape, args.runs),
-        "int4_bytes": int4_report.size_bytes, "int4_ms": latency_ms(int4_path, shape, args.runs),
+        "all_muls": _op_count(finer_report, "MUL") - _op_count(plain_report, "MUL"),
+        "finer_ms": finer_ms, "plain_ms": plain_ms, "ptq_ms": ptq_ms,
+        "int4_bytes": int4_report.size_bytes, "int4_ms": int4_ms,
     }
     print(f"[{name} {bits}] quantize {quantize_s:.1f} s, export {export_s:.1f} s, "
           f"{row['lowering']}, reference-exact {_percent(row['reference_exact'])}, "
           f"{row['bytes'] / 1e6:.2f} MB ({row['bytes'] / row['float_bytes']:.3f} "
           f"of float), {row['ms']:.1f} ms vs float {row['float_ms']:.1f} ms, TFLite int8 PTQ "
-          f"{row['ptq_ms']:.1f} ms; finer_inputs=False: {row['muls']} MUL fewer, "
-          f"{row['plain_ms']:.1f} ms; INT4: {row['int4_bytes'] / 1e6:.2f} MB, {row['int4_ms']:.1f} ms",
+          f"{row['ptq_ms']:.1f} ms; finer-input MULs {row['muls']} (True: {row['all_muls']}, "
+          f"{row['finer_ms']:.1f} ms; False: 0, {row['plain_ms']:.1f} ms); INT4: {row['int4_bytes'] / 1e6:.2f} MB, {row['int4_ms']:.1f} ms",
           flush=True)
     return row
 
@@ -186,15 +202,16 @@ def markdown(rows, args, wall):
         f"Command: `python benchmarks/export_zoo.py {' '.join(args.argv)}`  ",
         f"Machine: {machine()}. "
         f"Random weights, {args.size}x{args.size} inputs, {args.calibration} calibration images, "
-        f"`first_last=\"int8\"`; latency: one thread, XNNPACK, median of {args.runs} runs. "
+        f"`first_last=\"int8\"`; latency: one thread, XNNPACK, median of {args.runs} runs (the files of a row in turn). "
         f"Whole run: {wall / 60:.1f} min.",
         "",
         "| model | W/A | quantize_model | export_tflite | staircases: aligned / copies / partly / "
         "sum / table / rounded "
         "| reference-exact channels | size (of float32) | latency: file / float32 / "
-        "TFLite int8 PTQ | `finer_inputs=False`: MULs fewer, latency "
+        "TFLite int8 PTQ | finer-input MULs: file / `finer_inputs=True` | latency: "
+        "`finer_inputs=True` / `False` "
         "| `int4_weights=\"auto\"`: size, latency |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         low = row["lowering"]
@@ -204,7 +221,8 @@ def markdown(rows, args, wall):
             f"{low.get('partial', 0)} / {low.get('sum', 0)} / {low.get('table', 0)} / {low.get('rounded', 0)} | {_percent(row['reference_exact'])} "
             f"| {row['bytes'] / 1e6:.2f} MB "
             f"({row['bytes'] / row['float_bytes']:.2f}) | {row['ms']:.1f} / {row['float_ms']:.1f} / "
-            f"{row['ptq_ms']:.1f} ms | {row['muls']}, {row['plain_ms']:.1f} ms "
+            f"{row['ptq_ms']:.1f} ms | {row['muls']} / {row['all_muls']} "
+            f"| {row['finer_ms']:.1f} / {row['plain_ms']:.1f} ms "
             f"| {row['int4_bytes'] / 1e6:.2f} MB, {row['int4_ms']:.1f} ms |")
     lines.append("<!-- export-zoo:end -->")
     return "\n".join(lines)

@@ -197,12 +197,14 @@ def test_the_units_read_from_the_description_are_the_ones_the_export_uses():
 
 
 def test_a_file_exported_with_other_options_says_which_lattice_snap_biases_uses(tmp_path):
-    qat, x = _setting()
-    tf_qnets.snap_biases(qat)
-    report = tf_qnets.export_tflite(qat, str(tmp_path / "plain.tflite"), x, finer_inputs=False)
+    data = np.random.default_rng(0).uniform(0, 1, (64, 16, 16, 3)).astype(np.float32)
+    # 128 filters: the default ("auto") gives the projection its finer input
+    qat = tf_qnets.quantize_model(_model(project_filters=128), w_bits=3, a_bits=3,
+                                  calibration_data=data, first_last="int8", verbose=0)
+    report = tf_qnets.export_tflite(qat, str(tmp_path / "plain.tflite"), data, finer_inputs=False)
     # without the finer input the projection's unit is 36 times coarser: off again
     assert report.off_lattice == ["quant_project"] and not report.default_lattice
-    assert "export with int4_weights=False and finer_inputs=True" in str(report)
+    assert "export with int4_weights=False and finer_inputs='auto'" in str(report)
 
 
 def test_a_linear_conv_with_a_bias_before_an_add_gets_a_margin_from_its_output_range(monkeypatch):

@@ -21,7 +21,7 @@ import zipfile
 
 from tf_qnets.core.bias_lattice import snap_biases as snap_to_lattice
 from tf_qnets.core.keras_version import is_keras3_object
-from tf_qnets.core.lowering import DEFAULT_FINER_INPUTS
+from tf_qnets.core.lowering import DEFAULT_FINER_INPUTS, check_finer_inputs
 
 __all__ = [
     "count_quantizers",
@@ -141,8 +141,7 @@ def snap_biases(model, finer_inputs=DEFAULT_FINER_INPUTS):
         print(tf_qnets.snap_biases(qat))
         tf_qnets.export_tflite(qat, "model.tflite", x[:256])
     """
-    if not isinstance(finer_inputs, bool):
-        raise TypeError(f"`finer_inputs` must be a bool, got {finer_inputs!r}.")
+    check_finer_inputs(finer_inputs)
     path = path_of(model)
     if not is_quantized_model(model):
         raise ValueError(

@@ -74,6 +74,7 @@ from tf_qnets.core.lowering import (
     code_multiplier,
     finer_input_multiplier,
     has_saturating_lowering,
+    wants_finer_input,
     is_table_staircase,
     is_uniform_staircase,
 )
@@ -273,10 +274,10 @@ def bias_owner(layer, bn):
     return None, None
 
 
-def _input_scale(network, producer, tensor_id, finer_inputs):
+def _input_scale(network, producer, tensor_id, finer_input):
     """``(scale, reads the model input, m)``: the int8 scale the model fixes for ``tensor_id``
     (None when a calibrated range sets it) and the code multiplier ``m`` of its values (a
-    finer input stores level ``v`` as ``m v``)."""
+    finer input, ``finer_input`` True, stores level ``v`` as ``m v``)."""
     while True:
         node = producer.get(tensor_id)
         if node is None:
@@ -304,7 +305,7 @@ def _input_scale(network, producer, tensor_id, finer_inputs):
                 and is_uniform_staircase(quantizer.thresholds, levels)):
             return None, False, 1
         alpha = float(quantizer.alpha)
-        m = finer_input_multiplier(levels.levels[-1]) if finer_inputs else 1
+        m = finer_input_multiplier(levels.levels[-1]) if finer_input else 1
         if m < 2:
             return alpha, False, 1
         return alpha * float(FINER_INPUT_FACTOR) / m, False, m
@@ -325,7 +326,7 @@ def _fixed_scale_kernels(network, finer_inputs):
         if bn is not None:
             output_id = network.node_by_name[bn.name].flat_output_ids[0]
         scale, reads_input, multiplier = _input_scale(network, producer, node.flat_input_ids[0],
-                                                      finer_inputs)
+                                                      wants_finer_input(layer, finer_inputs))
         if scale is None:
             continue
         staircase = _staircase_in_kernel(layer, readers.get(output_id, []),
@@ -426,14 +427,14 @@ def snap_biases(model, network, finer_inputs=DEFAULT_FINER_INPUTS):
     for aligned in aligned_transitions(network):
         if aligned.owner is not None and _keep_transitions_decidable(model, aligned):
             transitions.append(aligned.layer)
-    normalizations = [name for name, scale in normalization_input_scales(network, finer_inputs)
+    normalizations = [name for name, scale in normalization_input_scales(network)
                       if _snap_normalization(model, name, scale)]
     sums = [rounding.layer for rounding in add_roundings(network)
             if _keep_sums_decidable(model, rounding)]
     return SnapReport(moved, len(lattices), largest, margins, transitions, normalizations, sums)
 
 
-def normalization_input_scales(network, finer_inputs=DEFAULT_FINER_INPUTS):
+def normalization_input_scales(network):
     """``(layer name, s_in)`` for every Normalization that the file computes as a 1x1 depthwise
     convolution (not the identity, an int8 output, 4-D, channels last;
     :mod:`tf_qnets.export.rewrites.channel_affine`) on an input whose int8 scale ``s_in`` the
@@ -447,7 +448,8 @@ def normalization_input_scales(network, finer_inputs=DEFAULT_FINER_INPUTS):
                 or len(node.flat_input_ids) != 1 or len(tuple(layer.input_shape)) != 4
                 or channel_axis(layer) != -1):
             continue
-        scale, _, _ = _input_scale(network, producer, node.flat_input_ids[0], finer_inputs)
+        # the export reads the Normalization's input as stored (no finer input)
+        scale, _, _ = _input_scale(network, producer, node.flat_input_ids[0], False)
         if scale is not None:
             yield layer.name, scale
 

@@ -22,7 +22,8 @@ Example::
 
 import numpy as np
 
-__all__ = ["DEFAULT_FINER_INPUTS", "FINER_INPUT_FACTOR", "UNIFORM_TOLERANCE", "check_scales", "finer_input_multiplier", "code_multiplier", "code_range", "decision_step",
+__all__ = ["DEFAULT_FINER_INPUTS", "FINER_INPUT_CHOICES", "FINER_INPUT_MIN_WORK", "check_finer_inputs",
+           "multiply_adds_per_input_value", "wants_finer_input", "FINER_INPUT_FACTOR", "UNIFORM_TOLERANCE", "check_scales", "finer_input_multiplier", "code_multiplier", "code_range", "decision_step",
            "has_saturating_lowering", "is_uniform_staircase", "output_code_multiplier",
            "output_range", "saturating_range", "TABLE_ACTIVATION_LAYERS", "is_table_staircase"]
 
@@ -30,10 +31,56 @@ UNIFORM_TOLERANCE = 1e-5
 # A finer input (levels 0..n re-stored at scale alpha / m) is one MUL by this factor, 2**-20
 # above 1: a FakeQuant right after another one is dropped by the TFLite converter, a MUL is kept.
 FINER_INPUT_FACTOR = np.float32(1.0 + 2.0 ** -20)
-# Whether export_tflite re-stores a staircase finer before a linear kernel layer by default;
-# the bias lattice that quantize_model and TemperatureScheduler snap to follows it
-# (measured both ways: docs/export.md, "A linear layer reading a staircase").
-DEFAULT_FINER_INPUTS = True
+# Whether export_tflite re-stores a staircase finer before a linear kernel layer: True (every
+# such layer), False (none) or "auto" (the layers for which the MUL is cheap, below). The bias
+# lattice that quantize_model and TemperatureScheduler snap to follows the default (measured
+# all three ways: docs/export.md, "A linear layer reading a staircase").
+FINER_INPUT_CHOICES = (True, False, "auto")
+DEFAULT_FINER_INPUTS = "auto"
+# "auto" gives a layer its finer input when it does at least this many multiply-adds per value
+# it reads: the requantizing MUL (one op per value read) then costs under 1% of the layer.
+# ResNet50's and DenseNet121's linear layers do 128 to 2048; most MobileNetV2 projections 16
+# to 96, where the 17 MULs made the file 0.4 ms (about 12%) slower at 224x224.
+FINER_INPUT_MIN_WORK = 128
+
+
+def check_finer_inputs(finer_inputs):
+    """Raise ``TypeError`` unless ``finer_inputs`` is one of :data:`FINER_INPUT_CHOICES`."""
+    if not (isinstance(finer_inputs, bool) or finer_inputs == "auto"
+            and isinstance(finer_inputs, str)):
+        raise TypeError(f"`finer_inputs` must be True, False or \"auto\", got {finer_inputs!r}.")
+
+
+def multiply_adds_per_input_value(layer):
+    """Multiply-adds a kernel layer does per value of its input (``layer``: a
+    :class:`tf_qnets.core.network.LayerDescription` with ``class_name`` and
+    ``config``)::
+
+        Dense: units            Conv: filters * prod(kernel_size) / prod(strides)
+        DepthwiseConv2D: depth_multiplier * prod(kernel_size) / prod(strides)
+
+    (padding ignored). Example: a 1x1 ``Conv2D`` with 24 filters does 24; a 3x3 one with 32
+    filters and stride 2 does 72.
+    """
+    config = layer.config
+    if layer.class_name == "Dense":
+        return float(config.get("units", 1))
+    kernel = float(np.prod(config.get("kernel_size", (1,))))
+    strides = float(np.prod(config.get("strides", (1,))))
+    per_position = (config.get("depth_multiplier", 1) if layer.class_name == "DepthwiseConv2D"
+                    else config.get("filters", 1))
+    return float(per_position) * kernel / strides
+
+
+def wants_finer_input(layer, finer_inputs):
+    """Whether the export re-stores the saturating staircase that the plain kernel ``layer``
+    reads ``m`` times finer (one requantizing MUL), for ``export_tflite(...,
+    finer_inputs=finer_inputs)``: always (True), never (False), or ("auto") when the layer does
+    at least :data:`FINER_INPUT_MIN_WORK` multiply-adds per value it reads
+    (:func:`multiply_adds_per_input_value`)."""
+    if finer_inputs == "auto" and isinstance(finer_inputs, str):
+        return multiply_adds_per_input_value(layer) >= FINER_INPUT_MIN_WORK
+    return bool(finer_inputs)
 
 
 def code_range(levels):

@@ -23,7 +23,7 @@ Example::
 import numpy as np
 
 from tf_qnets.core.input_range import calibrated_input_range
-from tf_qnets.core.lowering import FINER_INPUT_FACTOR, finer_input_multiplier
+from tf_qnets.core.lowering import FINER_INPUT_FACTOR, finer_input_multiplier, wants_finer_input
 from tf_qnets.keras2.backend import tf
 from tf_qnets.export.activations import (
     fake_quant,
@@ -113,8 +113,10 @@ class EmitContext:
                 self.saturating[y.name] = (float(alpha), int(levels.levels[-1]))
         return y
 
-    def finer_input(self, x):
-        """``x`` re-stored ``m`` times finer when it is a saturating staircase's output.
+    def finer_input(self, x, layer):
+        """``x`` re-stored ``m`` times finer when it is a saturating staircase's output and the
+        kernel ``layer`` reading it wants that (:func:`tf_qnets.core.lowering.wants_finer_input`
+        with the plan's ``finer_inputs``).
 
         A saturating staircase keeps levels ``0 .. n`` on its own requantization grid (scale
         ``alpha``, one code per level). A kernel layer that reads it and is not itself aligned
@@ -123,7 +125,7 @@ class EmitContext:
         ``alpha / m`` (``m = 255 // n``, level ``v`` stored as ``m v - 128``) changes no value
         (an integer factor: exact in every kernel set) and makes that unit ``m`` times finer.
         """
-        if not self.tracing or not self.plan.finer_inputs:
+        if not self.tracing or not wants_finer_input(layer, self.plan.finer_inputs):
             return x
         entry = self.saturating.get(getattr(self.source(x), "name", None))
         if entry is None:

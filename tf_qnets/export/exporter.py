@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 
 from tf_qnets.core.calibration_data import input_batches
-from tf_qnets.core.lowering import DEFAULT_FINER_INPUTS
+from tf_qnets.core.lowering import DEFAULT_FINER_INPUTS, check_finer_inputs
 from tf_qnets.export.convert import ExportError, check_writable, convert_function, write_atomic
 from tf_qnets.export.bias_lattice import traced_bias_lattices
 from tf_qnets.export.describe import describe
@@ -99,10 +99,11 @@ class ExportReport:
                 "the file rounds them, so it can differ from the Keras model on some inputs: "
                 + ("tf_qnets.snap_biases(model) moves them (TemperatureScheduler does at the end "
                    "of fit)" if self.default_lattice else
-                   "export with int4_weights=False and finer_inputs=True, the lattice that "
-                   "tf_qnets.snap_biases(model) and TemperatureScheduler move them onto (for "
-                   "finer_inputs=False, train with TemperatureScheduler(snap_biases=False) and "
-                   "call tf_qnets.snap_biases(model, finer_inputs=False))"))
+                   f"export with int4_weights=False and finer_inputs={DEFAULT_FINER_INPUTS!r}, "
+                   "the lattice that tf_qnets.snap_biases(model) and TemperatureScheduler move "
+                   "them onto (for other finer_inputs, train with "
+                   "TemperatureScheduler(snap_biases=False) and call "
+                   "tf_qnets.snap_biases(model, finer_inputs=...) with the same value)"))
         if self.verification is not None:
             lines.append(f"verification: {self.verification}")
         return "\n".join(lines)
@@ -185,8 +186,7 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
         raise TypeError(f"`int8_io` must be a bool, got {int8_io!r}.")
     if not isinstance(exact_uniform, bool):
         raise TypeError(f"`exact_uniform` must be a bool, got {exact_uniform!r}.")
-    if not isinstance(finer_inputs, bool):
-        raise TypeError(f"`finer_inputs` must be a bool, got {finer_inputs!r}.")
+    check_finer_inputs(finer_inputs)
     batches = _representative_batches(representative_data, network)
 
     plan = make_plan(network, int4_weights=int4_weights, exact_uniform=exact_uniform,
@@ -217,7 +217,8 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
                           off_lattice=[lattice.layer for lattice in
                                        traced_bias_lattices(plan, lowering)
                                        if lattice.owner is not None and not lattice.on_lattice],
-                          default_lattice=int4_weights is False and finer_inputs)
+                          default_lattice=int4_weights is False
+                          and finer_inputs == DEFAULT_FINER_INPUTS)
     if verify_data is not None:
         report.verification = verify_tflite(qat_model, path, verify_data)
     return report

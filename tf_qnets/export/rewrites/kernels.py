@@ -80,7 +80,7 @@ class Kernels:
             # read from a 2-bit staircase the plain unit is about 0.1, more than one int8
             # step of a linear output (a residual branch before its Add).
             context.pinned_overrides[layer.name] = finer_codes(pinned)
-        x = context.finer_input(values[node.flat_input_ids[0]])
+        x = context.finer_input(values[node.flat_input_ids[0]], layer)
         pinned = pinned_kernel(context, layer.name)
         context.record_bias_lattice(layer.name, x, pinned, weight_steps(pinned))
         x = emit_kernel(context, layer, x)
