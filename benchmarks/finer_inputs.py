@@ -1,10 +1,11 @@
 """What ``finer_inputs`` trades: Keras accuracy after the bias snap and agreement, against latency.
 
 A linear kernel layer that reads a staircase (a MobileNetV2 projection) rounds its int32 bias
-to a unit; the default file (``finer_inputs=True``) re-stores that input ``m`` times finer with
+to a unit; a file exported with ``finer_inputs=True`` re-stores that input ``m`` times finer with
 one requantizing MUL per such layer, ``finer_inputs=False`` leaves the MULs out for a unit ``m``
-times coarser (docs/export.md). ``quantize_model`` and ``TemperatureScheduler`` move the Keras
-biases onto the finer unit; ``snap_biases(model, finer_inputs=False)`` onto the plain one. For
+times coarser (docs/export.md; the default, ``"auto"``, gives the MUL only to layers doing at
+least 128 multiply-adds per value they read). ``snap_biases(model, finer_inputs=True)`` moves
+the Keras biases onto the finer unit, ``snap_biases(model, finer_inputs=False)`` onto the plain one. For
 one trained model per setting this prints the Keras test accuracy with the biases as trained,
 snapped on the plain lattice and snapped on the finer one, and the top-1 agreement of the
 files (XNNPACK and TFLite's reference kernels) exported with and without finer inputs.
@@ -81,7 +82,7 @@ def main(argv=None):
                 row[lattice, finer_file] = agreement(qat, path, x, test, finer_file)
         rows.append(row)
         print(f"[{args.model} {bits}] Keras as trained {100 * row['as_trained']:.2f}%, snapped "
-              f"on the plain lattice {100 * row['plain']:.2f}%, on the finer one (the default) "
+              f"on the plain lattice {100 * row['plain']:.2f}%, on the finer one "
               f"{100 * row['finer']:.2f}%", flush=True)
         for lattice in ("plain", "finer"):
             for finer_file in (False, True):

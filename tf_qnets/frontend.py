@@ -125,12 +125,14 @@ def snap_biases(model, finer_inputs=DEFAULT_FINER_INPUTS):
     changing weights (``set_weights``, ``EarlyStopping(restore_best_weights=True)`` after the
     scheduler). ``export_tflite``'s report lists layers still off their lattice.
 
-    ``finer_inputs``: the lattice of ``export_tflite(..., finer_inputs=finer_inputs)``, the
-    one ``quantize_model`` and ``TemperatureScheduler`` use by default (``True``). For a file
-    exported with ``finer_inputs=False`` (no requantizing MUL before the linear layers that
-    read a staircase: faster, figures in docs/export.md) train with
+    ``finer_inputs``: the lattice of ``export_tflite(..., finer_inputs=finer_inputs)``
+    (``True``, ``False`` or ``"auto"``, the default, which ``quantize_model`` and
+    ``TemperatureScheduler`` use). For a file exported with another choice (``True``: a
+    requantizing MUL before every linear layer that reads a staircase, for TFLite's reference
+    kernels; ``False``: none, the fastest file) train with
     ``TemperatureScheduler(snap_biases=False)`` and call ``snap_biases(qat,
-    finer_inputs=False)``: that unit is ``m`` times coarser, so the biases move further.
+    finer_inputs=...)`` with the same value: a layer without that MUL has an ``m`` times
+    coarser unit, so its biases move further.
 
     Returns:
       :class:`tf_qnets.core.bias_lattice.SnapReport` (``print`` it).

@@ -38,9 +38,10 @@ FINER_INPUT_FACTOR = np.float32(1.0 + 2.0 ** -20)
 FINER_INPUT_CHOICES = (True, False, "auto")
 DEFAULT_FINER_INPUTS = "auto"
 # "auto" gives a layer its finer input when it does at least this many multiply-adds per value
-# it reads: the requantizing MUL (one op per value read) then costs under 1% of the layer.
-# ResNet50's and DenseNet121's linear layers do 128 to 2048; most MobileNetV2 projections 16
-# to 96, where the 17 MULs made the file 0.4 ms (about 12%) slower at 224x224.
+# it reads, so that the requantizing MUL (one op per value read) is small beside the layer.
+# ResNet50's and DenseNet121's linear layers do 128 to 2048 (their 20 and 61 MULs: 7-11% of
+# the 224x224 file's latency); MobileNetV2's projections 16 to 96, but 160 and 320 the last
+# four (its 17 MULs: 14-17%, which took the file over 0.7x the float32 latency).
 FINER_INPUT_MIN_WORK = 128
 
 

@@ -197,16 +197,18 @@ class EmitContext:
         """How each activation staircase was lowered, after tracing: ``{"aligned", "copies",
         "partial", "rounded": [staircase layer names]}``. ``aligned``: one requantization gives
         every Keras code in every output channel (XNNPACK's single rounding; see
-        :meth:`reference_exact_fraction` for TFLite's reference kernels); ``partial``: aligned
-        except for some channels (INT4 weights leave no solution there; int8 weights give them
-        one); ``sum``: the requantization of the ADD before it (a residual sum, or ``x + 3`` in a
+        :meth:`reference_exact_fraction` for TFLite's reference kernels); ``partial``: computed
+        by its kernel layer, aligned except for some channels, or all (INT4 weights leave no
+        solution there, nor may a first layer's int8 weights on the model input); ``sum``: the requantization of the ADD before it (a residual sum, or ``x + 3`` in a
         hard sigmoid: one rounding, as Keras'); ``table``: a table of the 256 codes of its int8
         input, which the Keras model rounds the same way (a staircase on swish, sigmoid, ...:
         :mod:`tf_qnets.export.rewrites.code_staircase`); ``rounded``: it reads an int8 tensor
         that a calibrated range rounded, so its codes can differ from Keras'."""
         plans = self._aligned_plans()
         aligned = {name for name, plan in plans.items() if np.all(plan.solved)}
-        partial = {name for name, plan in plans.items() if np.any(plan.solved) and name not in aligned}
+        # a kernel layer that computes the staircase but fits no alignment in some channels
+        # (or in none: a first layer reading the model input) rounds those with its plain bias
+        partial = {name for name, plan in plans.items() if name not in aligned}
         copies = set(self.copied)
         names = [name for name, (kind, _) in self.plan.outputs.items() if kind == "staircase"]
         sums = {n for n in names if self.plan.claimed_by(n, "add staircase")} - aligned - copies

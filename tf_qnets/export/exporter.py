@@ -159,15 +159,19 @@ def export_tflite(qat_model, path, representative_data, *, int8_io=False, int4_w
         choice exists and the layer reads the model input, per-threshold copies of that
         layer. Both give the Keras codes wherever the layer's input is itself exact
         (docs/export.md, "How the file stays exact").
-      finer_inputs: ``True`` (default): a kernel layer that reads a saturating staircase
-        (levels ``0..n`` at scale ``alpha``) and is not aligned to a staircase of its own (a
-        linear projection before a residual ``Add``) reads it re-stored at scale
-        ``alpha / m``, ``m = 255 // n``, by one requantizing MUL: no value changes and the
-        layer's int32 bias unit becomes ``m`` times finer, so its int8 output matches the
-        Keras one. ``False`` leaves out those MULs: a faster file (6-11% on MobileNetV2,
-        ResNet50 and DenseNet121) whose unit is ``m`` times coarser, exact for a model snapped with
-        ``tf_qnets.snap_biases(model, finer_inputs=False)``, which moves the biases further
-        (figures: docs/export.md).
+      finer_inputs: a kernel layer that reads a saturating staircase (levels ``0..n`` at
+        scale ``alpha``) and is not aligned to a staircase of its own (a linear projection
+        before a residual ``Add``) can read it re-stored at scale ``alpha / m``,
+        ``m = 255 // n``, by one requantizing MUL: no value changes and the layer's int32 bias
+        unit becomes ``m`` times finer, so the biases snapped onto it move less and the file
+        agrees more with the Keras model under TFLite's reference kernels (two roundings per
+        requantization, as TFLite Micro). ``"auto"`` (default): for the layers doing at least
+        128 multiply-adds per value they read (``C_out kh kw / (sh sw)``), beside which the
+        MUL is small (every such layer of ResNet50 and DenseNet121, 4 of MobileNetV2's 17
+        projections, whose 17 MULs made its file 14-17% slower); ``True``: for every such layer;
+        ``False``: none. The file is exact for a model snapped onto the same choice's lattice
+        (``tf_qnets.snap_biases(model, finer_inputs=...)``; ``quantize_model`` and
+        ``TemperatureScheduler`` snap onto the default's). Figures: docs/export.md.
 
     Returns:
       :class:`ExportReport` (``print`` it for ops, dtypes, size, ratio and agreement).
