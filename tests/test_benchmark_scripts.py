@@ -416,10 +416,10 @@ def test_export_zoo_runs_a_tiny_model_and_writes_its_table(tmp_path):
     # 34 of the 35 staircases aligned (the first layer's at least partly), no copies at A4,
     # none after an addition (no ReLU after MobileNetV2's Adds), no code tables (no swish)
     assert re.search(r"\| 3[45] / 0 / [01] / 0 / 0 / [01] \|", row), row
-    # latency: file / float / PTQ; finer-input MULs: 4 by default (the projections of blocks
-    # 13 to 16, 160 and 320 filters), 17 with finer_inputs=True (one per projection); latency
-    # True / False; INT4
-    assert re.search(r"\| [\d.]+ / [\d.]+ / [\d.]+ ms \| 4 / 17 \| [\d.]+ / [\d.]+ ms "
+    # latency: file / float / PTQ; finer-input MULs: none by default (alpha 0.35: the
+    # projections have 8 to 112 filters, under 128), 17 with finer_inputs=True (one per
+    # projection); latency True / False; INT4
+    assert re.search(r"\| [\d.]+ / [\d.]+ / [\d.]+ ms \| 0 / 17 \| [\d.]+ / [\d.]+ ms "
                      r"\| [\d.]+ MB, [\d.]+ ms \|$", row), row
 
 

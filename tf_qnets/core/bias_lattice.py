@@ -84,7 +84,8 @@ from tf_qnets.core.alignment import channel_lattice
 from tf_qnets.core.network import Int8Range, Staircase, channel_axis, is_linear, relu_cap
 from tf_qnets.core.network_graph import INT8_KEEPING_LAYERS, graph_of, is_identity_normalization
 from tf_qnets.core.normalization_lattice import snapped_mean
-from tf_qnets.core.rounding_margin import MAX_GAIN_CHANGE, margin_biases, margin_gains
+from tf_qnets.core.rounding_margin import (MAX_GAIN_CHANGE, SCALE_TOLERANCE, margin_biases,
+                                           margin_gains)
 from tf_qnets.core.transition_margin import transition_shifts
 from tf_qnets.core.weight_codes import (
     finer_code_factor, finer_codes, pin_layer_kernel, stored_codes, weight_steps)
@@ -96,8 +97,9 @@ __all__ = ["AlignedTransitions", "BiasLattice", "OFF_LATTICE_TOLERANCE", "SnapRe
 # A bias within this many units of its lattice point is on it (float32 products and the
 # float32 Keras variables leave a few thousandths of a unit).
 OFF_LATTICE_TOLERANCE = 0.02
-# A gain this close to 1 is a scale already on its fraction (float32 variables leave ~1e-7).
-_SETTLED_GAIN = 1e-6
+# A gain this close to 1 is a scale already on its fraction (float32 variables leave ~1e-7;
+# the margin biases allow for it: rounding_margin.BIAS_MARGIN).
+_SETTLED_GAIN = SCALE_TOLERANCE
 
 
 # Layers whose int8 output range the model fixes (``quantize_model`` gives them an int8 output

@@ -22,10 +22,12 @@ Example::
 
 import numpy as np
 
-__all__ = ["DEFAULT_FINER_INPUTS", "FINER_INPUT_CHOICES", "FINER_INPUT_MIN_WORK", "check_finer_inputs",
-           "multiply_adds_per_input_value", "wants_finer_input", "FINER_INPUT_FACTOR", "UNIFORM_TOLERANCE", "check_scales", "finer_input_multiplier", "code_multiplier", "code_range", "decision_step",
-           "has_saturating_lowering", "is_uniform_staircase", "output_code_multiplier",
-           "output_range", "saturating_range", "TABLE_ACTIVATION_LAYERS", "is_table_staircase"]
+__all__ = ["DEFAULT_FINER_INPUTS", "FINER_INPUT_CHOICES", "FINER_INPUT_FACTOR",
+           "FINER_INPUT_MIN_WORK", "UNIFORM_TOLERANCE", "check_finer_inputs", "check_scales",
+           "code_multiplier", "code_range", "decision_step", "finer_input_multiplier",
+           "has_saturating_lowering", "is_table_staircase", "is_uniform_staircase",
+           "multiply_adds_per_input_value", "output_code_multiplier", "output_range",
+           "saturating_range", "TABLE_ACTIVATION_LAYERS", "wants_finer_input"]
 
 UNIFORM_TOLERANCE = 1e-5
 # A finer input (levels 0..n re-stored at scale alpha / m) is one MUL by this factor, 2**-20

@@ -31,7 +31,8 @@ Example::
 
 import numpy as np
 
-__all__ = ["MARGIN", "MAX_DENOMINATOR", "MAX_GAIN_CHANGE", "odd_fraction", "margin_bias",
+__all__ = ["BIAS_MARGIN", "MARGIN", "MAX_DENOMINATOR", "MAX_GAIN_CHANGE", "SCALE_TOLERANCE",
+           "VALUE_REACH", "odd_fraction", "margin_bias",
            "margin_gains", "margin_biases"]
 
 # Distance (in int8 steps) kept between every reachable value and a rounding boundary. The
@@ -41,6 +42,14 @@ __all__ = ["MARGIN", "MAX_DENOMINATOR", "MAX_GAIN_CHANGE", "odd_fraction", "marg
 MARGIN = 5e-4
 MAX_DENOMINATOR = int(1 / (4 * MARGIN))    # 500: q * MARGIN <= 1/4 leaves half the biases
 MAX_GAIN_CHANGE = 5e-3   # largest relative change of a channel scale (1/Q near x = 1/even: 0.2%)
+# A scale within this relative distance of its fraction is left as it is (a float32 variable
+# holds it only to 6e-8, and a second snap must not move it again). A value v int8 steps from
+# zero then sits up to |v| SCALE_TOLERANCE from where p / q puts it, so the biases keep
+# MARGIN + VALUE_REACH * SCALE_TOLERANCE from the boundaries p / q defines (a projection in
+# tests/keras3/test_k3_bias_lattice.py kept only 4.47e-4 steps without that allowance).
+SCALE_TOLERANCE = 1e-6
+VALUE_REACH = 256.0      # int8 steps a stored value can be from zero (a one-sided range)
+BIAS_MARGIN = MARGIN + VALUE_REACH * SCALE_TOLERANCE
 
 
 def odd_fraction(x, max_denominator=MAX_DENOMINATOR):
@@ -81,10 +90,12 @@ def margin_gains(x, max_gain_change=MAX_GAIN_CHANGE):
 
 def margin_biases(bias, unit, ps, qs, lattice):
     """Per channel the int32 bias (in ``unit``) nearest ``bias`` that keeps the margin
-    (:func:`margin_bias`; ``unit``, ``bias`` after the gain); NaN where ``q`` is 0."""
+    :data:`BIAS_MARGIN` (:func:`margin_bias`; ``unit``, ``bias`` after the gain), so that
+    every value stays :data:`MARGIN` from a boundary with its scale up to
+    :data:`SCALE_TOLERANCE` off ``p / q``; NaN where ``q`` is 0."""
     result = np.full(np.shape(ps), np.nan)
     for c in range(np.size(ps)):
         if qs[c] and lattice[c] < 2 ** 31:
             start = int(np.floor(bias[c] / unit[c] + 0.5))
-            result[c] = margin_bias(start, int(ps[c]), int(qs[c]), lattice[c])
+            result[c] = margin_bias(start, int(ps[c]), int(qs[c]), lattice[c], BIAS_MARGIN)
     return result

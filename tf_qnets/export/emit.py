@@ -199,8 +199,9 @@ class EmitContext:
         every Keras code in every output channel (XNNPACK's single rounding; see
         :meth:`reference_exact_fraction` for TFLite's reference kernels); ``partial``: computed
         by its kernel layer, aligned except for some channels, or all (INT4 weights leave no
-        solution there, nor may a first layer's int8 weights on the model input); ``sum``: the requantization of the ADD before it (a residual sum, or ``x + 3`` in a
-        hard sigmoid: one rounding, as Keras'); ``table``: a table of the 256 codes of its int8
+        solution there, nor may a first layer's int8 weights on the model input); ``sum``: the
+        requantization of the ADD before it (a residual sum, or ``x + 3`` in a hard sigmoid:
+        one rounding, as Keras'); ``table``: a table of the 256 codes of its int8
         input, which the Keras model rounds the same way (a staircase on swish, sigmoid, ...:
         :mod:`tf_qnets.export.rewrites.code_staircase`); ``rounded``: it reads an int8 tensor
         that a calibrated range rounded, so its codes can differ from Keras'."""
