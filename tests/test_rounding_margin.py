@@ -6,6 +6,8 @@ import pytest
 from tf_qnets.core.rounding_margin import (
     MARGIN,
     MAX_GAIN_CHANGE,
+    SCALE_TOLERANCE,
+    VALUE_REACH,
     margin_bias,
     margin_biases,
     margin_gains,
@@ -52,3 +54,22 @@ def test_a_channel_without_a_near_fraction_is_left_as_it_is():
     assert list(gains[:3]) == [1.0, 1.0, 1.0] and list(qs[:3]) == [0, 0, 0] and qs[3] > 0
     biases = margin_biases([0.1, 0.1, 0.1, 0.1], [0.01] * 4, ps, qs, [10] * 4)
     assert np.all(np.isnan(biases[:3])) and not np.isnan(biases[3])
+
+
+def test_the_margin_bias_holds_with_the_scale_left_off_its_fraction():
+    """A scale within SCALE_TOLERANCE of its fraction stays as it is; the bias still keeps every
+    value within VALUE_REACH steps of zero MARGIN from a half-integer (a Keras 3 projection,
+    x = 3.1898967 steps per lattice step, L = 31, kept 4.47e-4 without the allowance)."""
+    x, lattice = 3.1898967108536667, 31
+    gains, ps, qs = margin_gains([x])
+    fraction = ps[0] / qs[0]
+    rng = np.random.default_rng(0)
+    for start in rng.uniform(-400, 400, 40):
+        unit = 1.0
+        bias = margin_biases([start], [unit], ps, qs, [lattice])[0]
+        for scale in (fraction * (1 - SCALE_TOLERANCE), fraction * (1 + SCALE_TOLERANCE)):
+            j = np.arange(-4000, 4001)
+            values = scale * (j + bias / lattice)
+            values = values[np.abs(values) <= VALUE_REACH]
+            distance = np.abs(values - np.floor(values) - 0.5)
+            assert distance.min() >= MARGIN * (1 - 1e-6)

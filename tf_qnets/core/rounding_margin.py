@@ -40,7 +40,7 @@ __all__ = ["BIAS_MARGIN", "MARGIN", "MAX_DENOMINATOR", "MAX_GAIN_CHANGE", "SCALE
 # measured on ResNet50: flips within 1e-5 steps of a boundary) and the file's finer-input
 # factor moves it by 2**-20 of it: about 1e-4 steps at the very most.
 MARGIN = 5e-4
-MAX_DENOMINATOR = int(1 / (4 * MARGIN))    # 500: q * MARGIN <= 1/4 leaves half the biases
+MAX_DENOMINATOR = int(1 / (4 * MARGIN))    # 500: q * BIAS_MARGIN <= 0.38 leaves a quarter of the biases
 MAX_GAIN_CHANGE = 5e-3   # largest relative change of a channel scale (1/Q near x = 1/even: 0.2%)
 # A scale within this relative distance of its fraction is left as it is (a float32 variable
 # holds it only to 6e-8, and a second snap must not move it again). A value v int8 steps from
