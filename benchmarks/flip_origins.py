@@ -112,6 +112,8 @@ def main(argv=None):
          "--epochs", str(args.epochs)])
     start = time.perf_counter()
     (x, y), (x_test, y_test) = export_zoo.fashion_mnist_rgb(zoo_args)
+    if args.model in export_zoo.PIXEL_INPUT_MODELS:      # they scale pixel values themselves
+        x, x_test = (np.round((images + 1.0) * 127.5).astype("float32") for images in (x, x_test))
     model, _ = export_zoo.train_float(args.model, zoo_args, x, y)
     qat = export_zoo.fine_tune(model, args.bits, zoo_args, x, y)
     print(f"[{args.model} {args.bits}{' without margins' if args.no_margins else ''}] trained "
