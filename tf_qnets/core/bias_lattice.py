@@ -97,9 +97,6 @@ __all__ = ["AlignedTransitions", "BiasLattice", "OFF_LATTICE_TOLERANCE", "SnapRe
 # A bias within this many units of its lattice point is on it (float32 products and the
 # float32 Keras variables leave a few thousandths of a unit).
 OFF_LATTICE_TOLERANCE = 0.02
-# A gain this close to 1 is a scale already on its fraction (float32 variables leave ~1e-7;
-# the margin biases allow for it: rounding_margin.BIAS_MARGIN).
-_SETTLED_GAIN = SCALE_TOLERANCE
 
 
 # Layers whose int8 output range the model fixes (``quantize_model`` gives them an int8 output
@@ -575,7 +572,9 @@ def _keep_roundings_decidable(model, lattice):
     gamma = np.asarray(gamma_variable, np.float64)
     x = lattice.unit * lattice.lattice / lattice.output_step
     gains, ps, qs = margin_gains(x)
-    gains = np.where(np.abs(gains - 1.0) < _SETTLED_GAIN, 1.0, gains)   # a second call: no-op
+    # a gain within SCALE_TOLERANCE: a scale already on its fraction (the margin biases allow
+    # for what float32 leaves); a second call is a no-op
+    gains = np.where(np.abs(gains - 1.0) < SCALE_TOLERANCE, 1.0, gains)
     # the folded bias is beta + (bias - mean) g: the gain scales the second term only
     gained_bias = beta + (lattice.bias - beta) * gains
     unit = lattice.unit * gains
@@ -621,7 +620,7 @@ def _keep_range_roundings_decidable(model, lattice):
     gains, ps, qs = margin_gains([unit.flat[0] * base / lattice.output_step])
     if not qs[0]:
         return False
-    gain = 1.0 if abs(gains[0] - 1.0) < _SETTLED_GAIN else float(gains[0])
+    gain = 1.0 if abs(gains[0] - 1.0) < SCALE_TOLERANCE else float(gains[0])
     channel_ps = np.zeros(np.shape(lattice.lattice), np.int64)
     channel_ps[live] = ps[0] * (lattices // base)
     channel_qs = np.where(live, qs[0], 0)

@@ -22,7 +22,7 @@ Example::
 
 import numpy as np
 
-__all__ = ["DEFAULT_FINER_INPUTS", "FINER_INPUT_CHOICES", "FINER_INPUT_FACTOR",
+__all__ = ["DEFAULT_FINER_INPUTS", "FINER_INPUT_FACTOR",
            "FINER_INPUT_MIN_WORK", "UNIFORM_TOLERANCE", "check_finer_inputs", "check_scales",
            "code_multiplier", "code_range", "decision_step", "finer_input_multiplier",
            "has_saturating_lowering", "is_table_staircase", "is_uniform_staircase",
@@ -37,7 +37,6 @@ FINER_INPUT_FACTOR = np.float32(1.0 + 2.0 ** -20)
 # such layer), False (none) or "auto" (the layers for which the MUL is cheap, below). The bias
 # lattice that quantize_model and TemperatureScheduler snap to follows the default (measured
 # all three ways: docs/export.md, "A linear layer reading a staircase").
-FINER_INPUT_CHOICES = (True, False, "auto")
 DEFAULT_FINER_INPUTS = "auto"
 # "auto" gives a layer its finer input when it does at least this many multiply-adds per value
 # it reads, so that the requantizing MUL (one op per value read) is small beside the layer.
@@ -48,9 +47,9 @@ FINER_INPUT_MIN_WORK = 128
 
 
 def check_finer_inputs(finer_inputs):
-    """Raise ``TypeError`` unless ``finer_inputs`` is one of :data:`FINER_INPUT_CHOICES`."""
-    if not (isinstance(finer_inputs, bool) or finer_inputs == "auto"
-            and isinstance(finer_inputs, str)):
+    """Raise ``TypeError`` unless ``finer_inputs`` is ``True``, ``False`` or ``"auto"``."""
+    is_auto = isinstance(finer_inputs, str) and finer_inputs == "auto"
+    if not (isinstance(finer_inputs, bool) or is_auto):
         raise TypeError(f"`finer_inputs` must be True, False or \"auto\", got {finer_inputs!r}.")
 
 
@@ -81,7 +80,7 @@ def wants_finer_input(layer, finer_inputs):
     finer_inputs=finer_inputs)``: always (True), never (False), or ("auto") when the layer does
     at least :data:`FINER_INPUT_MIN_WORK` multiply-adds per value it reads
     (:func:`multiply_adds_per_input_value`)."""
-    if finer_inputs == "auto" and isinstance(finer_inputs, str):
+    if finer_inputs == "auto":
         return multiply_adds_per_input_value(layer) >= FINER_INPUT_MIN_WORK
     return bool(finer_inputs)
 
