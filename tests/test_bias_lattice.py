@@ -244,3 +244,39 @@ def test_a_bias_float32_cannot_hold_closer_counts_as_settled():
     step = float(np.spacing(np.float32(1.6)))
     assert tolerance[0] == 8 * step and tolerance[0] > OFF_LATTICE_TOLERANCE * unit[0]
     assert tolerance[1] == OFF_LATTICE_TOLERANCE * unit[1]      # a coarse unit: as before
+
+
+def test_a_first_layer_with_8bit_weights_on_pixels_gets_the_fine_grid(tmp_path):
+    """EfficientNet's stem: 8-bit weights reading 8-bit pixels through ``Rescaling(1 / 255)``,
+    a BN, an int8 pre-activation before a swish. Its accumulator unit is a few 1e-4 of an int8
+    step, too fine for the odd grid with q <= MAX_DENOMINATOR; without a grid its values came
+    1e-6 steps from rounding ties, which Keras' float32 decided apart from the file (2 of
+    16 million values of EfficientNetB0's stem, in 2 of 2000 images)."""
+    from conftest import cut_export_offset, vary_batch_norms
+    from tf_qnets.core.rounding_margin import FINE_MARGIN, MAX_DENOMINATOR, margin_gains
+
+    inputs = keras.Input((12, 12, 3), name="pixels")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescaling")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False, name="stem")(x)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Activation("swish", name="stem_swish")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
+    vary_batch_norms(model, seed=5)
+    pixels = np.random.default_rng(2).integers(0, 256, (64, 12, 12, 3)).astype(np.float32)
+    qat = tf_qnets.quantize_model(model, w_bits=3, a_bits=3, calibration_data=pixels,
+                                  first_last="int8", verbose=0)
+    row = {row.layer: row for row in bias_lattices(qat)}["quant_stem"]
+    assert row.scale_owner == "quant_stem_bn" and row.output_step > 0
+    x_c = row.unit * row.lattice / row.output_step
+    gains, ps, qs = margin_gains(x_c)
+    assert np.all(qs > MAX_DENOMINATOR) and np.all(np.abs(gains - 1) < 1e-6)   # on the grid
+    for c in range(4):
+        accumulators = np.arange(-int(256 / x_c[c]) - 1, int(256 / x_c[c]) + 2)
+        values = (accumulators + row.bias[c] / (row.unit[c] * row.lattice[c])) * x_c[c]
+        values = values[np.abs(values) <= 256]
+        assert np.min(np.abs(values - np.floor(values) - 0.5)) >= 0.9 * FINE_MARGIN
+    assert tf_qnets.snap_biases(qat).moved == []          # a second call changes nothing
+    worst, off = cut_export_offset(qat, "quant_stem_bn", pixels, pixels[:32],
+                                   str(tmp_path / "stem.tflite"))
+    assert worst < 0.25 and off == 0.0

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 from tf_qnets.core.rounding_margin import (
+    FINE_MARGIN,
+    FINE_SCALE_TOLERANCE,
     MARGIN,
+    MAX_DENOMINATOR,
+    MAX_FINE_DENOMINATOR,
     MAX_GAIN_CHANGE,
     SCALE_TOLERANCE,
     VALUE_REACH,
@@ -73,3 +77,27 @@ def test_the_margin_bias_holds_with_the_scale_left_off_its_fraction():
             values = values[np.abs(values) <= VALUE_REACH]
             distance = np.abs(values - np.floor(values) - 0.5)
             assert distance.min() >= MARGIN * (1 - 1e-6)
+
+
+@pytest.mark.parametrize("x", [2.8e-4, 4.3309e-4, 1.79e-3])
+def test_a_first_layer_scale_gets_the_fine_grid_and_keeps_it(x):
+    """8-bit weights on 8-bit pixels (EfficientNetB0's stem: x from 2.8e-4 to 1.8e-3 int8 steps
+    per accumulator unit) have no p / q with q <= MAX_DENOMINATOR near x; the fine grid's
+    odd q keeps every value within VALUE_REACH steps FINE_MARGIN from a half-integer, with the
+    scale up to FINE_SCALE_TOLERANCE off its fraction, and a second call keeps the fraction."""
+    gains, ps, qs = margin_gains([x])
+    assert MAX_DENOMINATOR < qs[0] <= MAX_FINE_DENOMINATOR and qs[0] % 2 == 1
+    assert abs(gains[0] - 1) <= MAX_GAIN_CHANGE
+    rng = np.random.default_rng(1)
+    for start in rng.integers(-20000, 20000, 5):
+        bias = margin_biases([float(start)], [1.0], ps, qs, [1])[0]
+        assert bias == start            # lattice 1: every bias is on the grid (1 / q) Z
+        fraction = ps[0] / qs[0]
+        for scale in (fraction * (1 - FINE_SCALE_TOLERANCE), fraction * (1 + FINE_SCALE_TOLERANCE)):
+            values = scale * (np.arange(-int(VALUE_REACH / scale) - 1, int(VALUE_REACH / scale) + 2)
+                              + bias)
+            values = values[np.abs(values) <= VALUE_REACH]
+            distance = np.abs(values - np.floor(values) - 0.5)
+            assert distance.min() >= FINE_MARGIN
+    again = margin_gains([x * gains[0] * (1 + 5e-8)])      # as float32 holds the new scale
+    assert abs(again[0][0] - 1) < FINE_SCALE_TOLERANCE and again[2][0] == qs[0]

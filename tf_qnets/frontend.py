@@ -149,7 +149,7 @@ def snap_biases(model, finer_inputs=DEFAULT_FINER_INPUTS):
         raise ValueError(
             "snap_biases: `model` has no tf_qnets quantizers; pass the model returned by "
             "tf_qnets.quantize_model().")
-    return snap_to_lattice(model, _module(path, "describe_network").describe_network(model),
+    return snap_to_lattice(model, _module(path, "describe_network").describe_network,
                            finer_inputs=finer_inputs)
 
 

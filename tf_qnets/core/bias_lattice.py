@@ -84,8 +84,8 @@ from tf_qnets.core.alignment import channel_lattice
 from tf_qnets.core.network import Int8Range, Staircase, channel_axis, is_linear, relu_cap
 from tf_qnets.core.network_graph import INT8_KEEPING_LAYERS, graph_of, is_identity_normalization
 from tf_qnets.core.normalization_lattice import snapped_mean
-from tf_qnets.core.rounding_margin import (MAX_GAIN_CHANGE, SCALE_TOLERANCE, margin_biases,
-                                           margin_gains)
+from tf_qnets.core.rounding_margin import (MAX_GAIN_CHANGE, margin_biases, margin_gains,
+                                           scale_tolerances)
 from tf_qnets.core.transition_margin import transition_shifts
 from tf_qnets.core.weight_codes import (
     finer_code_factor, finer_codes, pin_layer_kernel, stored_codes, weight_steps)
@@ -381,56 +381,99 @@ def bias_lattices(network, finer_inputs=DEFAULT_FINER_INPUTS):
         row = BiasLattice(layer.name, scale * np.asarray(weight_steps(pinned), np.float64),
                           np.asarray(pinned.bias, np.float64), *bias_owner(layer, bn))
         output_quantizer = (bn if bn is not None else layer).output_quantizer
-        if (not in_kernel and pinned.codes is not None and isinstance(output_quantizer, Int8Range)
+        if (not in_kernel and isinstance(output_quantizer, Int8Range)
                 and np.ndim(output_quantizer.lo) == 0):
             if bn is not None and "gamma" in bn.weights:
                 row.scale_owner = bn.name
-            elif bn is None and np.ptp(row.unit) <= 1e-9 * np.max(row.unit):
+            elif (bn is None and pinned.codes is not None
+                  and np.ptp(row.unit) <= 1e-9 * np.max(row.unit)):
                 row.range_owner = layer.name
             if row.scale_owner is not None or row.range_owner is not None:
-                row.lattice = channel_lattice(pinned.codes, multiplier * code_factor)
+                # 8-bit weights (codes the converter chooses): lattice 1, which holds for any
+                # codes (a value on (p / q) Z + r for L = 1 is on it for every L)
+                row.lattice = (channel_lattice(pinned.codes, multiplier * code_factor)
+                               if pinned.codes is not None
+                               else np.full(np.shape(row.unit), float(multiplier)))
                 row.output_step = (float(output_quantizer.hi) - float(output_quantizer.lo)) / 255.0
         result.append(row)
     return result
 
 
-def snap_biases(model, network, finer_inputs=DEFAULT_FINER_INPUTS):
-    """Move each bias of ``model`` (described by ``network``) onto its lattice (module
-    docstring; that of ``export_tflite(..., finer_inputs=finer_inputs)``) and return a
-    :class:`SnapReport`. ``model.get_layer(owner)`` (looking inside a
-    wrapper's ``.layer``) gives the variable; it is read with ``np.asarray`` and written with
-    ``assign``, which both Kerases' variables support on every backend."""
+# Passes of :func:`snap_biases` at most: one, a second where the first moved an int8 range
+# that another layer reads (an ``Add``'s output range is the input scale of the convolution
+# after it, whose lattice and margins follow from it), a third to confirm.
+MAX_SNAP_PASSES = 3
+
+
+def snap_biases(model, describe, finer_inputs=DEFAULT_FINER_INPUTS):
+    """Move each bias of ``model`` onto its lattice (module docstring; that of
+    ``export_tflite(..., finer_inputs=finer_inputs)``) and return a :class:`SnapReport`.
+    ``describe(model)`` gives the :class:`tf_qnets.core.network.NetworkDescription` of the
+    model as it is now; ``model.get_layer(owner)`` (looking inside a wrapper's ``.layer``)
+    gives each variable, read with ``np.asarray`` and written with ``assign``, which both
+    Kerases' variables support on every backend.
+
+    The additions go first (an ``Add``'s int8 output range, which :mod:`tf_qnets.core.add_margin`
+    may scale, is the input scale of the layers that read it); the network is described again
+    after any pass that moved a scale or a range, and the pass repeated (at most
+    :data:`MAX_SNAP_PASSES`), so that the margins are those of the model's final scales: an
+    EfficientNet whose expansion margins were chosen for its block outputs' old ranges kept
+    none, and its file parted from Keras on one int8 pre-activation in a thousand."""
+    report = SnapReport([], 0, 0.0)
+    for number in range(1, MAX_SNAP_PASSES + 1):
+        if not _snap_pass(model, describe(model), finer_inputs, report,
+                          last=number == MAX_SNAP_PASSES):
+            break
+    return report
+
+
+def _snap_pass(model, network, finer_inputs, report, last):
+    """One pass of :func:`snap_biases` over ``network``, recorded in ``report``. True when it
+    changed a scale or an int8 range (the sums' factors, the margins' gains), which the
+    layers reading them see only in a new description; then, unless it is the ``last``
+    pass, it stops after the sums, before any lattice is read from their old ranges."""
+    rescaled = False
+
+    def record(names, name):
+        if name not in names:
+            names.append(name)
+
+    for rounding in add_roundings(network):
+        if _keep_sums_decidable(model, rounding):
+            record(report.sums, rounding.layer)
+            rescaled = True
+    if rescaled and not last:
+        return True
     lattices = bias_lattices(network, finer_inputs)
-    moved, largest, margins = [], 0.0, []
+    report.checked = len(lattices)
     for lattice in lattices:
         if lattice.range_owner is not None:
             if _keep_range_roundings_decidable(model, lattice):
-                margins.append(lattice.layer)
-                moved.append(lattice.layer)
+                record(report.margins, lattice.layer)
+                record(report.moved, lattice.layer)
+                rescaled = True
             continue
         if lattice.owner is None:
             continue
         if lattice.scale_owner is not None:     # its owner is that BN's beta
             if _keep_roundings_decidable(model, lattice):
-                margins.append(lattice.layer)
-                moved.append(lattice.layer)
+                record(report.margins, lattice.layer)
+                record(report.moved, lattice.layer)
             continue
         if lattice.on_lattice:
             continue
         variable = _variable(model, lattice.owner, lattice.attribute)
         value = np.asarray(variable, np.float64)
         variable.assign((value + lattice.snapped_bias - lattice.bias).astype(np.float32))
-        moved.append(lattice.layer)
-        largest = max(largest, float(np.max(np.abs(lattice.offset))))
-    transitions = []
+        record(report.moved, lattice.layer)
+        report.largest_move = max(report.largest_move, float(np.max(np.abs(lattice.offset))))
     for aligned in aligned_transitions(network):
         if aligned.owner is not None and _keep_transitions_decidable(model, aligned):
-            transitions.append(aligned.layer)
-    normalizations = [name for name, scale in normalization_input_scales(network)
-                      if _snap_normalization(model, name, scale)]
-    sums = [rounding.layer for rounding in add_roundings(network)
-            if _keep_sums_decidable(model, rounding)]
-    return SnapReport(moved, len(lattices), largest, margins, transitions, normalizations, sums)
+            record(report.transitions, aligned.layer)
+    for name, scale in normalization_input_scales(network):
+        if _snap_normalization(model, name, scale):
+            record(report.normalizations, name)
+    return rescaled
 
 
 def normalization_input_scales(network):
@@ -572,9 +615,9 @@ def _keep_roundings_decidable(model, lattice):
     gamma = np.asarray(gamma_variable, np.float64)
     x = lattice.unit * lattice.lattice / lattice.output_step
     gains, ps, qs = margin_gains(x)
-    # a gain within SCALE_TOLERANCE: a scale already on its fraction (the margin biases allow
+    # a gain within the tolerance: a scale already on its fraction (the margin biases allow
     # for what float32 leaves); a second call is a no-op
-    gains = np.where(np.abs(gains - 1.0) < SCALE_TOLERANCE, 1.0, gains)
+    gains = np.where(np.abs(gains - 1.0) < scale_tolerances(qs), 1.0, gains)
     # the folded bias is beta + (bias - mean) g: the gain scales the second term only
     gained_bias = beta + (lattice.bias - beta) * gains
     unit = lattice.unit * gains
@@ -620,7 +663,7 @@ def _keep_range_roundings_decidable(model, lattice):
     gains, ps, qs = margin_gains([unit.flat[0] * base / lattice.output_step])
     if not qs[0]:
         return False
-    gain = 1.0 if abs(gains[0] - 1.0) < SCALE_TOLERANCE else float(gains[0])
+    gain = 1.0 if abs(gains[0] - 1.0) < scale_tolerances(qs)[0] else float(gains[0])
     channel_ps = np.zeros(np.shape(lattice.lattice), np.int64)
     channel_ps[live] = ps[0] * (lattices // base)
     channel_qs = np.where(live, qs[0], 0)
@@ -649,14 +692,14 @@ def snap_if_describable(model, describe, announce=None):
     bias moved, or why the biases were left as they are. Returns the :class:`SnapReport`, or
     None."""
     try:
-        network = describe(model)
+        describe(model)
     except (ValueError, TypeError) as error:
         if announce is not None:
             announce(f"biases left as they are: the model cannot be described for export "
                      f"({error})")
         return None
-    report = snap_biases(model, network)
+    report = snap_biases(model, describe)
     if announce is not None and (report.moved or report.margins or report.transitions
-                                 or report.normalizations):
+                                 or report.normalizations or report.sums):
         announce(str(report))
     return report

@@ -20,7 +20,14 @@ about ``1 / (q^2 x_c)``, ``MAX_GAIN_CHANGE`` at most) goes into the channel's Ba
 scale, ``B_c`` (the integer nearest the gained bias that keeps the margin) into its offset.
 Without a BN, where every channel has the same unit ``u`` and ``L_c = g_c L``, one gain on the
 output step ``s`` does it for all channels: ``u L / s = p / q`` makes ``x_c = g_c p / q``.
-A channel without such a fraction (a lattice much finer than the int8 step) is left as it is.
+A channel without such a fraction (a lattice much finer than the int8 step: a first layer
+with 8-bit weights reading 8-bit pixels, ``x_c`` a few 1e-4) gets the *fine* grid instead: the
+smallest odd ``q <= MAX_FINE_DENOMINATOR`` with a ``p / q`` within ``MAX_GAIN_CHANGE`` of
+``x_c``, and a bias whose ``r`` sits on ``(1 / q) Z``, which keeps every value ``1 / (2 q)``
+(at least ``FINE_MARGIN``, with the allowance below) from a half-integer; such a scale counts
+as settled only within ``FINE_SCALE_TOLERANCE``. (EfficientNetB0's stem, ``x_c`` 2.8e-4 to
+1.8e-3, had values 1e-6 steps from a tie that Keras' float32 rounded the other way.) A
+channel finer still is left as it is.
 
 Example::
 
@@ -31,9 +38,10 @@ Example::
 
 import numpy as np
 
-__all__ = ["BIAS_MARGIN", "MARGIN", "MAX_DENOMINATOR", "MAX_GAIN_CHANGE", "SCALE_TOLERANCE",
-           "VALUE_REACH", "odd_fraction", "margin_bias",
-           "margin_gains", "margin_biases"]
+__all__ = ["BIAS_MARGIN", "FINE_BIAS_MARGIN", "FINE_MARGIN", "FINE_SCALE_TOLERANCE", "MARGIN",
+           "MAX_DENOMINATOR", "MAX_FINE_DENOMINATOR", "MAX_GAIN_CHANGE", "SCALE_TOLERANCE",
+           "VALUE_REACH", "odd_fraction", "margin_bias", "margin_gains", "margin_biases",
+           "scale_tolerances"]
 
 # Distance (in int8 steps) kept between every reachable value and a rounding boundary. The
 # Keras float32 value of a conv + BN output is off by about 1e-7 of it (at most 128 steps;
@@ -50,6 +58,13 @@ MAX_GAIN_CHANGE = 5e-3   # largest relative change of a channel scale (1/Q near 
 SCALE_TOLERANCE = 1e-6
 VALUE_REACH = 256.0      # int8 steps a stored value can be from zero (a one-sided range)
 BIAS_MARGIN = MARGIN + VALUE_REACH * SCALE_TOLERANCE
+# The fine grid (module docstring): a smaller margin, still ten times the float32 error seen on
+# a first layer (5e-6 steps), and a tighter settled scale (four float32 steps: a gain applied
+# to a BN scale leaves it within one), so that q up to 1 / (2 FINE_BIAS_MARGIN) fits.
+FINE_MARGIN = 5e-5
+FINE_SCALE_TOLERANCE = 2.5e-7
+FINE_BIAS_MARGIN = FINE_MARGIN + VALUE_REACH * FINE_SCALE_TOLERANCE
+MAX_FINE_DENOMINATOR = int(1 / (2 * FINE_BIAS_MARGIN))    # 4385
 
 
 def odd_fraction(x, max_denominator=MAX_DENOMINATOR):
@@ -77,25 +92,64 @@ def margin_bias(start, p, q, lattice, margin=MARGIN):
     raise AssertionError("a residue of 0 is always reachable")   # B = L satisfies it
 
 
+def _fine_fraction(x, max_gain_change):
+    """``(p, q)`` per entry of ``x``: the smallest odd ``q`` in ``(MAX_DENOMINATOR,
+    MAX_FINE_DENOMINATOR]`` whose nearest ``p / q`` is within :data:`FINE_SCALE_TOLERANCE`
+    of ``x`` (relative), else within ``max_gain_change``; ``q`` 0 where none is."""
+    x = np.asarray(x, np.float64).reshape(-1, 1)
+    denominators = np.arange(MAX_DENOMINATOR + 1 + MAX_DENOMINATOR % 2, MAX_FINE_DENOMINATOR + 1,
+                             2, dtype=np.float64)
+    numerators = np.maximum(1.0, np.floor(x * denominators + 0.5))
+    change = np.abs(numerators / (denominators * x) - 1.0)
+    close = change <= max_gain_change
+    # a scale already on one of them keeps it (else the smallest q after a gain could be
+    # another one, and every call would move the scale again)
+    settled = change < FINE_SCALE_TOLERANCE
+    first = np.where(settled.any(axis=1), np.argmax(settled, axis=1), np.argmax(close, axis=1))
+    rows = np.arange(x.shape[0])
+    found = close[rows, first]
+    return (np.where(found, numerators[rows, first], 0).astype(np.int64),
+            np.where(found, denominators[first], 0).astype(np.int64))
+
+
 def margin_gains(x, max_gain_change=MAX_GAIN_CHANGE):
     """Per channel ``(gain, p, q)`` arrays for ``x`` (int8 steps per lattice step): ``gain =
-    p / (q x)``; a channel without a fraction within ``max_gain_change`` gets gain 1, q 0."""
+    p / (q x)`` for the nearest odd ``p / q`` with ``q <= MAX_DENOMINATOR``, or else the fine
+    grid's (module docstring); a channel with neither within ``max_gain_change`` gets gain 1,
+    q 0."""
     x = np.asarray(x, np.float64).ravel()
     usable = np.isfinite(x) & (x > 0)
-    ps, qs = odd_fraction(np.where(usable, x, 1.0))
-    gains = ps / (qs * np.where(usable, x, 1.0))
-    keep = usable & (np.abs(gains - 1.0) <= max_gain_change)
-    return np.where(keep, gains, 1.0), np.where(keep, ps, 0), np.where(keep, qs, 0)
+    safe = np.where(usable, x, 1.0)
+    ps, qs = odd_fraction(safe)
+    keep = usable & (np.abs(ps / (qs * safe) - 1.0) <= max_gain_change)
+    fine = usable & ~keep
+    if np.any(fine):
+        fine_ps, fine_qs = _fine_fraction(safe[fine], max_gain_change)
+        ps, qs = ps.copy(), qs.copy()
+        ps[fine], qs[fine] = fine_ps, fine_qs
+        keep = keep | (fine & (qs > 0))
+    ps, qs = np.where(keep, ps, 0), np.where(keep, qs, 0)
+    gains = np.where(keep, ps / (np.where(keep, qs, 1) * safe), 1.0)
+    return gains, ps, qs
+
+
+def scale_tolerances(qs):
+    """Per channel the relative distance from its fraction within which a scale counts as
+    settled: :data:`FINE_SCALE_TOLERANCE` on the fine grid (``q > MAX_DENOMINATOR``), else
+    :data:`SCALE_TOLERANCE`."""
+    return np.where(np.asarray(qs) > MAX_DENOMINATOR, FINE_SCALE_TOLERANCE, SCALE_TOLERANCE)
 
 
 def margin_biases(bias, unit, ps, qs, lattice):
     """Per channel the int32 bias (in ``unit``) nearest ``bias`` that keeps the margin
     :data:`BIAS_MARGIN` (:func:`margin_bias`; ``unit``, ``bias`` after the gain), so that
     every value stays :data:`MARGIN` from a boundary with its scale up to
-    :data:`SCALE_TOLERANCE` off ``p / q``; NaN where ``q`` is 0."""
+    :data:`SCALE_TOLERANCE` off ``p / q`` (on the fine grid: :data:`FINE_BIAS_MARGIN`,
+    :data:`FINE_MARGIN`, :data:`FINE_SCALE_TOLERANCE`); NaN where ``q`` is 0."""
     result = np.full(np.shape(ps), np.nan)
     for c in range(np.size(ps)):
         if qs[c] and lattice[c] < 2 ** 31:
             start = int(np.floor(bias[c] / unit[c] + 0.5))
-            result[c] = margin_bias(start, int(ps[c]), int(qs[c]), lattice[c], BIAS_MARGIN)
+            margin = FINE_BIAS_MARGIN if qs[c] > MAX_DENOMINATOR else BIAS_MARGIN
+            result[c] = margin_bias(start, int(ps[c]), int(qs[c]), lattice[c], margin)
     return result
