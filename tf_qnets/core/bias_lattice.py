@@ -44,7 +44,9 @@ fixes, as ``export_tflite`` with its default options lowers them:
 A layer whose output the file stores at a fixed int8 range behind a folded BatchNormalization
 with a scale gets more than the snap: its BN scale per channel on an odd grid and the int32
 bias that keep every value it can compute away from an int8 rounding boundary
-(:mod:`tf_qnets.core.rounding_margin`), so that Keras' float32 rounds it as the file does.
+(:mod:`tf_qnets.core.rounding_margin`), so that Keras' float32 rounds it as the file does;
+with 8-bit weights (codes the converter chooses) its lattice is taken as 1 unit, which holds
+for any codes (a first layer on 8-bit pixels: the rounding margin's fine grid).
 A layer without a BN whose channels share one unit (a tf_qnets kernel: one weight scale; the
 last convolution of a ResNetV2 block, its shortcut projection) gets the same margin from one
 gain on its int8 output range instead of the BN scale.
