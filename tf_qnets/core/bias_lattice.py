@@ -407,11 +407,12 @@ def bias_lattices(network, finer_inputs=DEFAULT_FINER_INPUTS):
 MAX_SNAP_PASSES = 3
 
 
-def snap_biases(model, describe, finer_inputs=DEFAULT_FINER_INPUTS):
+def snap_biases(model, describe, finer_inputs=DEFAULT_FINER_INPUTS, network=None):
     """Move each bias of ``model`` onto its lattice (module docstring; that of
     ``export_tflite(..., finer_inputs=finer_inputs)``) and return a :class:`SnapReport`.
     ``describe(model)`` gives the :class:`tf_qnets.core.network.NetworkDescription` of the
-    model as it is now; ``model.get_layer(owner)`` (looking inside a wrapper's ``.layer``)
+    model as it is now (``network``: that description, if the caller has it already);
+    ``model.get_layer(owner)`` (looking inside a wrapper's ``.layer``)
     gives each variable, read with ``np.asarray`` and written with ``assign``, which both
     Kerases' variables support on every backend.
 
@@ -423,8 +424,9 @@ def snap_biases(model, describe, finer_inputs=DEFAULT_FINER_INPUTS):
     none, and its file parted from Keras on one int8 pre-activation in a thousand."""
     report = SnapReport([], 0, 0.0)
     for number in range(1, MAX_SNAP_PASSES + 1):
-        if not _snap_pass(model, describe(model), finer_inputs, report,
-                          last=number == MAX_SNAP_PASSES):
+        if network is None or number > 1:
+            network = describe(model)
+        if not _snap_pass(model, network, finer_inputs, report, last=number == MAX_SNAP_PASSES):
             break
     return report
 
@@ -694,13 +696,13 @@ def snap_if_describable(model, describe, announce=None):
     bias moved, or why the biases were left as they are. Returns the :class:`SnapReport`, or
     None."""
     try:
-        describe(model)
+        network = describe(model)
     except (ValueError, TypeError) as error:
         if announce is not None:
             announce(f"biases left as they are: the model cannot be described for export "
                      f"({error})")
         return None
-    report = snap_biases(model, describe)
+    report = snap_biases(model, describe, network=network)
     if announce is not None and (report.moved or report.margins or report.transitions
                                  or report.normalizations or report.sums):
         announce(str(report))
