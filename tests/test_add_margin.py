@@ -10,7 +10,7 @@ search itself, then a residual block whose staircase gets a planted tie.
 import numpy as np
 
 import tf_qnets
-from conftest import cut_export_offset
+from conftest import cut_export_offset, vary_batch_norms
 from test_bias_lattice import _residual_model
 from tf_qnets.core.add_margin import (
     MAX_RELATIVE_CHANGE, add_roundings, beta_factor, step_factor, sum_grid)
@@ -178,7 +178,6 @@ def _add_then_swish_model():
     x = keras.layers.Activation("swish", name="expand_swish")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
-    from conftest import vary_batch_norms
     vary_batch_norms(model, seed=3)
     return model
 
