@@ -124,20 +124,22 @@ def margin_gains(x, max_gain_change=MAX_GAIN_CHANGE):
     keep = usable & (np.abs(ps / (qs * safe) - 1.0) <= max_gain_change)
     fine = usable & ~keep
     if np.any(fine):
-        fine_ps, fine_qs = _fine_fraction(safe[fine], max_gain_change)
-        ps, qs = ps.copy(), qs.copy()
-        ps[fine], qs[fine] = fine_ps, fine_qs
+        ps[fine], qs[fine] = _fine_fraction(safe[fine], max_gain_change)
         keep = keep | (fine & (qs > 0))
     ps, qs = np.where(keep, ps, 0), np.where(keep, qs, 0)
     gains = np.where(keep, ps / (np.where(keep, qs, 1) * safe), 1.0)
     return gains, ps, qs
 
 
+def _on_fine_grid(qs):
+    """Per channel: is its denominator ``q`` one of the fine grid's (``q > MAX_DENOMINATOR``)?"""
+    return np.asarray(qs) > MAX_DENOMINATOR
+
+
 def scale_tolerances(qs):
     """Per channel the relative distance from its fraction within which a scale counts as
-    settled: :data:`FINE_SCALE_TOLERANCE` on the fine grid (``q > MAX_DENOMINATOR``), else
-    :data:`SCALE_TOLERANCE`."""
-    return np.where(np.asarray(qs) > MAX_DENOMINATOR, FINE_SCALE_TOLERANCE, SCALE_TOLERANCE)
+    settled: :data:`FINE_SCALE_TOLERANCE` on the fine grid, else :data:`SCALE_TOLERANCE`."""
+    return np.where(_on_fine_grid(qs), FINE_SCALE_TOLERANCE, SCALE_TOLERANCE)
 
 
 def margin_biases(bias, unit, ps, qs, lattice):
@@ -147,9 +149,9 @@ def margin_biases(bias, unit, ps, qs, lattice):
     :data:`SCALE_TOLERANCE` off ``p / q`` (on the fine grid: :data:`FINE_BIAS_MARGIN`,
     :data:`FINE_MARGIN`, :data:`FINE_SCALE_TOLERANCE`); NaN where ``q`` is 0."""
     result = np.full(np.shape(ps), np.nan)
+    margins = np.where(_on_fine_grid(qs), FINE_BIAS_MARGIN, BIAS_MARGIN)
     for c in range(np.size(ps)):
         if qs[c] and lattice[c] < 2 ** 31:
             start = int(np.floor(bias[c] / unit[c] + 0.5))
-            margin = FINE_BIAS_MARGIN if qs[c] > MAX_DENOMINATOR else BIAS_MARGIN
-            result[c] = margin_bias(start, int(ps[c]), int(qs[c]), lattice[c], margin)
+            result[c] = margin_bias(start, int(ps[c]), int(qs[c]), lattice[c], margins[c])
     return result
